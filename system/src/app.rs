@@ -1,0 +1,111 @@
+//! Wiring: builds the queue, the store, the HTTP app and the worker from the configuration,
+//! and runs them until shutdown.
+
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{ConfigError, ServerArgs, StorageArgs, WorkerArgs};
+use crate::ingress::{self, AppState, Verifier};
+use crate::metrics::Metrics;
+use crate::queue::embedded::{EmbeddedConsumer, EmbeddedProducer};
+use crate::queue::{Consumer, Producer, QueueError};
+use crate::store::sqlite::SqliteStore;
+use crate::store::{Store, StoreError};
+use crate::worker::{Worker, WorkerError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("cannot open the store: {0}")]
+    Store(#[from] StoreError),
+    #[error("cannot open the queue: {0}")]
+    Queue(#[from] QueueError),
+    #[error("worker failed: {0}")]
+    Worker(#[from] WorkerError),
+    #[error("I/O: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+pub async fn open_store(storage: &StorageArgs) -> Result<Arc<dyn Store>, AppError> {
+    std::fs::create_dir_all(&storage.data_dir)?;
+    let path = storage.sqlite_path()?;
+    let store = tokio::task::spawn_blocking(move || SqliteStore::open(&path))
+        .await
+        .map_err(|e| std::io::Error::other(e.to_string()))??;
+    Ok(Arc::new(store))
+}
+
+fn open_producer(storage: &StorageArgs, server: &ServerArgs, metrics: &Metrics, wake: Arc<Notify>) -> Result<Arc<dyn Producer>, AppError> {
+    std::fs::create_dir_all(&storage.data_dir)?;
+    Ok(Arc::new(EmbeddedProducer::open(&storage.embedded_queue(Some(server)), metrics.clone(), wake)?))
+}
+
+fn open_consumer(storage: &StorageArgs, wake: Arc<Notify>) -> Result<Box<dyn Consumer>, AppError> {
+    std::fs::create_dir_all(&storage.data_dir)?;
+    Ok(Box::new(EmbeddedConsumer::open(&storage.embedded_queue(None), wake)?))
+}
+
+fn verifier(server: &ServerArgs) -> Result<Verifier, AppError> {
+    let v = Verifier::new(&server.webhook_secret, &server.stripe_webhook_secret, server.signature_tolerance_secs)
+        .map_err(ConfigError::from)?;
+    if !v.enabled() {
+        tracing::warn!("no WEBHOOK_SECRET or STRIPE_WEBHOOK_SECRET configured: unsigned webhooks are accepted");
+    }
+    Ok(v)
+}
+
+/// Serves HTTP until `shutdown`, then finishes in-flight requests.
+async fn serve(listener: TcpListener, state: AppState, shutdown: CancellationToken) -> Result<(), AppError> {
+    tracing::info!(addr = %listener.local_addr()?, "listening");
+    axum::serve(listener, ingress::router(state)).with_graceful_shutdown(shutdown.cancelled_owned()).await?;
+    Ok(())
+}
+
+/// Server and worker in one process over the embedded queue.
+pub async fn standalone(storage: StorageArgs, server: ServerArgs, worker: WorkerArgs, listener: TcpListener, shutdown: CancellationToken) -> Result<(), AppError> {
+    let metrics = Metrics::new();
+    let wake = Arc::new(Notify::new());
+    let store = open_store(&storage).await?;
+    let state = AppState {
+        producer: open_producer(&storage, &server, &metrics, wake.clone())?,
+        store: store.clone(),
+        verifier: Arc::new(verifier(&server)?),
+        metrics: metrics.clone(),
+        max_body: server.max_body_bytes,
+    };
+    let worker_stop = CancellationToken::new();
+    let worker = Worker::new(open_consumer(&storage, wake)?, store, metrics, worker.config(), worker_stop.clone());
+    let worker = tokio::spawn(worker.run());
+    let served = serve(listener, state, shutdown).await;
+    // Requests are finished and acknowledged; now let the worker finish its batch.
+    worker_stop.cancel();
+    let worked = worker.await.map_err(|e| std::io::Error::other(e.to_string()))?;
+    served?;
+    worked?;
+    Ok(())
+}
+
+/// The HTTP half: validates, verifies, appends to the queue.
+pub async fn server(storage: StorageArgs, server: ServerArgs, listener: TcpListener, shutdown: CancellationToken) -> Result<(), AppError> {
+    let metrics = Metrics::new();
+    let state = AppState {
+        producer: open_producer(&storage, &server, &metrics, Arc::new(Notify::new()))?,
+        store: open_store(&storage).await?,
+        verifier: Arc::new(verifier(&server)?),
+        metrics,
+        max_body: server.max_body_bytes,
+    };
+    serve(listener, state, shutdown).await
+}
+
+/// The processing half: consumes the queue and applies events to the store.
+pub async fn worker(storage: StorageArgs, worker: WorkerArgs, shutdown: CancellationToken) -> Result<(), AppError> {
+    let store = open_store(&storage).await?;
+    let consumer = open_consumer(&storage, Arc::new(Notify::new()))?;
+    Worker::new(consumer, store, Metrics::new(), worker.config(), shutdown).run().await?;
+    Ok(())
+}

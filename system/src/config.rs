@@ -1,0 +1,127 @@
+//! Command-line flags, each with an environment variable, validated at start-up.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+
+use crate::queue::embedded::EmbeddedConfig;
+use crate::worker::{RetryPolicy, WorkerConfig};
+
+/// Where data lives; shared by every subcommand.
+#[derive(Debug, Clone, Args)]
+pub struct StorageArgs {
+    /// Directory for the embedded queue and the default SQLite database.
+    #[arg(long, env = "DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+
+    /// Database URL: sqlite://PATH (default: DATA_DIR/store.db).
+    #[arg(long = "database", env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+}
+
+impl StorageArgs {
+    pub fn embedded_queue(&self, server: Option<&ServerArgs>) -> EmbeddedConfig {
+        let mut cfg = EmbeddedConfig::in_dir(&self.data_dir);
+        if let Some(s) = server {
+            cfg.max_pending = s.queue_max_pending;
+            cfg.append_timeout = Duration::from_millis(s.append_timeout_ms);
+        }
+        cfg
+    }
+
+    /// The SQLite path the database URL names, or the default under the data directory.
+    pub fn sqlite_path(&self) -> Result<PathBuf, ConfigError> {
+        match self.database_url.as_deref() {
+            None => Ok(self.data_dir.join("store.db")),
+            Some(url) => url
+                .strip_prefix("sqlite://")
+                .or_else(|| url.strip_prefix("sqlite:"))
+                .map(PathBuf::from)
+                .ok_or_else(|| ConfigError::UnsupportedDatabase(scheme_of(url))),
+        }
+    }
+}
+
+fn scheme_of(url: &str) -> String {
+    // Never echo the whole URL: it may carry a password.
+    url.split("://").next().unwrap_or_default().to_owned()
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("unsupported database URL scheme {0:?} (expected sqlite://PATH)")]
+    UnsupportedDatabase(String),
+    #[error("invalid signature secret: {0}")]
+    Secret(#[from] crate::ingress::signature::SecretError),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServerArgs {
+    /// Address the HTTP server listens on.
+    #[arg(long, env = "LISTEN", default_value = "127.0.0.1:3000")]
+    pub listen: SocketAddr,
+
+    /// Standard Webhooks secrets (whsec_<base64>), comma-separated for rotation.
+    #[arg(long, env = "WEBHOOK_SECRET", hide_env_values = true, default_value = "")]
+    pub webhook_secret: String,
+
+    /// Stripe-style signing secrets, comma-separated for rotation.
+    #[arg(long, env = "STRIPE_WEBHOOK_SECRET", hide_env_values = true, default_value = "")]
+    pub stripe_webhook_secret: String,
+
+    /// How far a signature's timestamp may be from now, in seconds (replay protection).
+    #[arg(long, env = "SIGNATURE_TOLERANCE_SECS", default_value_t = 300)]
+    pub signature_tolerance_secs: u64,
+
+    /// Largest accepted request body in bytes.
+    #[arg(long, env = "MAX_BODY_BYTES", default_value_t = crate::ingress::DEFAULT_MAX_BODY)]
+    pub max_body_bytes: usize,
+
+    /// Appends waiting for the embedded queue beyond this are refused with 503.
+    #[arg(long, env = "QUEUE_MAX_PENDING", default_value_t = 50_000)]
+    pub queue_max_pending: usize,
+
+    /// An append not durable within this many milliseconds is answered 503.
+    #[arg(long, env = "APPEND_TIMEOUT_MS", default_value_t = 5_000)]
+    pub append_timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct WorkerArgs {
+    /// Name under which the worker's queue positions are stored (the Kafka consumer group).
+    #[arg(long, env = "WORKER_CONSUMER", default_value = "webhooks-worker")]
+    pub consumer: String,
+
+    /// Most events applied in one database transaction.
+    #[arg(long, env = "WORKER_BATCH_SIZE", default_value_t = 1000)]
+    pub batch_size: usize,
+
+    /// Attempts on transient errors before an event is dead-lettered.
+    #[arg(long, env = "WORKER_MAX_ATTEMPTS", default_value_t = 8)]
+    pub max_attempts: u32,
+
+    /// First retry delay ceiling in milliseconds (doubles per attempt, with full jitter).
+    #[arg(long, env = "WORKER_RETRY_BASE_MS", default_value_t = 50)]
+    pub retry_base_ms: u64,
+
+    /// Largest retry delay in milliseconds.
+    #[arg(long, env = "WORKER_RETRY_CAP_MS", default_value_t = 5_000)]
+    pub retry_cap_ms: u64,
+}
+
+impl WorkerArgs {
+    pub fn config(&self) -> WorkerConfig {
+        WorkerConfig {
+            consumer: self.consumer.clone(),
+            batch_size: self.batch_size.max(1),
+            poll_wait: Duration::from_millis(100),
+            retry: RetryPolicy {
+                base: Duration::from_millis(self.retry_base_ms.max(1)),
+                cap: Duration::from_millis(self.retry_cap_ms.max(1)),
+                max_attempts: self.max_attempts.max(1),
+            },
+        }
+    }
+}

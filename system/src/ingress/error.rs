@@ -1,0 +1,99 @@
+//! One error type for the HTTP layer, mapped to a status and a JSON body in one place.
+
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+
+use super::signature::SignatureError;
+use crate::domain::Invalid;
+use crate::queue::QueueError;
+use crate::store::StoreError;
+
+/// Seconds a client should wait before retrying after a 503.
+const RETRY_AFTER_SECS: &str = "1";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("Content-Type must be application/json")]
+    UnsupportedMediaType,
+    #[error("body larger than {0} bytes")]
+    PayloadTooLarge(usize),
+    #[error("could not read the request body")]
+    BodyRead,
+    #[error("malformed JSON: {0}")]
+    Malformed(String),
+    #[error("invalid {0}")]
+    Invalid(#[from] Invalid),
+    #[error("signature rejected: {0}")]
+    Signature(#[from] SignatureError),
+    #[error("event not stored, retry later: {0}")]
+    Queue(#[from] QueueError),
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("database: {0}")]
+    Store(#[from] StoreError),
+}
+
+impl ApiError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::BodyRead | Self::Malformed(_) => StatusCode::BAD_REQUEST,
+            Self::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::Signature(_) => StatusCode::UNAUTHORIZED,
+            Self::Queue(_) | Self::Store(StoreError::Transient(_)) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Store(StoreError::Permanent(_)) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::Conflict(_) => StatusCode::CONFLICT,
+        }
+    }
+
+    /// A stable machine-readable code, also the `reason` label of rejection metrics.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::UnsupportedMediaType => "unsupported_media_type",
+            Self::PayloadTooLarge(_) => "payload_too_large",
+            Self::BodyRead => "body_read",
+            Self::Malformed(_) => "malformed",
+            Self::Invalid(_) => "invalid",
+            Self::Signature(_) => "bad_signature",
+            Self::Queue(QueueError::Full) => "overloaded",
+            Self::Queue(_) => "queue_unavailable",
+            Self::NotFound(_) => "not_found",
+            Self::Conflict(_) => "conflict",
+            Self::Store(_) => "store_unavailable",
+        }
+    }
+}
+
+/// Every `code` a webhook rejection can carry, for reporting counts per reason.
+pub const REJECT_REASONS: &[&str] = &[
+    "unsupported_media_type",
+    "payload_too_large",
+    "body_read",
+    "malformed",
+    "invalid",
+    "bad_signature",
+    "overloaded",
+    "queue_unavailable",
+    "store_unavailable",
+];
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        if status.is_server_error() {
+            tracing::warn!(error = %self, "request failed");
+        }
+        let body = Json(json!({ "error": self.code(), "message": self.to_string() }));
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            (status, [(header::RETRY_AFTER, RETRY_AFTER_SECS)], body).into_response()
+        } else {
+            (status, body).into_response()
+        }
+    }
+}

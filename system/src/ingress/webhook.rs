@@ -1,0 +1,44 @@
+//! `POST /api/webhooks/payment`: verify, validate, append durably, then acknowledge.
+
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::Json;
+use serde::Serialize;
+
+use super::body::{parse, read_limited, require_json};
+use super::error::ApiError;
+use super::AppState;
+use crate::domain::WebhookBody;
+
+#[derive(Debug, Serialize)]
+pub struct Accepted {
+    pub status: &'static str,
+    pub event_id: String,
+}
+
+pub async fn receive(State(app): State<AppState>, headers: HeaderMap, body: Body) -> Result<Json<Accepted>, ApiError> {
+    let started = Instant::now();
+    let result = accept(&app, &headers, body).await;
+    match &result {
+        Ok(_) => {
+            app.metrics.webhooks_accepted.inc();
+            app.metrics.record_ack(started.elapsed());
+        }
+        Err(e) => app.metrics.reject(e.code()),
+    }
+    result.map(Json)
+}
+
+async fn accept(app: &AppState, headers: &HeaderMap, body: Body) -> Result<Accepted, ApiError> {
+    require_json(headers)?;
+    let bytes = read_limited(headers, body, app.max_body).await?;
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    let verified = app.verifier.verify(headers, &bytes, now.as_secs() as i64)?;
+    let parsed: WebhookBody = parse(&bytes)?;
+    let event = parsed.into_event(verified.message_id.as_deref(), now.as_micros() as i64)?;
+    app.producer.append(&event).await?;
+    Ok(Accepted { status: "accepted", event_id: event.event_id })
+}

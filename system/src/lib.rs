@@ -1,0 +1,29 @@
+//! Payment webhooks, received fast and durably, applied exactly once.
+//!
+//! The path of one event, and the module for each step:
+//!
+//! ```text
+//! provider --HTTP--> ingress      read body (limit) -> signature -> parse + validate -> event id
+//!                      |           (ingress/webhook.rs, ingress/signature.rs, domain/event.rs)
+//!                      v
+//!                    queue        append durably, then 200; not stored -> 503 Retry-After
+//!                      |           (queue/mod.rs: the interface; queue/embedded.rs: SQLite log, group commit)
+//!                      v
+//!                    worker       poll a batch -> store.apply_batch in one transaction -> commit position
+//!                      |           retries with backoff, dead letters (worker/)
+//!                      v
+//!                    store        payments + orders, applied events, positions (store/sqlite.rs)
+//!                                  what an event does is decided in domain/state.rs
+//! ```
+//!
+//! `app.rs` wires these from the configuration (`config.rs`); `main.rs` only parses flags.
+
+pub mod app;
+pub mod config;
+pub mod domain;
+pub mod ingress;
+pub mod metrics;
+pub mod queue;
+mod sqlite_conn;
+pub mod store;
+pub mod worker;

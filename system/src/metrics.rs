@@ -1,0 +1,242 @@
+//! Counters and latency histograms: Prometheus text at `/metrics`, HDR percentiles at `/api/stats`.
+//!
+//! Prometheus histograms have fixed buckets, fine for dashboards; the HDR histograms keep
+//! exact percentiles (3 significant digits) for the load generator's reports.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use hdrhistogram::Histogram as Hdr;
+use prometheus_client::encoding::{text::encode, EncodeLabelSet};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+use serde::Serialize;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabels {
+    pub route: String,
+    pub status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    pub outcome: &'static str,
+}
+
+/// Every metric the process exposes. Cheap to clone: all handles are shared.
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Arc<Registry>,
+    pub http_requests: Family<RouteLabels, Counter>,
+    pub webhooks_accepted: Counter,
+    pub webhooks_rejected: Family<ReasonLabels, Counter>,
+    pub ingress_latency: Histogram,
+    pub queue_append_latency: Histogram,
+    pub queue_append_batch: Histogram,
+    pub queue_depth: Gauge,
+    pub worker_events: Family<OutcomeLabels, Counter>,
+    pub worker_batches: Counter,
+    pub worker_batch_size: Histogram,
+    pub worker_apply_latency: Histogram,
+    pub worker_retries: Counter,
+    pub e2e_latency: Histogram,
+    ack_hdr: Arc<Mutex<Hdr<u64>>>,
+    e2e_hdr: Arc<Mutex<Hdr<u64>>>,
+    /// Whether a worker runs in this process, so that `/api/stats` says "unknown" instead of 0.
+    worker_here: Arc<std::sync::atomic::AtomicBool>,
+}
+
+fn seconds_histogram() -> Histogram {
+    // 50 µs .. ~26 s
+    Histogram::new(exponential_buckets(0.000_05, 2.0, 20))
+}
+
+fn size_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(1.0, 2.0, 14))
+}
+
+fn hdr() -> Arc<Mutex<Hdr<u64>>> {
+    // 1 µs .. 1 h at 3 significant digits; the bounds are constants, so this cannot fail.
+    Arc::new(Mutex::new(Hdr::new_with_bounds(1, 3_600_000_000, 3).expect("static HDR bounds")))
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut r = Registry::with_prefix("webhooks");
+        let m = Self {
+            registry: Arc::new(Registry::default()),
+            http_requests: Family::default(),
+            webhooks_accepted: Counter::default(),
+            webhooks_rejected: Family::default(),
+            ingress_latency: seconds_histogram(),
+            queue_append_latency: seconds_histogram(),
+            queue_append_batch: size_histogram(),
+            queue_depth: Gauge::default(),
+            worker_events: Family::default(),
+            worker_batches: Counter::default(),
+            worker_batch_size: size_histogram(),
+            worker_apply_latency: seconds_histogram(),
+            worker_retries: Counter::default(),
+            e2e_latency: seconds_histogram(),
+            ack_hdr: hdr(),
+            e2e_hdr: hdr(),
+            worker_here: Default::default(),
+        };
+        r.register("http_requests", "HTTP requests by route and status", m.http_requests.clone());
+        r.register("accepted", "Webhooks durably queued and acknowledged", m.webhooks_accepted.clone());
+        r.register("rejected", "Webhooks refused, by reason", m.webhooks_rejected.clone());
+        r.register("ingress_latency_seconds", "Webhook request to acknowledgement", m.ingress_latency.clone());
+        r.register("queue_append_latency_seconds", "Queue append until durable", m.queue_append_latency.clone());
+        r.register("queue_append_batch_size", "Events per group commit", m.queue_append_batch.clone());
+        r.register("queue_depth", "Events queued and not yet processed (consumer lag)", m.queue_depth.clone());
+        r.register("worker_events", "Events processed by the worker, by outcome", m.worker_events.clone());
+        r.register("worker_batches", "Batches committed by the worker", m.worker_batches.clone());
+        r.register("worker_batch_size", "Events per worker batch", m.worker_batch_size.clone());
+        r.register("worker_apply_latency_seconds", "Store transaction per batch", m.worker_apply_latency.clone());
+        r.register("worker_retries", "Batch attempts retried after transient errors", m.worker_retries.clone());
+        r.register("e2e_latency_seconds", "Ingress acceptance to worker commit", m.e2e_latency.clone());
+        Self { registry: Arc::new(r), ..m }
+    }
+
+    pub fn mark_worker_here(&self) {
+        self.worker_here.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub fn record_ack(&self, elapsed: Duration) {
+        self.ingress_latency.observe(elapsed.as_secs_f64());
+        record(&self.ack_hdr, elapsed.as_micros() as u64);
+    }
+
+    pub fn record_e2e(&self, micros: u64) {
+        self.e2e_latency.observe(micros as f64 / 1e6);
+        record(&self.e2e_hdr, micros);
+    }
+
+    pub fn reject(&self, reason: &str) {
+        self.webhooks_rejected.get_or_create(&ReasonLabels { reason: reason.to_owned() }).inc();
+    }
+
+    pub fn worker_outcome(&self, outcome: &'static str, n: u64) {
+        self.worker_events.get_or_create(&OutcomeLabels { outcome }).inc_by(n);
+    }
+
+    fn worker_count(&self, outcome: &'static str) -> u64 {
+        self.worker_events.get_or_create(&OutcomeLabels { outcome }).get()
+    }
+
+    /// Prometheus text exposition format.
+    pub fn render(&self) -> String {
+        let mut out = String::with_capacity(8 * 1024);
+        // Writing into a String cannot fail.
+        let _ = encode(&mut out, &self.registry);
+        out
+    }
+
+    pub fn stats(&self) -> Stats {
+        let rejected = self.rejected_by_reason();
+        let worker_here = self.worker_here.load(std::sync::atomic::Ordering::Relaxed);
+        let (applied, stale, dead) = (self.worker_count("applied"), self.worker_count("stale"), self.worker_count("dead_lettered"));
+        Stats {
+            ingress: IngressStats {
+                accepted: self.webhooks_accepted.get(),
+                rejected,
+                ack_latency_us: Percentiles::of(&self.ack_hdr),
+            },
+            worker: worker_here.then(|| WorkerStats {
+                processed: applied + stale + dead,
+                applied,
+                stale,
+                duplicates: self.worker_count("duplicate"),
+                dead_lettered: dead,
+                batches: self.worker_batches.get(),
+                retries: self.worker_retries.get(),
+                e2e_latency_us: Percentiles::of(&self.e2e_hdr),
+            }),
+            queue: QueueStats { depth: worker_here.then(|| self.queue_depth.get().max(0) as u64) },
+        }
+    }
+
+    fn rejected_by_reason(&self) -> std::collections::BTreeMap<String, u64> {
+        // Family has no iterator; the reasons are a small closed set.
+        crate::ingress::REJECT_REASONS
+            .iter()
+            .map(|r| (r.to_string(), self.webhooks_rejected.get_or_create(&ReasonLabels { reason: r.to_string() }).get()))
+            .filter(|(_, n)| *n > 0)
+            .collect()
+    }
+}
+
+fn record(h: &Mutex<Hdr<u64>>, micros: u64) {
+    if let Ok(mut h) = h.lock() {
+        h.saturating_record(micros.max(1));
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct Stats {
+    pub ingress: IngressStats,
+    pub worker: Option<WorkerStats>,
+    pub queue: QueueStats,
+}
+
+#[derive(Debug, Serialize)]
+pub struct IngressStats {
+    pub accepted: u64,
+    pub rejected: std::collections::BTreeMap<String, u64>,
+    pub ack_latency_us: Percentiles,
+}
+
+#[derive(Debug, Serialize)]
+pub struct WorkerStats {
+    pub processed: u64,
+    pub applied: u64,
+    pub stale: u64,
+    pub duplicates: u64,
+    pub dead_lettered: u64,
+    pub batches: u64,
+    pub retries: u64,
+    pub e2e_latency_us: Percentiles,
+}
+
+#[derive(Debug, Serialize)]
+pub struct QueueStats {
+    pub depth: Option<u64>,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct Percentiles {
+    pub count: u64,
+    pub p50: u64,
+    pub p90: u64,
+    pub p99: u64,
+    pub p999: u64,
+    pub max: u64,
+}
+
+impl Percentiles {
+    fn of(h: &Mutex<Hdr<u64>>) -> Self {
+        let Ok(h) = h.lock() else { return Self::default() };
+        Self {
+            count: h.len(),
+            p50: h.value_at_quantile(0.50),
+            p90: h.value_at_quantile(0.90),
+            p99: h.value_at_quantile(0.99),
+            p999: h.value_at_quantile(0.999),
+            max: h.max(),
+        }
+    }
+}

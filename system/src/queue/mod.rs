@@ -1,0 +1,89 @@
+//! The queue between ingress and the worker: one interface, two backends.
+//!
+//! - [`embedded`]: a durable log in a local SQLite file with group commit (the default).
+//! - `kafka`: a partitioned Apache Kafka topic with a consumer group.
+//!
+//! A producer acknowledges an append only once the event is durable; a consumer hands out
+//! batches and is told to commit only after the store has committed their effects.
+
+pub mod embedded;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::domain::PaymentEvent;
+
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    /// Too many appends are waiting: shed load rather than grow memory.
+    #[error("queue is full")]
+    Full,
+    #[error("queue unavailable: {0}")]
+    Unavailable(String),
+    #[error("queue append timed out")]
+    Timeout,
+    #[error("queue storage error: {0}")]
+    Storage(String),
+}
+
+/// A place in the queue: a partition and an offset within it (the embedded log has one partition).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Position {
+    pub partition: i32,
+    pub offset: i64,
+}
+
+/// One message handed to the worker.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    pub position: Position,
+    /// The decoded event, or why the bytes could not be decoded (a poison message).
+    pub event: Result<PaymentEvent, String>,
+    /// The bytes as stored, kept for dead letters.
+    pub raw: Vec<u8>,
+}
+
+impl Delivery {
+    pub fn decode(position: Position, raw: Vec<u8>) -> Self {
+        let event = serde_json::from_slice(&raw).map_err(|e| format!("undecodable message: {e}"));
+        Self { position, event, raw }
+    }
+}
+
+/// The server's side: append events durably.
+#[async_trait]
+pub trait Producer: Send + Sync {
+    /// Returns once the event is durable; an error means it is not stored.
+    async fn append(&self, event: &PaymentEvent) -> Result<(), QueueError>;
+    /// Whether appends can currently succeed.
+    async fn ready(&self) -> Result<(), QueueError>;
+}
+
+/// The worker's side: read batches, commit positions after their effects are durable.
+#[async_trait]
+pub trait Consumer: Send + Sync {
+    /// Continues after the positions the store recorded with the last applied batch.
+    /// Backends that keep their own committed offsets (Kafka) may ignore them.
+    async fn resume(&mut self, stored: &[Position]) -> Result<(), QueueError>;
+    /// Up to `max` deliveries; waits at most `wait` when nothing is available.
+    async fn poll(&mut self, max: usize, wait: Duration) -> Result<Vec<Delivery>, QueueError>;
+    /// Marks everything in `batch` as done. Called only after the store committed it.
+    async fn commit(&mut self, batch: &[Delivery]) -> Result<(), QueueError>;
+    /// Events appended but not yet committed, when the backend knows.
+    async fn depth(&mut self) -> Option<u64>;
+    /// Finishes cleanly: commits what is pending and leaves any group.
+    async fn close(&mut self) {}
+}
+
+/// The highest position per partition in a batch: what a commit records.
+pub fn last_positions(batch: &[Delivery]) -> Vec<Position> {
+    let mut out: Vec<Position> = Vec::new();
+    for d in batch {
+        match out.iter_mut().find(|p| p.partition == d.position.partition) {
+            Some(p) => p.offset = p.offset.max(d.position.offset),
+            None => out.push(d.position),
+        }
+    }
+    out
+}

@@ -1,0 +1,151 @@
+//! Where effects live: `payments`, `orders`, the record of applied events, dead letters and
+//! the worker's queue positions. One interface, two backends (SQLite, PostgreSQL); both
+//! persist what [`crate::domain::state::decide`] decides, so they behave alike by construction.
+
+pub mod sqlite;
+
+use async_trait::async_trait;
+use serde::Serialize;
+
+use crate::domain::{CreateOutcome, NewOrder, PaymentEvent};
+use crate::queue::Position;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Worth retrying: busy, locked, lost connection, serialization failure, I/O.
+    #[error("transient store error: {0}")]
+    Transient(String),
+    /// Retrying will not help: constraint violations, corrupt data, bad configuration.
+    #[error("store error: {0}")]
+    Permanent(String),
+}
+
+impl StoreError {
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Self::Transient(_))
+    }
+}
+
+/// What happened to one event of a batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Applied {
+    /// Moved the payment's state (and maybe the order's).
+    Applied,
+    /// Recorded but older than the current state: no change.
+    Stale,
+    /// Already processed before (same event id): skipped.
+    Duplicate,
+    /// Can never apply (for example the payment belongs to another order): recorded as a dead letter.
+    DeadLettered(String),
+}
+
+/// An event the worker gave up on.
+#[derive(Debug, Clone)]
+pub struct DeadLetter {
+    pub event_id: String,
+    pub payment_id: Option<String>,
+    pub order_id: Option<String>,
+    pub payload: String,
+    pub error: String,
+    pub attempts: u32,
+}
+
+impl DeadLetter {
+    pub fn for_event(event: &PaymentEvent, error: String, attempts: u32) -> Self {
+        Self {
+            event_id: event.event_id.clone(),
+            payment_id: Some(event.payment_id.clone()),
+            order_id: Some(event.order_id.clone()),
+            payload: serde_json::to_string(event).unwrap_or_default(),
+            error,
+            attempts,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DeadLetterView {
+    pub id: i64,
+    pub event_id: String,
+    pub payment_id: Option<String>,
+    pub order_id: Option<String>,
+    pub error: String,
+    pub attempts: u32,
+    pub failed_at_us: i64,
+    pub payload: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PaymentSummary {
+    pub payment_id: String,
+    pub status: String,
+    pub amount: i64,
+    pub currency: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct OrderView {
+    pub id: String,
+    pub user_id: String,
+    pub items: Vec<String>,
+    pub total_amount: i64,
+    pub currency: String,
+    pub status: String,
+    pub payments: Vec<PaymentSummary>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct EventRecord {
+    pub event_id: String,
+    pub event_type: String,
+    pub outcome: String,
+    pub received_at_us: i64,
+    pub applied_at_us: i64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PaymentView {
+    pub id: String,
+    pub order_id: String,
+    pub status: String,
+    pub amount: i64,
+    pub currency: String,
+    /// How many events' effects were applied to this payment; equals `events.len()` unless
+    /// something applied an event twice.
+    pub applied_events: i64,
+    pub events: Vec<EventRecord>,
+}
+
+/// The name under which a consumer's positions are stored.
+pub type ConsumerName = str;
+
+#[async_trait]
+pub trait Store: Send + Sync {
+    /// Applies a batch in one transaction, together with the consumer's new positions:
+    /// either all of it is durable or none of it.
+    async fn apply_batch(
+        &self,
+        consumer: &ConsumerName,
+        events: &[PaymentEvent],
+        positions: &[Position],
+    ) -> Result<Vec<Applied>, StoreError>;
+
+    /// Records dead letters together with the consumer's new positions.
+    async fn dead_letter(&self, consumer: &ConsumerName, letters: &[DeadLetter], positions: &[Position]) -> Result<(), StoreError>;
+
+    /// The positions recorded by the last committed batch.
+    async fn positions(&self, consumer: &ConsumerName) -> Result<Vec<Position>, StoreError>;
+
+    async fn create_order(&self, order: &NewOrder) -> Result<CreateOutcome, StoreError>;
+    async fn order(&self, id: &str) -> Result<Option<OrderView>, StoreError>;
+    async fn payment(&self, id: &str) -> Result<Option<PaymentView>, StoreError>;
+    async fn dead_letters(&self, limit: u32) -> Result<(u64, Vec<DeadLetterView>), StoreError>;
+    async fn ping(&self) -> Result<(), StoreError>;
+}
+
+pub fn now_us() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,363 @@
+//! The SQLite store: one file, WAL, full fsync; one writer connection (SQLite allows one
+//! writer at a time anyway) and one reader so that API reads do not queue behind batches.
+
+use std::path::Path;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rusqlite::{params, Connection, ErrorCode, OptionalExtension, Transaction, TransactionBehavior};
+
+use super::{Applied, ConsumerName, DeadLetter, DeadLetterView, EventRecord, OrderView, PaymentSummary, PaymentView, Store, StoreError};
+use crate::domain::state::{self, status_from_payments};
+use crate::domain::{CreateOutcome, NewOrder, OrderStatus, OrderTerms, Payment, PaymentEvent, PaymentStatus};
+use crate::queue::Position;
+use crate::sqlite_conn::SharedConn;
+
+/// Schema versions, applied in order at start-up; the index + 1 is the version number.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE orders (
+    id            TEXT PRIMARY KEY,
+    user_id       TEXT NOT NULL,
+    items         TEXT NOT NULL,
+    total_amount  INTEGER NOT NULL CHECK (total_amount >= 0),
+    currency      TEXT NOT NULL,
+    status        TEXT NOT NULL,
+    created_at_us INTEGER NOT NULL,
+    updated_at_us INTEGER NOT NULL
+);
+CREATE TABLE payments (
+    id             TEXT PRIMARY KEY,
+    order_id       TEXT NOT NULL,
+    status         TEXT NOT NULL,
+    amount         INTEGER NOT NULL CHECK (amount >= 0),
+    currency       TEXT NOT NULL,
+    applied_events INTEGER NOT NULL,
+    created_at_us  INTEGER NOT NULL,
+    updated_at_us  INTEGER NOT NULL
+);
+CREATE INDEX payments_by_order ON payments (order_id);
+CREATE TABLE payment_events (
+    event_id       TEXT PRIMARY KEY,
+    payment_id     TEXT NOT NULL,
+    event_type     TEXT NOT NULL,
+    amount         INTEGER NOT NULL,
+    currency       TEXT NOT NULL,
+    outcome        TEXT NOT NULL,
+    received_at_us INTEGER NOT NULL,
+    applied_at_us  INTEGER NOT NULL
+);
+CREATE INDEX payment_events_by_payment ON payment_events (payment_id);
+CREATE TABLE dead_letters (
+    id           INTEGER PRIMARY KEY AUTOINCREMENT,
+    event_id     TEXT NOT NULL UNIQUE,
+    payment_id   TEXT,
+    order_id     TEXT,
+    payload      TEXT NOT NULL,
+    error        TEXT NOT NULL,
+    attempts     INTEGER NOT NULL,
+    failed_at_us INTEGER NOT NULL
+);
+CREATE TABLE consumer_positions (
+    consumer  TEXT NOT NULL,
+    partition INTEGER NOT NULL,
+    position  INTEGER NOT NULL,
+    PRIMARY KEY (consumer, partition)
+);
+"#];
+
+pub struct SqliteStore {
+    writer: SharedConn,
+    reader: SharedConn,
+}
+
+fn classify(e: rusqlite::Error) -> StoreError {
+    let transient = matches!(
+        e.sqlite_error_code(),
+        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked | ErrorCode::SystemIoFailure | ErrorCode::DiskFull | ErrorCode::CannotOpen)
+    );
+    if transient {
+        StoreError::Transient(e.to_string())
+    } else {
+        StoreError::Permanent(e.to_string())
+    }
+}
+
+fn connect(path: &Path) -> Result<Connection, rusqlite::Error> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(Duration::from_secs(5))?;
+    conn.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;")?;
+    Ok(conn)
+}
+
+fn migrate(conn: &mut Connection) -> Result<(), rusqlite::Error> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    tx.execute_batch("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")?;
+    let current: i64 = tx.query_row("SELECT COALESCE(MAX(version), 0) FROM schema_version", [], |r| r.get(0))?;
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+        tx.execute_batch(sql)?;
+        tx.execute("INSERT INTO schema_version (version) VALUES (?1)", params![i as i64 + 1])?;
+    }
+    tx.commit()
+}
+
+impl SqliteStore {
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let mut writer = connect(path).map_err(classify)?;
+        migrate(&mut writer).map_err(classify)?;
+        let reader = connect(path).map_err(classify)?;
+        Ok(Self { writer: SharedConn::new(writer), reader: SharedConn::new(reader) })
+    }
+}
+
+fn apply_one(tx: &Transaction<'_>, e: &PaymentEvent, now: i64) -> Result<Applied, rusqlite::Error> {
+    let seen = tx
+        .prepare_cached("SELECT 1 FROM payment_events WHERE event_id = ?1")?
+        .exists(params![e.event_id])?;
+    if seen {
+        return Ok(Applied::Duplicate);
+    }
+    let payment = load_payment(tx, &e.payment_id)?;
+    let order = load_order_terms(tx, &e.order_id)?;
+    let effect = match state::decide(e, payment.as_ref(), order.as_ref()) {
+        Ok(effect) => effect,
+        Err(conflict) => {
+            let letter = DeadLetter::for_event(e, conflict.to_string(), 1);
+            insert_dead_letter(tx, &letter, now)?;
+            return Ok(Applied::DeadLettered(letter.error));
+        }
+    };
+    let p = &effect.payment;
+    tx.prepare_cached(
+        "INSERT INTO payments (id, order_id, status, amount, currency, applied_events, created_at_us, updated_at_us)
+         VALUES (?1, ?2, ?3, ?4, ?5, 1, ?6, ?6)
+         ON CONFLICT (id) DO UPDATE SET status = excluded.status, amount = excluded.amount,
+             currency = excluded.currency, applied_events = applied_events + 1, updated_at_us = excluded.updated_at_us",
+    )?
+    .execute(params![e.payment_id, p.order_id, p.status.as_str(), p.amount, p.currency, now])?;
+    tx.prepare_cached(
+        "INSERT INTO payment_events (event_id, payment_id, event_type, amount, currency, outcome, received_at_us, applied_at_us)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    )?
+    .execute(params![e.event_id, e.payment_id, e.event_type.as_str(), e.amount, e.currency, effect.outcome.as_str(), e.received_at_us, now])?;
+    if let Some(status) = effect.order_status {
+        tx.prepare_cached("UPDATE orders SET status = ?1, updated_at_us = ?2 WHERE id = ?3")?
+            .execute(params![status.as_str(), now, e.order_id])?;
+    }
+    Ok(match effect.outcome {
+        state::Outcome::Applied => Applied::Applied,
+        state::Outcome::Stale => Applied::Stale,
+    })
+}
+
+fn corrupt(what: &str, value: &str) -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, format!("unknown {what} {value:?}").into())
+}
+
+fn load_payment(tx: &Connection, id: &str) -> Result<Option<Payment>, rusqlite::Error> {
+    let row = tx
+        .prepare_cached("SELECT order_id, status, amount, currency FROM payments WHERE id = ?1")?
+        .query_row(params![id], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get(2)?, r.get(3)?)))
+        .optional()?;
+    row.map(|(order_id, status, amount, currency)| {
+        let status = PaymentStatus::parse(&status).ok_or_else(|| corrupt("payment status", &status))?;
+        Ok(Payment { order_id, status, amount, currency })
+    })
+    .transpose()
+}
+
+fn load_order_terms(tx: &Connection, id: &str) -> Result<Option<OrderTerms>, rusqlite::Error> {
+    let row = tx
+        .prepare_cached("SELECT total_amount, currency, status FROM orders WHERE id = ?1")?
+        .query_row(params![id], |r| Ok((r.get(0)?, r.get(1)?, r.get::<_, String>(2)?)))
+        .optional()?;
+    row.map(|(total_amount, currency, status)| {
+        let status = OrderStatus::parse(&status).ok_or_else(|| corrupt("order status", &status))?;
+        Ok(OrderTerms { total_amount, currency, status })
+    })
+    .transpose()
+}
+
+fn insert_dead_letter(tx: &Connection, d: &DeadLetter, now: i64) -> Result<(), rusqlite::Error> {
+    // A redelivered poison event keeps its first dead letter; the count says how often it failed.
+    tx.prepare_cached(
+        "INSERT INTO dead_letters (event_id, payment_id, order_id, payload, error, attempts, failed_at_us)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+         ON CONFLICT (event_id) DO UPDATE SET error = excluded.error, failed_at_us = excluded.failed_at_us",
+    )?
+    .execute(params![d.event_id, d.payment_id, d.order_id, d.payload, d.error, d.attempts, now])?;
+    Ok(())
+}
+
+fn save_positions(tx: &Connection, consumer: &str, positions: &[Position]) -> Result<(), rusqlite::Error> {
+    let mut stmt = tx.prepare_cached(
+        "INSERT INTO consumer_positions (consumer, partition, position) VALUES (?1, ?2, ?3)
+         ON CONFLICT (consumer, partition) DO UPDATE SET position = excluded.position",
+    )?;
+    for p in positions {
+        stmt.execute(params![consumer, p.partition, p.offset])?;
+    }
+    Ok(())
+}
+
+fn create_order(conn: &mut Connection, o: &NewOrder) -> Result<CreateOutcome, rusqlite::Error> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let items = serde_json::to_string(&o.items).map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+    let existing = tx
+        .query_row("SELECT user_id, items, total_amount, currency FROM orders WHERE id = ?1", params![o.id], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?, r.get::<_, String>(3)?))
+        })
+        .optional()?;
+    if let Some(row) = existing {
+        let same = row == (o.user_id.clone(), items, o.total_amount, o.currency.clone());
+        return Ok(if same { CreateOutcome::AlreadyExists } else { CreateOutcome::Conflict });
+    }
+    let terms = OrderTerms { total_amount: o.total_amount, currency: o.currency.clone(), status: OrderStatus::Pending };
+    let payments = payments_of_order(&tx, &o.id)?;
+    let status = status_from_payments(&terms, payments.iter().map(|(_, p)| p));
+    let now = super::now_us();
+    tx.execute(
+        "INSERT INTO orders (id, user_id, items, total_amount, currency, status, created_at_us, updated_at_us)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)",
+        params![o.id, o.user_id, items, o.total_amount, o.currency, status.as_str(), now],
+    )?;
+    tx.commit()?;
+    Ok(CreateOutcome::Created)
+}
+
+fn payments_of_order(conn: &Connection, order_id: &str) -> Result<Vec<(String, Payment)>, rusqlite::Error> {
+    let mut stmt = conn.prepare_cached("SELECT id, status, amount, currency FROM payments WHERE order_id = ?1 ORDER BY id")?;
+    let rows = stmt.query_map(params![order_id], |r| {
+        Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get(2)?, r.get(3)?))
+    })?;
+    rows.map(|row| {
+        let (id, status, amount, currency) = row?;
+        let status = PaymentStatus::parse(&status).ok_or_else(|| corrupt("payment status", &status))?;
+        Ok((id, Payment { order_id: order_id.to_owned(), status, amount, currency }))
+    })
+    .collect()
+}
+
+fn read_order(conn: &Connection, id: &str) -> Result<Option<OrderView>, rusqlite::Error> {
+    let row = conn
+        .prepare_cached("SELECT user_id, items, total_amount, currency, status FROM orders WHERE id = ?1")?
+        .query_row(params![id], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+        })
+        .optional()?;
+    let Some((user_id, items, total_amount, currency, status)) = row else { return Ok(None) };
+    let items: Vec<String> = serde_json::from_str(&items).map_err(|_| corrupt("items", &items))?;
+    let payments = payments_of_order(conn, id)?
+        .into_iter()
+        .map(|(payment_id, p)| PaymentSummary { payment_id, status: p.status.as_str().into(), amount: p.amount, currency: p.currency })
+        .collect();
+    Ok(Some(OrderView { id: id.into(), user_id, items, total_amount, currency, status, payments }))
+}
+
+fn read_payment(conn: &Connection, id: &str) -> Result<Option<PaymentView>, rusqlite::Error> {
+    let row = conn
+        .prepare_cached("SELECT order_id, status, amount, currency, applied_events FROM payments WHERE id = ?1")?
+        .query_row(params![id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))
+        .optional()?;
+    let Some((order_id, status, amount, currency, applied_events)) = row else { return Ok(None) };
+    let mut stmt = conn.prepare_cached(
+        "SELECT event_id, event_type, outcome, received_at_us, applied_at_us FROM payment_events
+         WHERE payment_id = ?1 ORDER BY applied_at_us, event_id",
+    )?;
+    let events = stmt
+        .query_map(params![id], |r| {
+            Ok(EventRecord { event_id: r.get(0)?, event_type: r.get(1)?, outcome: r.get(2)?, received_at_us: r.get(3)?, applied_at_us: r.get(4)? })
+        })?
+        .collect::<Result<_, _>>()?;
+    Ok(Some(PaymentView { id: id.into(), order_id, status, amount, currency, applied_events, events }))
+}
+
+fn read_dead_letters(conn: &Connection, limit: u32) -> Result<(u64, Vec<DeadLetterView>), rusqlite::Error> {
+    let count: i64 = conn.query_row("SELECT COUNT(*) FROM dead_letters", [], |r| r.get(0))?;
+    let mut stmt = conn.prepare_cached(
+        "SELECT id, event_id, payment_id, order_id, error, attempts, failed_at_us, payload FROM dead_letters ORDER BY id DESC LIMIT ?1",
+    )?;
+    let items = stmt
+        .query_map(params![limit], |r| {
+            Ok(DeadLetterView {
+                id: r.get(0)?,
+                event_id: r.get(1)?,
+                payment_id: r.get(2)?,
+                order_id: r.get(3)?,
+                error: r.get(4)?,
+                attempts: r.get(5)?,
+                failed_at_us: r.get(6)?,
+                payload: r.get(7)?,
+            })
+        })?
+        .collect::<Result<_, _>>()?;
+    Ok((count as u64, items))
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn apply_batch(&self, consumer: &ConsumerName, events: &[PaymentEvent], positions: &[Position]) -> Result<Vec<Applied>, StoreError> {
+        let (consumer, events, positions) = (consumer.to_owned(), events.to_vec(), positions.to_vec());
+        self.writer
+            .run(move |c| {
+                let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                let now = super::now_us();
+                let outcomes = events.iter().map(|e| apply_one(&tx, e, now)).collect::<Result<Vec<_>, _>>()?;
+                save_positions(&tx, &consumer, &positions)?;
+                tx.commit()?;
+                Ok(outcomes)
+            })
+            .await
+            .map_err(classify)
+    }
+
+    async fn dead_letter(&self, consumer: &ConsumerName, letters: &[DeadLetter], positions: &[Position]) -> Result<(), StoreError> {
+        let (consumer, letters, positions) = (consumer.to_owned(), letters.to_vec(), positions.to_vec());
+        self.writer
+            .run(move |c| {
+                let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                let now = super::now_us();
+                for d in &letters {
+                    insert_dead_letter(&tx, d, now)?;
+                }
+                save_positions(&tx, &consumer, &positions)?;
+                tx.commit()
+            })
+            .await
+            .map_err(classify)
+    }
+
+    async fn positions(&self, consumer: &ConsumerName) -> Result<Vec<Position>, StoreError> {
+        let consumer = consumer.to_owned();
+        self.reader
+            .run(move |c| {
+                let mut stmt = c.prepare_cached("SELECT partition, position FROM consumer_positions WHERE consumer = ?1")?;
+                let rows = stmt.query_map(params![consumer], |r| Ok(Position { partition: r.get(0)?, offset: r.get(1)? }))?;
+                rows.collect()
+            })
+            .await
+            .map_err(classify)
+    }
+
+    async fn create_order(&self, order: &NewOrder) -> Result<CreateOutcome, StoreError> {
+        let order = order.clone();
+        self.writer.run(move |c| create_order(c, &order)).await.map_err(classify)
+    }
+
+    async fn order(&self, id: &str) -> Result<Option<OrderView>, StoreError> {
+        let id = id.to_owned();
+        self.reader.run(move |c| read_order(c, &id)).await.map_err(classify)
+    }
+
+    async fn payment(&self, id: &str) -> Result<Option<PaymentView>, StoreError> {
+        let id = id.to_owned();
+        self.reader.run(move |c| read_payment(c, &id)).await.map_err(classify)
+    }
+
+    async fn dead_letters(&self, limit: u32) -> Result<(u64, Vec<DeadLetterView>), StoreError> {
+        self.reader.run(move |c| read_dead_letters(c, limit)).await.map_err(classify)
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.reader.run(|c| c.query_row("SELECT 1", [], |_| Ok(()))).await.map_err(classify)
+    }
+}

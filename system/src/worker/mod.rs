@@ -1,0 +1,226 @@
+//! The worker: poll a batch, apply it in one store transaction together with the queue
+//! position, then commit the position on the queue. Transient store errors are retried
+//! with backoff; an event that keeps failing while the store is otherwise healthy goes
+//! to dead letters so that one poison event cannot stall its partition. When the store
+//! itself is down, nothing is dead-lettered: the worker waits for it.
+
+pub mod retry;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
+
+use crate::domain::PaymentEvent;
+use crate::metrics::Metrics;
+use crate::queue::{last_positions, Consumer, Delivery, QueueError};
+use crate::store::{now_us, Applied, DeadLetter, Store, StoreError};
+pub use retry::RetryPolicy;
+
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// The name positions are stored under (the consumer group for Kafka).
+    pub consumer: String,
+    pub batch_size: usize,
+    /// How long one poll waits for the first event.
+    pub poll_wait: Duration,
+    pub retry: RetryPolicy,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        Self { consumer: "webhooks-worker".into(), batch_size: 1000, poll_wait: Duration::from_millis(100), retry: RetryPolicy::default() }
+    }
+}
+
+pub struct Worker {
+    consumer: Box<dyn Consumer>,
+    store: Arc<dyn Store>,
+    metrics: Metrics,
+    cfg: WorkerConfig,
+    shutdown: CancellationToken,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The batch was not applied because shutdown came while the store was unavailable.
+struct Interrupted;
+
+enum Failure {
+    /// The store works but this keeps failing: dead-letter it.
+    Poison(StoreError),
+    Interrupted,
+}
+
+impl Worker {
+    pub fn new(consumer: Box<dyn Consumer>, store: Arc<dyn Store>, metrics: Metrics, cfg: WorkerConfig, shutdown: CancellationToken) -> Self {
+        metrics.mark_worker_here();
+        Self { consumer, store, metrics, cfg, shutdown }
+    }
+
+    /// Runs until shutdown; the batch in hand when shutdown comes is finished and committed.
+    pub async fn run(mut self) -> Result<(), WorkerError> {
+        let stored = self.store.positions(&self.cfg.consumer).await?;
+        self.consumer.resume(&stored).await?;
+        let mut poll_failures = 0;
+        while !self.shutdown.is_cancelled() {
+            let polled = tokio::select! {
+                polled = self.consumer.poll(self.cfg.batch_size, self.cfg.poll_wait) => polled,
+                _ = self.shutdown.cancelled() => break,
+            };
+            let batch = match polled {
+                Ok(batch) => batch,
+                Err(e) => {
+                    poll_failures += 1;
+                    tracing::warn!(error = %e, "queue poll failed; backing off");
+                    self.pause(self.cfg.retry.delay(poll_failures)).await;
+                    continue;
+                }
+            };
+            poll_failures = 0;
+            if !batch.is_empty() {
+                if self.process(&batch).await.is_err() {
+                    break;
+                }
+                self.consumer.commit(&batch).await?;
+            }
+            if let Some(depth) = self.consumer.depth().await {
+                self.metrics.queue_depth.set(depth as i64);
+            }
+        }
+        self.consumer.close().await;
+        tracing::info!("worker stopped");
+        Ok(())
+    }
+
+    async fn pause(&self, d: Duration) {
+        tokio::select! {
+            _ = tokio::time::sleep(d) => {}
+            _ = self.shutdown.cancelled() => {}
+        }
+    }
+
+    async fn process(&self, batch: &[Delivery]) -> Result<(), Interrupted> {
+        let started = Instant::now();
+        let positions = last_positions(batch);
+        let (events, poison): (Vec<_>, Vec<_>) = batch.iter().partition(|d| d.event.is_ok());
+        let events: Vec<PaymentEvent> = events.into_iter().filter_map(|d| d.event.clone().ok()).collect();
+        if !poison.is_empty() {
+            let letters: Vec<_> = poison.iter().map(|d| undecodable(d)).collect();
+            self.until_stored(|| self.store.dead_letter(&self.cfg.consumer, &letters, &[])).await?;
+            self.metrics.worker_outcome("dead_lettered", letters.len() as u64);
+        }
+        match self.with_retries(|| self.store.apply_batch(&self.cfg.consumer, &events, &positions)).await {
+            Ok(outcomes) => self.record(&events, &outcomes),
+            Err(Failure::Poison(e)) => {
+                tracing::warn!(error = %e, events = events.len(), "batch failed; applying its events one by one");
+                self.isolate(batch).await?;
+            }
+            Err(Failure::Interrupted) => return Err(Interrupted),
+        }
+        self.metrics.worker_batches.inc();
+        self.metrics.worker_batch_size.observe(batch.len() as f64);
+        self.metrics.worker_apply_latency.observe(started.elapsed().as_secs_f64());
+        Ok(())
+    }
+
+    /// Applies each event in its own transaction so that only the poison ones are dead-lettered.
+    async fn isolate(&self, batch: &[Delivery]) -> Result<(), Interrupted> {
+        for d in batch {
+            let Ok(event) = &d.event else { continue };
+            let one = std::slice::from_ref(event);
+            let positions = last_positions(std::slice::from_ref(d));
+            match self.with_retries(|| self.store.apply_batch(&self.cfg.consumer, one, &positions)).await {
+                Ok(outcomes) => self.record(one, &outcomes),
+                Err(Failure::Interrupted) => return Err(Interrupted),
+                Err(Failure::Poison(e)) => {
+                    tracing::error!(event_id = %event.event_id, error = %e, "event dead-lettered");
+                    let letter = [DeadLetter::for_event(event, e.to_string(), self.cfg.retry.max_attempts)];
+                    self.until_stored(|| self.store.dead_letter(&self.cfg.consumer, &letter, &positions)).await?;
+                    self.metrics.worker_outcome("dead_lettered", 1);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Retries transient errors up to the policy's attempts. When attempts run out, or the
+    /// error is permanent, the event is poison, but only if the store answers a ping: when
+    /// it does not, this is an outage, and the worker keeps waiting rather than dead-letter
+    /// healthy events.
+    async fn with_retries<T, F, Fut>(&self, mut op: F) -> Result<T, Failure>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, StoreError>>,
+    {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match op().await {
+                Ok(v) => return Ok(v),
+                Err(e) if e.is_transient() && attempt < self.cfg.retry.max_attempts => {
+                    tracing::debug!(error = %e, attempt, "transient store error; retrying");
+                }
+                Err(e) if self.store.ping().await.is_ok() => return Err(Failure::Poison(e)),
+                Err(_) if self.shutdown.is_cancelled() => return Err(Failure::Interrupted),
+                Err(e) => {
+                    tracing::warn!(error = %e, "store unavailable; waiting for it");
+                    attempt = attempt.min(self.cfg.retry.max_attempts.saturating_sub(1));
+                }
+            }
+            self.metrics.worker_retries.inc();
+            self.pause(self.cfg.retry.delay(attempt)).await;
+        }
+    }
+
+    /// Writes that must not be skipped (dead letters) wait out any store failure, unless shutdown comes.
+    async fn until_stored<F, Fut>(&self, mut op: F) -> Result<(), Interrupted>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<(), StoreError>>,
+    {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match op().await {
+                Ok(()) => return Ok(()),
+                Err(_) if self.shutdown.is_cancelled() => return Err(Interrupted),
+                Err(e) => tracing::warn!(error = %e, attempt, "could not record dead letter; retrying"),
+            }
+            self.pause(self.cfg.retry.delay(attempt.min(self.cfg.retry.max_attempts))).await;
+        }
+    }
+
+    fn record(&self, events: &[PaymentEvent], outcomes: &[Applied]) {
+        let now = now_us();
+        for (e, o) in events.iter().zip(outcomes) {
+            let label = match o {
+                Applied::Applied => "applied",
+                Applied::Stale => "stale",
+                Applied::Duplicate => "duplicate",
+                Applied::DeadLettered(_) => "dead_lettered",
+            };
+            self.metrics.worker_outcome(label, 1);
+            if matches!(o, Applied::Applied | Applied::Stale) {
+                self.metrics.record_e2e(now.saturating_sub(e.received_at_us).max(0) as u64);
+            }
+        }
+    }
+}
+
+fn undecodable(d: &Delivery) -> DeadLetter {
+    DeadLetter {
+        event_id: format!("undecodable:{}:{}", d.position.partition, d.position.offset),
+        payment_id: None,
+        order_id: None,
+        payload: String::from_utf8_lossy(&d.raw).into_owned(),
+        error: d.event.as_ref().err().cloned().unwrap_or_default(),
+        attempts: 1,
+    }
+}
