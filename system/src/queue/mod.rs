@@ -42,12 +42,14 @@ pub struct Delivery {
     pub event: Result<PaymentEvent, String>,
     /// The bytes as stored, kept for dead letters.
     pub raw: Vec<u8>,
+    /// Transport headers (Kafka), carried over to the dead-letter topic.
+    pub headers: Vec<(String, Vec<u8>)>,
 }
 
 impl Delivery {
     pub fn decode(position: Position, raw: Vec<u8>) -> Self {
         let event = serde_json::from_slice(&raw).map_err(|e| format!("undecodable message: {e}"));
-        Self { position, event, raw }
+        Self { position, event, raw, headers: Vec::new() }
     }
 }
 
@@ -74,6 +76,11 @@ pub trait Consumer: Send + Sync {
     async fn depth(&mut self) -> Option<u64>;
     /// Finishes cleanly: commits what is pending and leaves any group.
     async fn close(&mut self) {}
+    /// Publishes a dead-lettered delivery where the backend keeps them (Kafka's `<topic>.dlq`);
+    /// the store's dead-letter table has it already.
+    async fn publish_dead_letter(&self, _delivery: &Delivery, _error: &str) -> Result<(), QueueError> {
+        Ok(())
+    }
 }
 
 /// The highest position per partition in a batch: what a commit records.

@@ -115,9 +115,20 @@ impl Worker {
             let letters: Vec<_> = poison.iter().map(|d| undecodable(d)).collect();
             self.until_stored(|| self.store.dead_letter(&self.cfg.consumer, &letters, &[])).await?;
             self.metrics.worker_outcome("dead_lettered", letters.len() as u64);
+            for (d, letter) in poison.iter().zip(&letters) {
+                self.publish_dead_letter(d, &letter.error).await;
+            }
         }
         match self.with_retries(|| self.store.apply_batch(&self.cfg.consumer, &events, &positions)).await {
-            Ok(outcomes) => self.record(&events, &outcomes),
+            Ok(outcomes) => {
+                self.record(&events, &outcomes);
+                let decoded = batch.iter().filter(|d| d.event.is_ok());
+                for (d, outcome) in decoded.zip(&outcomes) {
+                    if let Applied::DeadLettered(error) = outcome {
+                        self.publish_dead_letter(d, error).await;
+                    }
+                }
+            }
             Err(Failure::Poison(e)) => {
                 tracing::warn!(error = %e, events = events.len(), "batch failed; applying its events one by one");
                 self.isolate(batch).await?;
@@ -144,6 +155,7 @@ impl Worker {
                     let letter = [DeadLetter::for_event(event, e.to_string(), self.cfg.retry.max_attempts)];
                     self.until_stored(|| self.store.dead_letter(&self.cfg.consumer, &letter, &positions)).await?;
                     self.metrics.worker_outcome("dead_lettered", 1);
+                    self.publish_dead_letter(d, &letter[0].error).await;
                 }
             }
         }
@@ -194,6 +206,14 @@ impl Worker {
                 Err(e) => tracing::warn!(error = %e, attempt, "could not record dead letter; retrying"),
             }
             self.pause(self.cfg.retry.delay(attempt.min(self.cfg.retry.max_attempts))).await;
+        }
+    }
+
+    /// Best effort: the store's dead-letter table is the record; the backend's copy is for
+    /// operators' tooling, so a failure here is logged and does not hold the partition.
+    async fn publish_dead_letter(&self, d: &Delivery, error: &str) {
+        if let Err(e) = self.consumer.publish_dead_letter(d, error).await {
+            tracing::warn!(error = %e, offset = d.position.offset, "could not publish dead letter to the queue");
         }
     }
 
