@@ -1,0 +1,220 @@
+//! The HTTP API and worker semantics end to end, in process: real SQLite files in a temp
+//! dir, a real HTTP server on loopback.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use serde_json::{json, Value};
+use webhooks::ingress::signature::sign;
+
+const WAIT: Duration = Duration::from_secs(20);
+
+fn hook(app: &TestApp) -> String {
+    format!("{}/api/webhooks/payment", app.base)
+}
+
+async fn payment(app: &TestApp, id: &str, check: impl Fn(&Value) -> bool) -> Value {
+    eventually(&app.http, format!("{}/api/payments/{id}", app.base), WAIT, check).await
+}
+
+async fn order_status(app: &TestApp, id: &str, status: &str) -> Value {
+    eventually(&app.http, format!("{}/api/orders/{id}", app.base), WAIT, |o| o["status"] == status).await
+}
+
+#[tokio::test]
+async fn the_original_curl_flow_pays_the_order() {
+    let app = TestApp::start(&[]).await;
+    let (s, _) = post(&app.http, format!("{}/api/orders", app.base), &order("order_12345", 1000)).await;
+    assert_eq!(s, 201);
+    let body = json!({"event_type":"payment.success","payment_id":"pay_xyz789","order_id":"order_12345","amount":1000,"currency":"USD"});
+    let (s, ack) = post(&app.http, hook(&app), &body).await;
+    assert_eq!(s, 200);
+    assert_eq!(ack["status"], "accepted");
+    assert!(ack["event_id"].as_str().is_some_and(|id| id.starts_with("evt_")));
+    let o = order_status(&app, "order_12345", "paid").await;
+    assert_eq!(o["payments"][0]["payment_id"], "pay_xyz789");
+    let p = payment(&app, "pay_xyz789", |p| p["status"] == "success").await;
+    assert_eq!(p["events"][0]["event_id"], ack["event_id"]);
+    app.stop().await.expect("clean shutdown");
+}
+
+#[tokio::test]
+async fn the_same_event_sent_ten_times_concurrently_applies_once() {
+    let app = TestApp::start(&[]).await;
+    post(&app.http, format!("{}/api/orders", app.base), &order("o1", 500)).await;
+    let body = event("payment.success", "p1", "o1", 500, "evt_dup");
+    let sends = (0..10).map(|_| {
+        let (http, url, body) = (app.http.clone(), hook(&app), body.clone());
+        tokio::spawn(async move { post(&http, url, &body).await.0 })
+    });
+    for s in sends.collect::<Vec<_>>() {
+        assert_eq!(s.await.unwrap(), 200);
+    }
+    // Without an explicit id, the payload hash is the identity: resends dedupe too.
+    let anonymous = json!({"event_type":"payment.pending","payment_id":"p1","order_id":"o1","amount":500,"currency":"USD"});
+    let (_, a) = post(&app.http, hook(&app), &anonymous).await;
+    let (_, b) = post(&app.http, hook(&app), &anonymous).await;
+    assert_eq!(a["event_id"], b["event_id"]);
+    let stats = drained(&app.http, &app.base).await;
+    assert_eq!(stats["worker"]["processed"], 2, "{stats}");
+    assert_eq!(stats["worker"]["duplicates"], 10, "{stats}");
+    let p = payment(&app, "p1", |p| p["events"].as_array().is_some_and(|e| e.len() == 2)).await;
+    assert_eq!(p["applied_events"], 2);
+    assert_eq!(p["status"], "success");
+    order_status(&app, "o1", "paid").await;
+}
+
+#[tokio::test]
+async fn out_of_order_arrivals_keep_the_right_final_state() {
+    let app = TestApp::start(&[]).await;
+    post(&app.http, format!("{}/api/orders", app.base), &order("o2", 700)).await;
+    for (t, id) in [("payment.refunded", "e3"), ("payment.pending", "e1"), ("payment.success", "e2")] {
+        assert_eq!(post(&app.http, hook(&app), &event(t, "p2", "o2", 700, id)).await.0, 200);
+    }
+    let p = payment(&app, "p2", |p| p["events"].as_array().is_some_and(|e| e.len() == 3)).await;
+    assert_eq!(p["status"], "refunded");
+    let stale: Vec<_> = p["events"].as_array().unwrap().iter().filter(|e| e["outcome"] == "stale").map(|e| e["event_id"].clone()).collect();
+    assert_eq!(stale.len(), 2, "pending and success arrived after the refund: {p}");
+    order_status(&app, "o2", "refunded").await;
+}
+
+#[tokio::test]
+async fn mismatch_refund_and_late_orders() {
+    let app = TestApp::start(&[]).await;
+    let orders = format!("{}/api/orders", app.base);
+    post(&app.http, orders.clone(), &order("o3", 1000)).await;
+    post(&app.http, hook(&app), &event("payment.success", "p3", "o3", 999, "m1")).await;
+    order_status(&app, "o3", "payment_mismatch").await;
+
+    post(&app.http, orders.clone(), &order("o4", 100)).await;
+    post(&app.http, hook(&app), &event("payment.success", "p4", "o4", 100, "r1")).await;
+    order_status(&app, "o4", "paid").await;
+    post(&app.http, hook(&app), &event("payment.refunded", "p4", "o4", 100, "r2")).await;
+    order_status(&app, "o4", "refunded").await;
+
+    // A payment for an order that does not exist yet is kept; the order picks it up.
+    post(&app.http, hook(&app), &event("payment.success", "p5", "o5", 300, "u1")).await;
+    payment(&app, "p5", |p| p["status"] == "success").await;
+    assert_eq!(get(&app.http, format!("{}/api/orders/o5", app.base)).await.0, 404);
+    assert_eq!(post(&app.http, orders, &order("o5", 300)).await.0, 201);
+    order_status(&app, "o5", "paid").await;
+}
+
+#[tokio::test]
+async fn a_payment_claimed_by_another_order_is_dead_lettered_and_the_queue_moves_on() {
+    let app = TestApp::start(&[]).await;
+    post(&app.http, hook(&app), &event("payment.pending", "p6", "o6", 100, "c1")).await;
+    payment(&app, "p6", |_| true).await;
+    post(&app.http, hook(&app), &event("payment.success", "p6", "other", 100, "c2")).await;
+    post(&app.http, hook(&app), &event("payment.success", "p6", "o6", 100, "c3")).await;
+    let p = payment(&app, "p6", |p| p["status"] == "success").await;
+    assert_eq!(p["applied_events"], 2);
+    let (_, dl) = get(&app.http, format!("{}/api/dead-letters", app.base)).await;
+    assert_eq!(dl["count"], 1);
+    assert_eq!(dl["items"][0]["event_id"], "c2");
+    assert!(dl["items"][0]["error"].as_str().unwrap().contains("belongs to order o6"));
+}
+
+#[tokio::test]
+async fn orders_are_idempotent_and_conflicts_are_refused() {
+    let app = TestApp::start(&[]).await;
+    let url = format!("{}/api/orders", app.base);
+    assert_eq!(post(&app.http, url.clone(), &order("o7", 100)).await.0, 201);
+    assert_eq!(post(&app.http, url.clone(), &order("o7", 100)).await.0, 200);
+    let (s, body) = post(&app.http, url, &order("o7", 101)).await;
+    assert_eq!((s, body["error"].as_str()), (409, Some("conflict")));
+    assert_eq!(get(&app.http, format!("{}/api/payments/nope", app.base)).await.0, 404);
+}
+
+#[tokio::test]
+async fn bad_input_gets_a_clear_error_and_nothing_is_enqueued() {
+    let app = TestApp::start(&["--max-body-bytes", "65536"]).await;
+    let valid = r#"{"event_type":"payment.success","payment_id":"p","order_id":"o","amount":1,"currency":"USD"}"#;
+    let huge = format!(r#"{{"event_type":"payment.success","payment_id":"p","order_id":"o","amount":1,"currency":"USD","pad":"{}"}}"#, "x".repeat(70_000));
+    let cases: Vec<(&str, String, &str, u16, &str)> = vec![
+        ("not json", "{".into(), "application/json", 400, "malformed"),
+        ("trailing garbage", format!("{valid}x"), "application/json", 400, "malformed"),
+        ("missing amount", r#"{"event_type":"payment.success","payment_id":"p","order_id":"o","currency":"USD"}"#.into(), "application/json", 400, "amount"),
+        ("amount as string", valid.replace("\"amount\":1", "\"amount\":\"1\""), "application/json", 400, "amount"),
+        ("fractional amount", valid.replace("\"amount\":1", "\"amount\":1.5"), "application/json", 400, "amount"),
+        ("amount beyond i64", valid.replace("\"amount\":1", "\"amount\":99999999999999999999"), "application/json", 400, "amount"),
+        ("duplicated key", valid.replace("\"amount\":1", "\"amount\":1,\"amount\":2"), "application/json", 400, "duplicate field"),
+        ("negative amount", valid.replace("\"amount\":1", "\"amount\":-5"), "application/json", 422, "amount"),
+        ("lower-case currency", valid.replace("USD", "usd"), "application/json", 422, "currency"),
+        ("unknown type", valid.replace("payment.success", "payment.stolen"), "application/json", 422, "event_type"),
+        ("empty payment id", valid.replace("\"p\"", "\"\""), "application/json", 422, "payment_id"),
+        ("control char in id", valid.replace("\"o\"", "\"o\\u0000\""), "application/json", 422, "order_id"),
+        ("deep nesting", format!("{}{}", "[".repeat(10_000), "]".repeat(10_000)), "application/json", 400, "malformed"),
+        ("wrong content type", valid.into(), "text/plain", 415, "application/json"),
+        ("too large", huge, "application/json", 413, "larger than"),
+    ];
+    for (name, body, ctype, status, needle) in cases {
+        let r = app.http.post(hook(&app)).header("content-type", ctype).body(body).send().await.unwrap();
+        assert_eq!(r.status().as_u16(), status, "{name}");
+        let err: Value = r.json().await.unwrap();
+        let text = format!("{} {}", err["error"], err["message"]);
+        assert!(text.contains(needle), "{name}: {text}");
+    }
+    let (_, stats) = get(&app.http, format!("{}/api/stats", app.base)).await;
+    assert_eq!(stats["ingress"]["accepted"], 0, "{stats}");
+    assert_eq!(stats["worker"]["processed"], 0);
+    assert_eq!(stats["queue"]["depth"], 0);
+}
+
+const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+const STRIPE: &str = "whsec_stripe_secret_for_tests";
+
+fn now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64
+}
+
+#[tokio::test]
+async fn signatures_are_enforced_in_both_schemes_with_rotation() {
+    let both = format!("whsec_b2xkLXNlY3JldA==,{SECRET}");
+    let app = TestApp::start(&["--webhook-secret", &both, "--stripe-webhook-secret", STRIPE]).await;
+    let body = event("payment.pending", "ps", "os", 1, "ignored-body-id").to_string();
+    let send = |headers: Vec<(&'static str, String)>, body: String| {
+        let mut r = app.http.post(hook(&app)).header("content-type", "application/json").body(body);
+        for (k, v) in headers {
+            r = r.header(k, v);
+        }
+        async move {
+            let resp = r.send().await.unwrap();
+            (resp.status().as_u16(), resp.json::<Value>().await.unwrap())
+        }
+    };
+    let std_headers = |secret: &str, ts: i64, b: &str| {
+        vec![("webhook-id", "msg_1".to_string()), ("webhook-timestamp", ts.to_string()), ("webhook-signature", sign::standard(secret, "msg_1", ts, b.as_bytes()).unwrap())]
+    };
+    let (s, ack) = send(std_headers(SECRET, now(), &body), body.clone()).await;
+    assert_eq!(s, 200);
+    assert_eq!(ack["event_id"], "msg_1", "the webhook-id header is the event's identity");
+    assert_eq!(send(std_headers("whsec_b2xkLXNlY3JldA==", now(), &body), body.clone()).await.0, 200, "rotated secret");
+    let (s, err) = send(std_headers("whsec_d3Jvbmc=", now(), &body), body.clone()).await;
+    assert_eq!((s, err["error"].as_str()), (401, Some("bad_signature")));
+    assert!(!err["message"].as_str().unwrap().contains("MfKQ"), "no secret in errors");
+    assert_eq!(send(std_headers(SECRET, now() - 301, &body), body.clone()).await.0, 401, "expired");
+    let tampered = body.replace("\"amount\":1", "\"amount\":2");
+    assert_eq!(send(std_headers(SECRET, now(), &body), tampered).await.0, 401, "tampered");
+    let stripe = vec![("stripe-signature", sign::stripe(STRIPE, now(), body.as_bytes()).unwrap())];
+    assert_eq!(send(stripe, body.clone()).await.0, 200);
+    assert_eq!(send(vec![], body.clone()).await.0, 401, "unsigned");
+    let (_, stats) = get(&app.http, format!("{}/api/stats", app.base)).await;
+    assert_eq!(stats["ingress"]["accepted"], 3);
+    assert_eq!(stats["ingress"]["rejected"]["bad_signature"], 4);
+}
+
+#[tokio::test]
+async fn health_readiness_and_metrics() {
+    let app = TestApp::start(&[]).await;
+    assert_eq!(get(&app.http, format!("{}/readyz", app.base)).await, (200, json!({"queue":"ok","store":"ok"})));
+    post(&app.http, hook(&app), &event("payment.pending", "pm", "om", 1, "x1")).await;
+    drained(&app.http, &app.base).await;
+    let text = app.http.get(format!("{}/metrics", app.base)).send().await.unwrap().text().await.unwrap();
+    for name in ["webhooks_http_requests_total", "webhooks_accepted_total", "webhooks_queue_append_batch_size", "webhooks_worker_batch_size", "webhooks_e2e_latency_seconds", "webhooks_queue_depth"] {
+        assert!(text.contains(name), "{name} missing from /metrics");
+    }
+    assert!(text.contains(r#"route="/api/webhooks/payment",status="200""#), "{text}");
+}
