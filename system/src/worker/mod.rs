@@ -244,3 +244,6 @@ fn undecodable(d: &Delivery) -> DeadLetter {
         attempts: 1,
     }
 }
+
+#[cfg(test)]
+mod tests;
