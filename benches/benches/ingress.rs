@@ -11,7 +11,7 @@ use http::Request;
 use tokio::sync::Notify;
 use tower::ServiceExt;
 use webhooks::ingress::signature::sign;
-use webhooks::ingress::{router, AppState, Verifier};
+use webhooks::ingress::{router, AppState, Limits, Verifier};
 use webhooks::metrics::Metrics;
 use webhooks::queue::embedded::{EmbeddedConfig, EmbeddedProducer};
 use webhooks::queue::Producer;
@@ -44,13 +44,14 @@ fn handler(c: &mut Criterion) {
         verifier: Arc::new(verifier),
         metrics: metrics.clone(),
         max_body: 64 * 1024,
+        admin_token: None,
     };
     let mut g = c.benchmark_group("ingress_handler");
     g.sample_size(20);
     g.throughput(Throughput::Elements(CONCURRENCY as u64));
     for (name, signed) in [("unsigned", false), ("standard_webhooks_signed", true)] {
         let verifier = if signed { Verifier::new(STANDARD_SECRET, "", 300).expect("secret") } else { Verifier::default() };
-        let app = rt.block_on(async { router(state(verifier)) });
+        let app = rt.block_on(async { router(state(verifier), Limits { max_in_flight: 4096, request_timeout: std::time::Duration::from_secs(10) }) });
         g.bench_function(name, |b| {
             b.to_async(&rt).iter(|| {
                 let app = app.clone();

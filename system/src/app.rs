@@ -59,10 +59,14 @@ fn verifier(server: &ServerArgs) -> Result<Verifier, AppError> {
 }
 
 /// Serves HTTP until `shutdown`, then finishes in-flight requests.
-async fn serve(listener: TcpListener, state: AppState, shutdown: CancellationToken) -> Result<(), AppError> {
+async fn serve(listener: TcpListener, state: AppState, limits: ingress::Limits, shutdown: CancellationToken) -> Result<(), AppError> {
     tracing::info!(addr = %listener.local_addr()?, "listening");
-    axum::serve(listener, ingress::router(state)).with_graceful_shutdown(shutdown.cancelled_owned()).await?;
+    axum::serve(listener, ingress::router(state, limits)).with_graceful_shutdown(shutdown.cancelled_owned()).await?;
     Ok(())
+}
+
+fn admin_token(server: &ServerArgs) -> Option<Arc<str>> {
+    server.admin_token.as_deref().filter(|t| !t.is_empty()).map(Arc::from)
 }
 
 /// Server and worker in one process over the embedded queue.
@@ -76,11 +80,12 @@ pub async fn standalone(storage: StorageArgs, server: ServerArgs, worker: Worker
         verifier: Arc::new(verifier(&server)?),
         metrics: metrics.clone(),
         max_body: server.max_body_bytes,
+        admin_token: admin_token(&server),
     };
     let worker_stop = CancellationToken::new();
     let worker = Worker::new(open_consumer(&storage, wake)?, store, metrics, worker.config(), worker_stop.clone());
     let worker = tokio::spawn(worker.run());
-    let served = serve(listener, state, shutdown).await;
+    let served = serve(listener, state, server.limits(), shutdown).await;
     // Requests are finished and acknowledged; now let the worker finish its batch.
     worker_stop.cancel();
     let worked = worker.await.map_err(|e| std::io::Error::other(e.to_string()))?;
@@ -98,8 +103,9 @@ pub async fn server(storage: StorageArgs, server: ServerArgs, listener: TcpListe
         verifier: Arc::new(verifier(&server)?),
         metrics,
         max_body: server.max_body_bytes,
+        admin_token: admin_token(&server),
     };
-    serve(listener, state, shutdown).await
+    serve(listener, state, server.limits(), shutdown).await
 }
 
 /// The processing half: consumes the queue and applies events to the store.

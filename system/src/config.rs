@@ -86,6 +86,25 @@ pub struct ServerArgs {
     /// An append not durable within this many milliseconds is answered 503.
     #[arg(long, env = "APPEND_TIMEOUT_MS", default_value_t = 5_000)]
     pub append_timeout_ms: u64,
+
+    /// Bearer token required by management and read endpoints (orders, payments, stats,
+    /// dead letters); unset leaves them open.
+    #[arg(long, env = "ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+
+    /// Requests in flight beyond this are answered 429 at once.
+    #[arg(long, env = "MAX_IN_FLIGHT", default_value_t = 4096)]
+    pub max_in_flight: usize,
+
+    /// Requests taking longer than this many milliseconds (body read included) get 408.
+    #[arg(long, env = "REQUEST_TIMEOUT_MS", default_value_t = 10_000)]
+    pub request_timeout_ms: u64,
+}
+
+impl ServerArgs {
+    pub fn limits(&self) -> crate::ingress::Limits {
+        crate::ingress::Limits { max_in_flight: self.max_in_flight, request_timeout: Duration::from_millis(self.request_timeout_ms) }
+    }
 }
 
 #[derive(Debug, Clone, Args)]

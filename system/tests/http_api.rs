@@ -218,3 +218,54 @@ async fn health_readiness_and_metrics() {
     }
     assert!(text.contains(r#"route="/api/webhooks/payment",status="200""#), "{text}");
 }
+
+#[tokio::test]
+async fn the_admin_token_guards_management_and_reads_but_not_webhooks() {
+    let app = TestApp::start(&["--admin-token", "t0ken"]).await;
+    let orders = format!("{}/api/orders", app.base);
+    let (s, err) = post(&app.http, orders.clone(), &order("oa", 1)).await;
+    assert_eq!((s, err["error"].as_str()), (401, Some("unauthorized")));
+    assert!(!err.to_string().contains("t0ken"));
+    for path in ["/api/orders/oa", "/api/payments/pa", "/api/stats", "/api/dead-letters"] {
+        assert_eq!(get(&app.http, format!("{}{path}", app.base)).await.0, 401, "{path}");
+        let wrong = app.http.get(format!("{}{path}", app.base)).bearer_auth("t0ke").send().await.unwrap();
+        assert_eq!(wrong.status().as_u16(), 401, "{path}");
+    }
+    let r = app.http.post(orders).bearer_auth("t0ken").json(&order("oa", 1)).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 201);
+    assert_eq!(post(&app.http, hook(&app), &event("payment.success", "pa", "oa", 1, "a1")).await.0, 200);
+    for path in ["/healthz", "/readyz", "/metrics"] {
+        assert_eq!(app.http.get(format!("{}{path}", app.base)).send().await.unwrap().status().as_u16(), 200, "{path}");
+    }
+    let r = app.http.get(format!("{}/api/orders/oa", app.base)).bearer_auth("t0ken").send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overload_is_shed_with_429_and_nothing_accepted_is_lost() {
+    let app = TestApp::start(&["--max-in-flight", "2"]).await;
+    let sends: Vec<_> = (0..300)
+        .map(|i| {
+            let (http, url) = (app.http.clone(), hook(&app));
+            tokio::spawn(async move {
+                let r = http.post(url).json(&event("payment.pending", &format!("pl{i}"), "ol", 1, &format!("l{i}"))).send().await.unwrap();
+                (i, r.status().as_u16(), r.headers().contains_key("retry-after"))
+            })
+        })
+        .collect();
+    let mut accepted = Vec::new();
+    let mut shed = 0;
+    for s in sends {
+        match s.await.unwrap() {
+            (i, 200, _) => accepted.push(i),
+            (_, 429, true) => shed += 1,
+            other => panic!("unexpected answer under overload: {other:?}"),
+        }
+    }
+    assert!(shed > 0, "300 concurrent requests over a limit of 2 must shed some");
+    assert!(!accepted.is_empty());
+    drained(&app.http, &app.base).await;
+    for i in accepted {
+        payment(&app, &format!("pl{i}"), |p| p["applied_events"] == 1).await;
+    }
+}

@@ -35,6 +35,12 @@ pub enum ApiError {
     Conflict(String),
     #[error("database: {0}")]
     Store(#[from] StoreError),
+    #[error("too many requests in flight, retry later")]
+    Overloaded,
+    #[error("request took too long")]
+    Timeout,
+    #[error("missing or wrong bearer token")]
+    Unauthorized,
 }
 
 impl ApiError {
@@ -49,6 +55,9 @@ impl ApiError {
             Self::Store(StoreError::Permanent(_)) => StatusCode::INTERNAL_SERVER_ERROR,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::Overloaded => StatusCode::TOO_MANY_REQUESTS,
+            Self::Timeout => StatusCode::REQUEST_TIMEOUT,
+            Self::Unauthorized => StatusCode::UNAUTHORIZED,
         }
     }
 
@@ -66,6 +75,9 @@ impl ApiError {
             Self::NotFound(_) => "not_found",
             Self::Conflict(_) => "conflict",
             Self::Store(_) => "store_unavailable",
+            Self::Overloaded => "too_many_requests",
+            Self::Timeout => "timeout",
+            Self::Unauthorized => "unauthorized",
         }
     }
 }
@@ -81,6 +93,8 @@ pub const REJECT_REASONS: &[&str] = &[
     "overloaded",
     "queue_unavailable",
     "store_unavailable",
+    "too_many_requests",
+    "timeout",
 ];
 
 impl IntoResponse for ApiError {
@@ -90,7 +104,7 @@ impl IntoResponse for ApiError {
             tracing::warn!(error = %self, "request failed");
         }
         let body = Json(json!({ "error": self.code(), "message": self.to_string() }));
-        if status == StatusCode::SERVICE_UNAVAILABLE {
+        if matches!(status, StatusCode::SERVICE_UNAVAILABLE | StatusCode::TOO_MANY_REQUESTS) {
             (status, [(header::RETRY_AFTER, RETRY_AFTER_SECS)], body).into_response()
         } else {
             (status, body).into_response()

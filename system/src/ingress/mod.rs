@@ -1,5 +1,6 @@
 //! The HTTP side: routes, request limits, signature checks, and the JSON error shape.
 
+mod admin;
 mod body;
 pub mod error;
 mod ops;
@@ -9,11 +10,16 @@ mod webhook;
 
 use std::sync::Arc;
 
+use std::time::Duration;
+
+use axum::error_handling::HandleErrorLayer;
 use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::{get, post};
-use axum::Router;
+use axum::{BoxError, Router};
+use tower::limit::GlobalConcurrencyLimitLayer;
+use tower::ServiceBuilder;
 
 pub use error::{ApiError, REJECT_REASONS};
 pub use signature::Verifier;
@@ -34,18 +40,51 @@ pub struct AppState {
     pub metrics: Metrics,
     /// Bodies above this many bytes get 413.
     pub max_body: usize,
+    /// Bearer token for management and read endpoints; `None` leaves them open.
+    pub admin_token: Option<Arc<str>>,
 }
 
-pub fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/api/webhooks/payment", post(webhook::receive))
+/// Protection against overload and slow clients.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Requests in flight beyond this are answered 429 at once instead of queueing.
+    pub max_in_flight: usize,
+    /// A request (body read included) taking longer than this is answered 408.
+    pub request_timeout: Duration,
+}
+
+pub fn router(state: AppState, limits: Limits) -> Router {
+    // Management and read endpoints sit behind the admin token; webhooks are guarded by
+    // signatures; liveness, readiness and metrics stay open for orchestrators and scrapers.
+    let admin = Router::new()
         .route("/api/orders", post(reads::create_order))
         .route("/api/orders/{id}", get(reads::order))
         .route("/api/payments/{id}", get(reads::payment))
         .route("/api/dead-letters", get(reads::dead_letters))
+        .route("/api/stats", get(ops::stats))
+        .route_layer(middleware::from_fn_with_state(state.clone(), admin::require_token));
+    Router::new()
+        .route("/api/webhooks/payment", post(webhook::receive))
+        .merge(admin)
         .merge(ops::routes())
         .route_layer(middleware::from_fn_with_state(state.clone(), count_requests))
+        .layer(
+            ServiceBuilder::new()
+                .layer(HandleErrorLayer::new(overloaded))
+                .load_shed()
+                // Global: `Router::layer` copies layers per route, and the bound is for the process.
+                .layer(GlobalConcurrencyLimitLayer::new(limits.max_in_flight.max(1)))
+                .timeout(limits.request_timeout),
+        )
         .with_state(state)
+}
+
+async fn overloaded(err: BoxError) -> ApiError {
+    if err.is::<tower::timeout::error::Elapsed>() {
+        ApiError::Timeout
+    } else {
+        ApiError::Overloaded
+    }
 }
 
 async fn count_requests(State(state): State<AppState>, req: Request, next: Next) -> Response {

@@ -14,7 +14,6 @@ pub fn routes() -> Router<AppState> {
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready))
         .route("/metrics", get(metrics))
-        .route("/api/stats", get(stats))
 }
 
 async fn ready(State(app): State<AppState>) -> impl IntoResponse {
@@ -29,6 +28,6 @@ async fn metrics(State(app): State<AppState>) -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], app.metrics.render())
 }
 
-async fn stats(State(app): State<AppState>) -> impl IntoResponse {
+pub async fn stats(State(app): State<AppState>) -> impl IntoResponse {
     Json(app.metrics.stats())
 }
