@@ -11,7 +11,8 @@ use serde::Serialize;
 use super::body::{parse, read_limited, require_json};
 use super::error::ApiError;
 use super::AppState;
-use crate::domain::WebhookBody;
+use super::signature::STANDARD_ID;
+use crate::domain::{Invalid, WebhookBody};
 
 #[derive(Debug, Serialize)]
 pub struct Accepted {
@@ -35,10 +36,19 @@ pub async fn receive(State(app): State<AppState>, headers: HeaderMap, body: Body
 async fn accept(app: &AppState, headers: &HeaderMap, body: Body) -> Result<Accepted, ApiError> {
     require_json(headers)?;
     let bytes = read_limited(headers, body, app.max_body).await?;
+    readable_transport_id(headers)?;
     let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
     let verified = app.verifier.verify(headers, &bytes, now.as_secs() as i64)?;
     let parsed: WebhookBody = parse(&bytes)?;
     let event = parsed.into_event(verified.message_id.as_deref(), now.as_micros() as i64)?;
     app.producer.append(&event).await?;
     Ok(Accepted { status: "accepted", event_id: event.event_id })
+}
+
+/// A `webhook-id` that is present but not text must not silently fall back to another identity.
+fn readable_transport_id(headers: &HeaderMap) -> Result<(), Invalid> {
+    match headers.get(STANDARD_ID).map(|v| v.to_str()) {
+        Some(Err(_)) => Err(Invalid { field: "webhook-id", reason: "must be printable ASCII".into() }),
+        _ => Ok(()),
+    }
 }
