@@ -8,12 +8,13 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{ConfigError, ServerArgs, StorageArgs, WorkerArgs};
+use crate::dlq::{self, DlqError, ReplayReport};
 use crate::ingress::{self, AppState, Verifier};
 use crate::metrics::Metrics;
 use crate::queue::embedded::{EmbeddedConsumer, EmbeddedProducer};
 use crate::queue::{Consumer, Producer, QueueError};
 use crate::store::sqlite::SqliteStore;
-use crate::store::{Store, StoreError};
+use crate::store::{DeadLetterFilter, Store, StoreError};
 use crate::worker::{Worker, WorkerError};
 
 #[derive(Debug, thiserror::Error)]
@@ -39,9 +40,9 @@ pub async fn open_store(storage: &StorageArgs) -> Result<Arc<dyn Store>, AppErro
     Ok(Arc::new(store))
 }
 
-fn open_producer(storage: &StorageArgs, server: &ServerArgs, metrics: &Metrics, wake: Arc<Notify>) -> Result<Arc<dyn Producer>, AppError> {
+fn open_producer(storage: &StorageArgs, server: Option<&ServerArgs>, metrics: &Metrics, wake: Arc<Notify>) -> Result<Arc<dyn Producer>, AppError> {
     std::fs::create_dir_all(&storage.data_dir)?;
-    Ok(Arc::new(EmbeddedProducer::open(&storage.embedded_queue(Some(server)), metrics.clone(), wake)?))
+    Ok(Arc::new(EmbeddedProducer::open(&storage.embedded_queue(server), metrics.clone(), wake)?))
 }
 
 fn open_consumer(storage: &StorageArgs, wake: Arc<Notify>) -> Result<Box<dyn Consumer>, AppError> {
@@ -75,7 +76,7 @@ pub async fn standalone(storage: StorageArgs, server: ServerArgs, worker: Worker
     let wake = Arc::new(Notify::new());
     let store = open_store(&storage).await?;
     let state = AppState {
-        producer: open_producer(&storage, &server, &metrics, wake.clone())?,
+        producer: open_producer(&storage, Some(&server), &metrics, wake.clone())?,
         store: store.clone(),
         verifier: Arc::new(verifier(&server)?),
         metrics: metrics.clone(),
@@ -98,7 +99,7 @@ pub async fn standalone(storage: StorageArgs, server: ServerArgs, worker: Worker
 pub async fn server(storage: StorageArgs, server: ServerArgs, listener: TcpListener, shutdown: CancellationToken) -> Result<(), AppError> {
     let metrics = Metrics::new();
     let state = AppState {
-        producer: open_producer(&storage, &server, &metrics, Arc::new(Notify::new()))?,
+        producer: open_producer(&storage, Some(&server), &metrics, Arc::new(Notify::new()))?,
         store: open_store(&storage).await?,
         verifier: Arc::new(verifier(&server)?),
         metrics,
@@ -114,4 +115,14 @@ pub async fn worker(storage: StorageArgs, worker: WorkerArgs, shutdown: Cancella
     let consumer = open_consumer(&storage, Arc::new(Notify::new()))?;
     Worker::new(consumer, store, Metrics::new(), worker.config(), shutdown).run().await?;
     Ok(())
+}
+
+/// `webhooks dlq replay`: puts matching dead letters back on the configured queue.
+pub async fn replay_dead_letters(storage: StorageArgs, filter: DeadLetterFilter) -> Result<ReplayReport, AppError> {
+    let store = open_store(&storage).await?;
+    let producer = open_producer(&storage, None, &Metrics::new(), Arc::new(Notify::new()))?;
+    dlq::replay(store.as_ref(), producer.as_ref(), &filter).await.map_err(|e| match e {
+        DlqError::Store(e) => AppError::Store(e),
+        DlqError::Queue(e) => AppError::Queue(e),
+    })
 }

@@ -20,6 +20,7 @@
 
 pub mod app;
 pub mod config;
+pub mod dlq;
 pub mod domain;
 pub mod ingress;
 pub mod metrics;

@@ -5,7 +5,8 @@ use clap::{Parser, Subcommand};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
-use webhooks::app;
+use webhooks::store::{now_us, DeadLetterFilter};
+use webhooks::{app, dlq};
 use webhooks::config::{ServerArgs, StorageArgs, WorkerArgs};
 
 /// Payment webhook processing: durable ingress, queue, transactional idempotent worker.
@@ -41,6 +42,42 @@ enum Command {
         #[command(flatten)]
         worker: WorkerArgs,
     },
+    /// Dead letters: events the worker gave up on.
+    Dlq {
+        #[command(flatten)]
+        storage: StorageArgs,
+        #[command(subcommand)]
+        action: DlqAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum DlqAction {
+    /// List dead letters, newest first.
+    List {
+        /// Only those that failed since: unix seconds, or an age like 30m, 2h, 7d.
+        #[arg(long)]
+        since: Option<String>,
+        /// Include those already replayed.
+        #[arg(long)]
+        all: bool,
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
+    /// Show one dead letter with its payload.
+    Show { id: i64 },
+    /// Put dead letters back on the queue (idempotent: an applied event does nothing).
+    Replay {
+        /// The dead letter to replay.
+        #[arg(required_unless_present_any = ["all", "since"], conflicts_with_all = ["all", "since"])]
+        id: Option<i64>,
+        /// Every dead letter not yet replayed.
+        #[arg(long)]
+        all: bool,
+        /// Those that failed since: unix seconds, or an age like 30m, 2h, 7d.
+        #[arg(long)]
+        since: Option<String>,
+    },
 }
 
 #[tokio::main]
@@ -61,6 +98,7 @@ async fn main() -> anyhow::Result<()> {
             app::server(storage, server, listener, shutdown).await?
         }
         Command::Worker { storage, worker } => app::worker(storage, worker, shutdown).await?,
+        Command::Dlq { storage, action } => return dlq(storage, action).await,
     }
     tracing::info!("stopped cleanly");
     Ok(())
@@ -94,4 +132,37 @@ async fn cancel_on_signal(shutdown: CancellationToken) {
     }
     tracing::info!("shutdown requested: finishing in-flight requests and the current batch");
     shutdown.cancel();
+}
+
+async fn dlq(storage: StorageArgs, action: DlqAction) -> anyhow::Result<()> {
+    let since = |s: Option<String>| -> anyhow::Result<Option<i64>> {
+        s.map(|s| dlq::parse_since(&s, now_us()).map_err(anyhow::Error::msg)).transpose()
+    };
+    match action {
+        DlqAction::List { since: s, all, limit } => {
+            let filter = DeadLetterFilter { since_us: since(s)?, include_replayed: all, limit: Some(limit), ..Default::default() };
+            let (count, items) = app::open_store(&storage).await?.dead_letters(&filter).await?;
+            println!("{count} dead letter(s) match; showing {}", items.len());
+            for d in items {
+                let replayed = if d.replayed_at_us.is_some() { " (replayed)" } else { "" };
+                println!("{:>8}  {}  {}  attempts={}  {}{replayed}", d.id, d.event_id, d.failed_at_us, d.attempts, d.error);
+            }
+        }
+        DlqAction::Show { id } => {
+            let filter = DeadLetterFilter { id: Some(id), include_replayed: true, ..Default::default() };
+            let (_, items) = app::open_store(&storage).await?.dead_letters(&filter).await?;
+            let d = items.into_iter().next().with_context(|| format!("no dead letter {id}"))?;
+            println!("{}", serde_json::to_string_pretty(&d)?);
+        }
+        DlqAction::Replay { id, all, since: s } => {
+            let filter = DeadLetterFilter { id, since_us: since(s)?, include_replayed: id.is_some(), limit: Some(DeadLetterFilter::MAX_LIMIT), ..Default::default() };
+            debug_assert!(all || id.is_some() || filter.since_us.is_some());
+            let report = app::replay_dead_letters(storage, filter).await?;
+            println!("replayed {} event(s), skipped {}", report.replayed.len(), report.skipped.len());
+            for (id, why) in report.skipped {
+                println!("skipped {id}: {why}");
+            }
+        }
+    }
+    Ok(())
 }

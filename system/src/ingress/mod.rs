@@ -61,6 +61,9 @@ pub fn router(state: AppState, limits: Limits) -> Router {
         .route("/api/orders/{id}", get(reads::order))
         .route("/api/payments/{id}", get(reads::payment))
         .route("/api/dead-letters", get(reads::dead_letters))
+        .route("/api/dead-letters/replay", post(reads::replay))
+        .route("/api/dead-letters/{id}", get(reads::dead_letter))
+        .route("/api/dead-letters/{id}/replay", post(reads::replay))
         .route("/api/stats", get(ops::stats))
         .route_layer(middleware::from_fn_with_state(state.clone(), admin::require_token));
     Router::new()

@@ -4,14 +4,14 @@ use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
-use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::body::{parse, read_limited, require_json};
 use super::error::ApiError;
 use super::AppState;
 use crate::domain::{CreateOutcome, NewOrder};
-use crate::store::{OrderView, PaymentView};
+use crate::dlq::{self, DlqError, ReplayReport};
+use crate::store::{DeadLetterFilter, DeadLetterView, OrderView, PaymentView};
 
 pub async fn create_order(State(app): State<AppState>, headers: HeaderMap, body: Body) -> Result<(StatusCode, Json<Value>), ApiError> {
     require_json(&headers)?;
@@ -33,17 +33,24 @@ pub async fn payment(State(app): State<AppState>, Path(id): Path<String>) -> Res
     app.store.payment(&id).await?.map(Json).ok_or(ApiError::NotFound("payment"))
 }
 
-#[derive(Debug, Deserialize)]
-pub struct Page {
-    #[serde(default = "default_limit")]
-    limit: u32,
-}
-
-fn default_limit() -> u32 {
-    100
-}
-
-pub async fn dead_letters(State(app): State<AppState>, Query(page): Query<Page>) -> Result<Json<Value>, ApiError> {
-    let (count, items) = app.store.dead_letters(page.limit.min(10_000)).await?;
+pub async fn dead_letters(State(app): State<AppState>, Query(filter): Query<DeadLetterFilter>) -> Result<Json<Value>, ApiError> {
+    let (count, items) = app.store.dead_letters(&filter).await?;
     Ok(Json(json!({ "count": count, "items": items })))
+}
+
+pub async fn dead_letter(State(app): State<AppState>, Path(id): Path<i64>) -> Result<Json<DeadLetterView>, ApiError> {
+    let filter = DeadLetterFilter { id: Some(id), include_replayed: true, ..Default::default() };
+    let (_, mut items) = app.store.dead_letters(&filter).await?;
+    items.pop().map(Json).ok_or(ApiError::NotFound("dead letter"))
+}
+
+/// `POST /api/dead-letters/replay?since_us=..` or `/api/dead-letters/{id}/replay`.
+pub async fn replay(State(app): State<AppState>, id: Option<Path<i64>>, Query(mut filter): Query<DeadLetterFilter>) -> Result<Json<ReplayReport>, ApiError> {
+    if let Some(Path(id)) = id {
+        filter = DeadLetterFilter { id: Some(id), include_replayed: true, ..filter };
+    }
+    dlq::replay(app.store.as_ref(), app.producer.as_ref(), &filter).await.map(Json).map_err(|e| match e {
+        DlqError::Store(e) => ApiError::Store(e),
+        DlqError::Queue(e) => ApiError::Queue(e),
+    })
 }

@@ -73,6 +73,28 @@ pub struct DeadLetterView {
     pub attempts: u32,
     pub failed_at_us: i64,
     pub payload: String,
+    /// When it was last put back on the queue; `None` while it waits for an operator.
+    pub replayed_at_us: Option<i64>,
+}
+
+/// Which dead letters to list or replay.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+pub struct DeadLetterFilter {
+    pub id: Option<i64>,
+    /// Only those that failed at or after this time (µs since the epoch).
+    pub since_us: Option<i64>,
+    /// Include those already replayed.
+    #[serde(default)]
+    pub include_replayed: bool,
+    pub limit: Option<u32>,
+}
+
+impl DeadLetterFilter {
+    pub const MAX_LIMIT: u32 = 10_000;
+
+    pub fn limit(&self) -> u32 {
+        self.limit.unwrap_or(100).min(Self::MAX_LIMIT)
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -139,7 +161,10 @@ pub trait Store: Send + Sync {
     async fn create_order(&self, order: &NewOrder) -> Result<CreateOutcome, StoreError>;
     async fn order(&self, id: &str) -> Result<Option<OrderView>, StoreError>;
     async fn payment(&self, id: &str) -> Result<Option<PaymentView>, StoreError>;
-    async fn dead_letters(&self, limit: u32) -> Result<(u64, Vec<DeadLetterView>), StoreError>;
+    /// Matching dead letters, newest first, with the number that match in all.
+    async fn dead_letters(&self, filter: &DeadLetterFilter) -> Result<(u64, Vec<DeadLetterView>), StoreError>;
+    /// Notes that these dead letters were put back on the queue.
+    async fn mark_replayed(&self, ids: &[i64]) -> Result<(), StoreError>;
     async fn ping(&self) -> Result<(), StoreError>;
 }
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use rusqlite::{params, Connection, ErrorCode, OptionalExtension, Transaction, TransactionBehavior};
 
-use super::{Applied, ConsumerName, DeadLetter, DeadLetterView, EventRecord, OrderView, PaymentSummary, PaymentView, Store, StoreError};
+use super::{Applied, ConsumerName, DeadLetter, DeadLetterFilter, DeadLetterView, EventRecord, OrderView, PaymentSummary, PaymentView, Store, StoreError};
 use crate::domain::state::{self, status_from_payments};
 use crate::domain::{CreateOutcome, NewOrder, OrderStatus, OrderTerms, Payment, PaymentEvent, PaymentStatus};
 use crate::queue::Position;
@@ -63,7 +63,11 @@ CREATE TABLE consumer_positions (
     position  INTEGER NOT NULL,
     PRIMARY KEY (consumer, partition)
 );
-"#];
+"#,
+    // Dead letters can be replayed; a replayed event that fails again is waiting again.
+    "ALTER TABLE dead_letters ADD COLUMN replayed_at_us INTEGER;
+     CREATE INDEX dead_letters_by_time ON dead_letters (failed_at_us);",
+];
 
 pub struct SqliteStore {
     writer: SharedConn,
@@ -178,11 +182,12 @@ fn load_order_terms(tx: &Connection, id: &str) -> Result<Option<OrderTerms>, rus
 }
 
 fn insert_dead_letter(tx: &Connection, d: &DeadLetter, now: i64) -> Result<(), rusqlite::Error> {
-    // A redelivered poison event keeps its first dead letter; the count says how often it failed.
+    // One row per event: a redelivered or replayed event that fails again updates it.
     tx.prepare_cached(
         "INSERT INTO dead_letters (event_id, payment_id, order_id, payload, error, attempts, failed_at_us)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
-         ON CONFLICT (event_id) DO UPDATE SET error = excluded.error, failed_at_us = excluded.failed_at_us",
+         ON CONFLICT (event_id) DO UPDATE SET error = excluded.error, failed_at_us = excluded.failed_at_us,
+             attempts = dead_letters.attempts + excluded.attempts, replayed_at_us = NULL",
     )?
     .execute(params![d.event_id, d.payment_id, d.order_id, d.payload, d.error, d.attempts, now])?;
     Ok(())
@@ -271,13 +276,16 @@ fn read_payment(conn: &Connection, id: &str) -> Result<Option<PaymentView>, rusq
     Ok(Some(PaymentView { id: id.into(), order_id, status, amount, currency, applied_events, events }))
 }
 
-fn read_dead_letters(conn: &Connection, limit: u32) -> Result<(u64, Vec<DeadLetterView>), rusqlite::Error> {
-    let count: i64 = conn.query_row("SELECT COUNT(*) FROM dead_letters", [], |r| r.get(0))?;
-    let mut stmt = conn.prepare_cached(
-        "SELECT id, event_id, payment_id, order_id, error, attempts, failed_at_us, payload FROM dead_letters ORDER BY id DESC LIMIT ?1",
-    )?;
+fn read_dead_letters(conn: &Connection, f: &DeadLetterFilter) -> Result<(u64, Vec<DeadLetterView>), rusqlite::Error> {
+    const MATCH: &str = "(?1 IS NULL OR id = ?1) AND (?2 IS NULL OR failed_at_us >= ?2) AND (?3 OR replayed_at_us IS NULL)";
+    let args = params![f.id, f.since_us, f.include_replayed];
+    let count: i64 = conn.prepare_cached(&format!("SELECT COUNT(*) FROM dead_letters WHERE {MATCH}"))?.query_row(args, |r| r.get(0))?;
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT id, event_id, payment_id, order_id, error, attempts, failed_at_us, payload, replayed_at_us
+         FROM dead_letters WHERE {MATCH} ORDER BY id DESC LIMIT ?4"
+    ))?;
     let items = stmt
-        .query_map(params![limit], |r| {
+        .query_map(params![f.id, f.since_us, f.include_replayed, f.limit()], |r| {
             Ok(DeadLetterView {
                 id: r.get(0)?,
                 event_id: r.get(1)?,
@@ -287,6 +295,7 @@ fn read_dead_letters(conn: &Connection, limit: u32) -> Result<(u64, Vec<DeadLett
                 attempts: r.get(5)?,
                 failed_at_us: r.get(6)?,
                 payload: r.get(7)?,
+                replayed_at_us: r.get(8)?,
             })
         })?
         .collect::<Result<_, _>>()?;
@@ -353,8 +362,24 @@ impl Store for SqliteStore {
         self.reader.run(move |c| read_payment(c, &id)).await.map_err(classify)
     }
 
-    async fn dead_letters(&self, limit: u32) -> Result<(u64, Vec<DeadLetterView>), StoreError> {
-        self.reader.run(move |c| read_dead_letters(c, limit)).await.map_err(classify)
+    async fn dead_letters(&self, filter: &DeadLetterFilter) -> Result<(u64, Vec<DeadLetterView>), StoreError> {
+        let filter = filter.clone();
+        self.reader.run(move |c| read_dead_letters(c, &filter)).await.map_err(classify)
+    }
+
+    async fn mark_replayed(&self, ids: &[i64]) -> Result<(), StoreError> {
+        let ids = ids.to_vec();
+        self.writer
+            .run(move |c| {
+                let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                let now = super::now_us();
+                for id in &ids {
+                    tx.prepare_cached("UPDATE dead_letters SET replayed_at_us = ?1 WHERE id = ?2")?.execute(params![now, id])?;
+                }
+                tx.commit()
+            })
+            .await
+            .map_err(classify)
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

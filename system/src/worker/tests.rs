@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use super::*;
 use crate::domain::{CreateOutcome, EventType, NewOrder};
 use crate::queue::Position;
-use crate::store::{ConsumerName, DeadLetterView, OrderView, PaymentView};
+use crate::store::{ConsumerName, DeadLetterFilter, DeadLetterView, OrderView, PaymentView};
 
 #[derive(Default)]
 struct FakeStore {
@@ -74,8 +74,11 @@ impl Store for FakeStore {
     async fn payment(&self, _: &str) -> Result<Option<PaymentView>, StoreError> {
         Ok(None)
     }
-    async fn dead_letters(&self, _: u32) -> Result<(u64, Vec<DeadLetterView>), StoreError> {
+    async fn dead_letters(&self, _: &DeadLetterFilter) -> Result<(u64, Vec<DeadLetterView>), StoreError> {
         Ok((0, vec![]))
+    }
+    async fn mark_replayed(&self, _: &[i64]) -> Result<(), StoreError> {
+        Ok(())
     }
     async fn ping(&self) -> Result<(), StoreError> {
         self.check_up()
