@@ -113,7 +113,15 @@ pub async fn server(storage: StorageArgs, server: ServerArgs, listener: TcpListe
 pub async fn worker(storage: StorageArgs, worker: WorkerArgs, shutdown: CancellationToken) -> Result<(), AppError> {
     let store = open_store(&storage).await?;
     let consumer = open_consumer(&storage, Arc::new(Notify::new()))?;
-    Worker::new(consumer, store, Metrics::new(), worker.config(), shutdown).run().await?;
+    let metrics = Metrics::new();
+    if let Some(addr) = worker.metrics_listen {
+        let listener = TcpListener::bind(addr).await?;
+        tracing::info!(%addr, "worker metrics listening");
+        let routes = ingress::worker_routes(metrics.clone());
+        let serving = axum::serve(listener, routes).with_graceful_shutdown(shutdown.clone().cancelled_owned());
+        tokio::spawn(async move { serving.await });
+    }
+    Worker::new(consumer, store, metrics, worker.config(), shutdown).run().await?;
     Ok(())
 }
 

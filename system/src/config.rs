@@ -128,6 +128,10 @@ pub struct WorkerArgs {
     /// Largest retry delay in milliseconds.
     #[arg(long, env = "WORKER_RETRY_CAP_MS", default_value_t = 5_000)]
     pub retry_cap_ms: u64,
+
+    /// Where a worker-only process serves /healthz, /metrics and /api/stats (off when unset).
+    #[arg(long, env = "WORKER_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl WorkerArgs {

@@ -34,6 +34,11 @@ impl Split {
         let log = self.dir.path().join(format!("worker-{n}.log"));
         Proc::spawn("worker", &["worker", "--data-dir", self.data(), "--batch-size", "200"], &[], &log)
     }
+
+    fn worker_with_metrics(&self, n: usize, addr: &str) -> Proc {
+        let log = self.dir.path().join(format!("worker-{n}.log"));
+        Proc::spawn("worker", &["worker", "--data-dir", self.data(), "--metrics-listen", addr], &[], &log)
+    }
 }
 
 /// Event ids accepted per payment: what must be applied, each exactly once.
@@ -123,6 +128,15 @@ async fn worker_killed_mid_run_loses_nothing_and_applies_nothing_twice() {
     assert_eq!(ledger.values().map(Vec::len).sum::<usize>(), 3000);
     assert_exactly_once(&http, &sys.base, &ledger).await;
     assert!(worker.terminate().is_some_and(|s| s.success()), "graceful worker exit");
+
+    // A restarted worker finds nothing left to do: the stored position covers everything.
+    let metrics = free_addr();
+    let mut last = sys.worker_with_metrics(9, &metrics.to_string());
+    let base = format!("http://{metrics}");
+    wait_healthy(&http, &base).await;
+    let stats = eventually(&http, format!("{base}/api/stats"), Duration::from_secs(10), |s| s["queue"]["depth"] == 0).await;
+    assert_eq!(stats["worker"]["processed"], 0, "{stats}");
+    assert!(last.terminate().is_some_and(|s| s.success()));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -4,6 +4,7 @@ mod admin;
 mod body;
 pub mod error;
 mod ops;
+pub use ops::worker_routes;
 mod reads;
 pub mod signature;
 mod webhook;

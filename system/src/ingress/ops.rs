@@ -8,6 +8,7 @@ use axum::{Json, Router};
 use serde_json::json;
 
 use super::AppState;
+use crate::metrics::Metrics;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -25,9 +26,22 @@ async fn ready(State(app): State<AppState>) -> impl IntoResponse {
 }
 
 async fn metrics(State(app): State<AppState>) -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], app.metrics.render())
+    prometheus_text(&app.metrics)
 }
 
 pub async fn stats(State(app): State<AppState>) -> impl IntoResponse {
     Json(app.metrics.stats())
+}
+
+fn prometheus_text(m: &Metrics) -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], m.render())
+}
+
+/// What a worker-only process serves: it has no queue producer or HTTP API of its own.
+pub fn worker_routes(metrics: Metrics) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/metrics", get(|State(m): State<Metrics>| async move { prometheus_text(&m) }))
+        .route("/api/stats", get(|State(m): State<Metrics>| async move { Json(m.stats()) }))
+        .with_state(metrics)
 }
