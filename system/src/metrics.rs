@@ -31,9 +31,25 @@ pub struct OutcomeLabels {
     pub outcome: &'static str,
 }
 
-/// Every metric the process exposes. Cheap to clone: all handles are shared.
-#[derive(Clone)]
-pub struct Metrics {
+/// Every metric the process exposes; one shared set per process, cloned by reference
+/// because every request touches it.
+#[derive(Clone, Default)]
+pub struct Metrics(Arc<MetricSet>);
+
+impl std::ops::Deref for Metrics {
+    type Target = MetricSet;
+    fn deref(&self) -> &MetricSet {
+        &self.0
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+pub struct MetricSet {
     registry: Arc<Registry>,
     pub http_requests: Family<RouteLabels, Counter>,
     pub webhooks_accepted: Counter,
@@ -68,14 +84,14 @@ fn hdr() -> Arc<Mutex<Hdr<u64>>> {
     Arc::new(Mutex::new(Hdr::new_with_bounds(1, 3_600_000_000, 3).expect("static HDR bounds")))
 }
 
-impl Default for Metrics {
+impl Default for MetricSet {
     fn default() -> Self {
         Self::new()
     }
 }
 
-impl Metrics {
-    pub fn new() -> Self {
+impl MetricSet {
+    fn new() -> Self {
         let mut r = Registry::with_prefix("webhooks");
         let m = Self {
             registry: Arc::new(Registry::default()),

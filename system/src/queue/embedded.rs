@@ -44,7 +44,7 @@ fn open(path: &Path) -> Result<Connection, QueueError> {
     conn.busy_timeout(Duration::from_secs(10)).map_err(storage)?;
     conn.execute_batch(
         "PRAGMA journal_mode=WAL;
-         PRAGMA synchronous=FULL;
+         PRAGMA synchronous=FULL; PRAGMA cache_size=-16384; PRAGMA temp_store=MEMORY;
          CREATE TABLE IF NOT EXISTS log (
              seq INTEGER PRIMARY KEY AUTOINCREMENT, -- AUTOINCREMENT: never reuse a consumed seq
              payload BLOB NOT NULL
