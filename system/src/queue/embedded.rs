@@ -23,6 +23,8 @@ const MAX_GROUP: usize = 2048;
 /// Consumed rows are deleted in steps of at least this many, to keep the file small
 /// without taking the write lock after every batch.
 const TRUNCATE_EVERY: i64 = 20_000;
+/// Longest pause between polls of an empty log written by another process.
+const MAX_NAP: Duration = Duration::from_millis(20);
 
 #[derive(Debug, Clone)]
 pub struct EmbeddedConfig {
@@ -188,14 +190,17 @@ impl Consumer for EmbeddedConsumer {
 
     async fn poll(&mut self, max: usize, wait: Duration) -> Result<Vec<Delivery>, QueueError> {
         let deadline = tokio::time::Instant::now() + wait;
+        // An appender in this process wakes us at once; a separate server process cannot,
+        // so we poll, backing off while the log stays empty.
+        let mut nap = Duration::from_millis(1);
         loop {
             let batch = self.read_after(self.position, max).await?;
-            if !batch.is_empty() || tokio::time::Instant::now() >= deadline {
+            let now = tokio::time::Instant::now();
+            if !batch.is_empty() || now >= deadline {
                 return Ok(batch);
             }
-            // Woken at once by an in-process appender; a separate server process is polled.
-            let nap = Duration::from_millis(5).min(deadline - tokio::time::Instant::now());
-            let _ = tokio::time::timeout(nap, self.wake.notified()).await;
+            let _ = tokio::time::timeout(nap.min(deadline - now), self.wake.notified()).await;
+            nap = (nap * 2).min(MAX_NAP);
         }
     }
 

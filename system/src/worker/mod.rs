@@ -90,8 +90,11 @@ impl Worker {
                 }
                 self.consumer.commit(&batch).await?;
             }
-            if let Some(depth) = self.consumer.depth().await {
-                self.metrics.queue_depth.set(depth as i64);
+            // An empty poll means the worker caught up; a full one, that it may be lagging.
+            if batch.is_empty() || batch.len() == self.cfg.batch_size {
+                if let Some(depth) = self.consumer.depth().await {
+                    self.metrics.queue_depth.set(depth as i64);
+                }
             }
         }
         self.consumer.close().await;
