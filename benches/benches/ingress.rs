@@ -51,7 +51,7 @@ fn handler(c: &mut Criterion) {
     g.throughput(Throughput::Elements(CONCURRENCY as u64));
     for (name, signed) in [("unsigned", false), ("standard_webhooks_signed", true)] {
         let verifier = if signed { Verifier::new(STANDARD_SECRET, "", 300).expect("secret") } else { Verifier::default() };
-        let app = rt.block_on(async { router(state(verifier), Limits { max_in_flight: 4096, request_timeout: std::time::Duration::from_secs(10) }) });
+        let app = rt.block_on(async { router(state(verifier), Limits { max_in_flight: 4096, request_timeout: std::time::Duration::from_secs(10), header_timeout: std::time::Duration::from_secs(10) }) });
         g.bench_function(name, |b| {
             b.to_async(&rt).iter(|| {
                 let app = app.clone();

@@ -62,7 +62,7 @@ fn verifier(server: &ServerArgs) -> Result<Verifier, AppError> {
 /// Serves HTTP until `shutdown`, then finishes in-flight requests.
 async fn serve(listener: TcpListener, state: AppState, limits: ingress::Limits, shutdown: CancellationToken) -> Result<(), AppError> {
     tracing::info!(addr = %listener.local_addr()?, "listening");
-    axum::serve(listener, ingress::router(state, limits)).with_graceful_shutdown(shutdown.cancelled_owned()).await?;
+    ingress::serve::serve(listener, ingress::router(state, limits), limits.header_timeout, shutdown).await?;
     Ok(())
 }
 
@@ -117,9 +117,8 @@ pub async fn worker(storage: StorageArgs, worker: WorkerArgs, shutdown: Cancella
     if let Some(addr) = worker.metrics_listen {
         let listener = TcpListener::bind(addr).await?;
         tracing::info!(%addr, "worker metrics listening");
-        let routes = ingress::worker_routes(metrics.clone());
-        let serving = axum::serve(listener, routes).with_graceful_shutdown(shutdown.clone().cancelled_owned());
-        tokio::spawn(async move { serving.await });
+        let header_timeout = std::time::Duration::from_secs(10);
+        tokio::spawn(ingress::serve::serve(listener, ingress::worker_routes(metrics.clone()), header_timeout, shutdown.clone()));
     }
     Worker::new(consumer, store, metrics, worker.config(), shutdown).run().await?;
     Ok(())

@@ -99,11 +99,19 @@ pub struct ServerArgs {
     /// Requests taking longer than this many milliseconds (body read included) get 408.
     #[arg(long, env = "REQUEST_TIMEOUT_MS", default_value_t = 10_000)]
     pub request_timeout_ms: u64,
+
+    /// Connections whose request headers take longer than this many milliseconds are closed.
+    #[arg(long, env = "HEADER_READ_TIMEOUT_MS", default_value_t = 10_000)]
+    pub header_read_timeout_ms: u64,
 }
 
 impl ServerArgs {
     pub fn limits(&self) -> crate::ingress::Limits {
-        crate::ingress::Limits { max_in_flight: self.max_in_flight, request_timeout: Duration::from_millis(self.request_timeout_ms) }
+        crate::ingress::Limits {
+            max_in_flight: self.max_in_flight,
+            request_timeout: Duration::from_millis(self.request_timeout_ms),
+            header_timeout: Duration::from_millis(self.header_read_timeout_ms),
+        }
     }
 }
 

@@ -70,7 +70,7 @@ fn app(dir: &std::path::Path, verifier: Verifier) -> (axum::Router, Metrics) {
         max_body: 64 * 1024,
         admin_token: None,
     };
-    (router(state, Limits { max_in_flight: 1024, request_timeout: std::time::Duration::from_secs(10) }), metrics)
+    (router(state, Limits { max_in_flight: 1024, request_timeout: std::time::Duration::from_secs(10), header_timeout: std::time::Duration::from_secs(10) }), metrics)
 }
 
 /// Bodies near the valid shape: random field values, types and extra bytes.

@@ -269,3 +269,24 @@ async fn overload_is_shed_with_429_and_nothing_accepted_is_lost() {
         payment(&app, &format!("pl{i}"), |p| p["applied_events"] == 1).await;
     }
 }
+
+#[tokio::test]
+async fn slow_clients_cannot_hold_a_connection() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = TestApp::start(&["--header-read-timeout-ms", "300", "--request-timeout-ms", "600"]).await;
+    let addr = app.base.trim_start_matches("http://").to_owned();
+
+    // Headers trickled and never finished: the server closes the connection.
+    let mut headers = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    headers.write_all(b"POST /api/webhooks/payment HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), headers.read_to_end(&mut buf)).await;
+    assert!(read.is_ok(), "connection still open after the header timeout");
+
+    // Headers complete, body never sent: 408 within the request timeout.
+    let mut body = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    body.write_all(b"POST /api/webhooks/payment HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{").await.unwrap();
+    let mut buf = vec![0u8; 512];
+    let n = tokio::time::timeout(Duration::from_secs(5), body.read(&mut buf)).await.expect("answered").unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 408"), "{}", String::from_utf8_lossy(&buf[..n]));
+}

@@ -6,6 +6,7 @@ pub mod error;
 mod ops;
 pub use ops::worker_routes;
 mod reads;
+pub mod serve;
 pub mod signature;
 mod webhook;
 
@@ -52,6 +53,8 @@ pub struct Limits {
     pub max_in_flight: usize,
     /// A request (body read included) taking longer than this is answered 408.
     pub request_timeout: Duration,
+    /// A connection whose request headers take longer than this is closed.
+    pub header_timeout: Duration,
 }
 
 pub fn router(state: AppState, limits: Limits) -> Router {
