@@ -19,3 +19,10 @@ trap on_failure ERR
 
 cargo build --release --workspace --bins
 cargo test --release --workspace
+
+# Dependency policy (deny.toml): licenses, bans and sources. Advisories need the RustSec
+# database from GitHub, which these machines cannot reach.
+command -v cargo-deny >/dev/null || cargo install cargo-deny --locked
+cargo deny check licenses bans sources
+
+cargo bench --workspace --no-run
