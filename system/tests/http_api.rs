@@ -37,6 +37,10 @@ async fn the_original_curl_flow_pays_the_order() {
     assert_eq!(o["payments"][0]["payment_id"], "pay_xyz789");
     let p = payment(&app, "pay_xyz789", |p| p["status"] == "success").await;
     assert_eq!(p["events"][0]["event_id"], ack["event_id"]);
+    let (s, found) = post(&app.http, format!("{}/api/payments/lookup", app.base), &json!({"ids": ["pay_xyz789", "nope"]})).await;
+    assert_eq!((s, found.as_array().map(Vec::len)), (200, Some(1)));
+    let (_, orders) = post(&app.http, format!("{}/api/orders/lookup", app.base), &json!({"ids": ["order_12345"]})).await;
+    assert_eq!(orders[0]["status"], "paid");
     app.stop().await.expect("clean shutdown");
 }
 

@@ -62,7 +62,9 @@ pub fn router(state: AppState, limits: Limits) -> Router {
     // signatures; liveness, readiness and metrics stay open for orchestrators and scrapers.
     let admin = Router::new()
         .route("/api/orders", post(reads::create_order))
+        .route("/api/orders/lookup", post(reads::orders_lookup))
         .route("/api/orders/{id}", get(reads::order))
+        .route("/api/payments/lookup", post(reads::payments_lookup))
         .route("/api/payments/{id}", get(reads::payment))
         .route("/api/dead-letters", get(reads::dead_letters))
         .route("/api/dead-letters/replay", post(reads::replay))

@@ -54,3 +54,42 @@ pub async fn replay(State(app): State<AppState>, id: Option<Path<i64>>, Query(mu
         DlqError::Queue(e) => ApiError::Queue(e),
     })
 }
+
+/// Most ids one lookup may ask for: bounds the work of one request.
+pub const MAX_LOOKUP: usize = 1000;
+
+#[derive(Debug, serde::Deserialize)]
+pub struct Lookup {
+    ids: Vec<String>,
+}
+
+/// `POST /api/payments/lookup {"ids": [...]}`: many payments in one request, for
+/// verification tools that check every payment they produced; unknown ids are left out.
+pub async fn payments_lookup(State(app): State<AppState>, headers: HeaderMap, body: Body) -> Result<Json<Vec<PaymentView>>, ApiError> {
+    let ids = lookup_ids(&app, &headers, body).await?;
+    let mut found = Vec::with_capacity(ids.len());
+    for id in ids {
+        found.extend(app.store.payment(&id).await?);
+    }
+    Ok(Json(found))
+}
+
+/// `POST /api/orders/lookup {"ids": [...]}`: many orders in one request; unknown ids are left out.
+pub async fn orders_lookup(State(app): State<AppState>, headers: HeaderMap, body: Body) -> Result<Json<Vec<OrderView>>, ApiError> {
+    let ids = lookup_ids(&app, &headers, body).await?;
+    let mut found = Vec::with_capacity(ids.len());
+    for id in ids {
+        found.extend(app.store.order(&id).await?);
+    }
+    Ok(Json(found))
+}
+
+async fn lookup_ids(app: &AppState, headers: &HeaderMap, body: Body) -> Result<Vec<String>, ApiError> {
+    require_json(headers)?;
+    let bytes = read_limited(headers, body, app.max_body.max(256 * 1024)).await?;
+    let lookup: Lookup = parse(&bytes)?;
+    if lookup.ids.len() > MAX_LOOKUP {
+        return Err(ApiError::Invalid(crate::domain::Invalid { field: "ids", reason: format!("at most {MAX_LOOKUP} ids") }));
+    }
+    Ok(lookup.ids)
+}
