@@ -1,0 +1,22 @@
+//! loadgen: scenario-driven, open-loop load for the webhooks system, with HDR latency
+//! measured from each request's scheduled instant and a check of the end state.
+//!
+//! - `scenario`: the TOML description of an experiment.
+//! - `plan`: when each request is due (constant, ramp, burst phases).
+//! - `workload`: the seeded stream of events and what the system must do with each.
+//! - `run`: spawn or reach the system, set up, fire, drain, verify.
+//! - `stats`: histograms and timelines; `verify`: the expected end state; `report`: files
+//!   and gates; `compare`: regression checks between two reports; `spawn`: child processes.
+
+pub mod compare;
+pub mod plan;
+pub mod report;
+pub mod run;
+pub mod scenario;
+pub mod spawn;
+pub mod stats;
+pub mod verify;
+pub mod workload;
+
+/// Exit code of a run whose gates failed, apart from crashes (1), as k6 does.
+pub const GATES_FAILED: i32 = 99;

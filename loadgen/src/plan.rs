@@ -1,0 +1,92 @@
+//! The open-loop schedule: the instant, relative to the start of the load, at which each
+//! request must be sent, whatever happened to the requests before it.
+
+use std::time::Duration;
+
+use crate::scenario::{Phase, Shape};
+
+/// Requests a phase plans.
+pub fn phase_count(p: &Phase) -> u64 {
+    let n = match p.shape {
+        Shape::Constant { rate } | Shape::Burst { rate } => rate * p.duration_s,
+        Shape::Ramp { from, to } => (from + to) / 2.0 * p.duration_s,
+    };
+    n.floor().max(0.0) as u64
+}
+
+/// When the i-th request of a phase is due, from the phase's start. For a ramp the rate
+/// grows linearly, so the count sent by time t is `from*t + (to-from)*t²/(2d)`; inverting
+/// it gives the instant of the i-th request.
+pub fn offset_in_phase(p: &Phase, i: u64) -> Duration {
+    let i = i as f64;
+    let secs = match p.shape {
+        Shape::Constant { rate } | Shape::Burst { rate } => i / rate,
+        Shape::Ramp { from, to } if (to - from).abs() < f64::EPSILON => i / from,
+        Shape::Ramp { from, to } => {
+            let a = (to - from) / (2.0 * p.duration_s);
+            (-from + (from * from + 4.0 * a * i).max(0.0).sqrt()) / (2.0 * a)
+        }
+    };
+    Duration::from_secs_f64(secs.clamp(0.0, p.duration_s))
+}
+
+/// One scheduled request: its phase and its due instant from the start of the load.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Slot {
+    pub phase: usize,
+    pub at: Duration,
+}
+
+/// Every slot of every phase, in order; lazy, so a long soak plans in constant memory.
+pub fn slots(phases: &[Phase]) -> impl Iterator<Item = Slot> + '_ {
+    let mut phase_start = Duration::ZERO;
+    phases.iter().enumerate().flat_map(move |(idx, p)| {
+        let start = phase_start;
+        phase_start += Duration::from_secs_f64(p.duration_s);
+        (0..phase_count(p)).map(move |i| Slot { phase: idx, at: start + offset_in_phase(p, i) })
+    })
+}
+
+pub fn target_rate(p: &Phase) -> f64 {
+    phase_count(p) as f64 / p.duration_s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn phase(shape: Shape, duration_s: f64) -> Phase {
+        Phase { name: String::new(), shape, duration_s }
+    }
+
+    #[test]
+    fn constant_rate_is_evenly_spaced() {
+        let p = phase(Shape::Constant { rate: 1000.0 }, 2.0);
+        assert_eq!(phase_count(&p), 2000);
+        assert_eq!(offset_in_phase(&p, 0), Duration::ZERO);
+        assert_eq!(offset_in_phase(&p, 500), Duration::from_millis(500));
+        assert_eq!(offset_in_phase(&p, 1999), Duration::from_millis(1999));
+    }
+
+    #[test]
+    fn a_ramp_sends_the_average_count_and_speeds_up() {
+        let p = phase(Shape::Ramp { from: 100.0, to: 300.0 }, 10.0);
+        assert_eq!(phase_count(&p), 2000);
+        let first_half = (0..2000).filter(|i| offset_in_phase(&p, *i) < Duration::from_secs(5)).count();
+        // 100 -> 200 over the first half: 750 requests; 200 -> 300 over the second: 1250.
+        assert!((745..=755).contains(&first_half), "{first_half}");
+        let last = offset_in_phase(&p, 1999);
+        assert!(last <= Duration::from_secs(10) && last > Duration::from_millis(9990), "{last:?}");
+    }
+
+    #[test]
+    fn slots_are_ordered_across_phases() {
+        let phases = [phase(Shape::Constant { rate: 10.0 }, 1.0), phase(Shape::Burst { rate: 100.0 }, 0.5), phase(Shape::Ramp { from: 10.0, to: 30.0 }, 1.0)];
+        let all: Vec<Slot> = slots(&phases).collect();
+        assert_eq!(all.len(), 10 + 50 + 20);
+        assert!(all.windows(2).all(|w| w[0].at <= w[1].at));
+        assert_eq!(all[10], Slot { phase: 1, at: Duration::from_secs(1) });
+        assert_eq!(all[60].phase, 2);
+        assert!(all[60].at >= Duration::from_millis(1500));
+    }
+}

@@ -1,0 +1,327 @@
+//! The figures of a run, the gates over them, and the files a person reads: report.json
+//! (everything), report.md (tables) and report.html (charts, self-contained).
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::Path;
+
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::plan;
+use crate::run::LoadTiming;
+use crate::scenario::{Gates, Scenario, Shape};
+use crate::stats::{Percentiles, Recorder, Second};
+use crate::verify::Verdict;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Machine {
+    pub cores: usize,
+    pub cpu: String,
+    pub os: String,
+}
+
+impl Machine {
+    pub fn this() -> Self {
+        let cpu = std::fs::read_to_string("/proc/cpuinfo")
+            .ok()
+            .and_then(|c| c.lines().find(|l| l.starts_with("model name")).and_then(|l| l.split(':').nth(1)).map(|s| s.trim().to_owned()))
+            .unwrap_or_default();
+        let os = std::fs::read_to_string("/etc/os-release")
+            .ok()
+            .and_then(|c| c.lines().find_map(|l| l.strip_prefix("PRETTY_NAME=")).map(|s| s.trim_matches('"').to_owned()))
+            .unwrap_or_else(|| std::env::consts::OS.into());
+        Self { cores: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1), cpu, os }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PhaseReport {
+    pub name: String,
+    pub kind: String,
+    pub duration_s: f64,
+    pub target_rate: f64,
+    pub sent: u64,
+    pub accepted: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Throughput {
+    pub target_send_rate: f64,
+    pub achieved_send_rate: f64,
+    /// How far the achieved send rate fell behind the target, in percent.
+    pub send_shortfall_pct: f64,
+    /// 200s per second over the send window.
+    pub accepted_per_s: f64,
+    /// Distinct accepted events per second from the first send until all were applied.
+    pub applied_per_s: f64,
+}
+
+/// What the system itself reported (`/api/stats`) and how its processes behaved.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct SystemSide {
+    pub e2e_latency_ms: Option<BTreeMap<String, f64>>,
+    pub ack_latency_ms: Option<BTreeMap<String, f64>>,
+    pub worker: Option<Value>,
+    pub rss_peak_mb: Option<f64>,
+    pub rss_samples_mb: Vec<f64>,
+    pub clean_exit: Option<bool>,
+}
+
+fn ms_percentiles(v: &Value) -> Option<BTreeMap<String, f64>> {
+    let obj = v.as_object()?;
+    Some(obj.iter().filter_map(|(k, n)| n.as_f64().map(|n| (k.clone(), if k == "count" { n } else { n / 1000.0 }))).collect())
+}
+
+impl SystemSide {
+    pub fn from_stats(stats: Option<&Value>) -> Self {
+        let Some(s) = stats else { return Self::default() };
+        Self {
+            e2e_latency_ms: ms_percentiles(&s["worker"]["e2e_latency_us"]),
+            ack_latency_ms: ms_percentiles(&s["ingress"]["ack_latency_us"]),
+            worker: (!s["worker"].is_null()).then(|| s["worker"].clone()),
+            ..Self::default()
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct GateResult {
+    pub gate: String,
+    pub limit: f64,
+    pub value: f64,
+    pub pass: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Measured {
+    pub scenario: Scenario,
+    pub machine: Machine,
+    pub finished_at_unix: u64,
+    pub planned: u64,
+    pub sent: u64,
+    pub accepted: u64,
+    pub statuses: BTreeMap<String, u64>,
+    pub unexpected_status: u64,
+    pub invalid_accepted: u64,
+    pub phases: Vec<PhaseReport>,
+    pub throughput: Throughput,
+    /// From each request's scheduled instant (corrected for coordinated omission), by status class.
+    pub ack_latency_ms: BTreeMap<String, Percentiles>,
+    /// From each request's actual send, all classes: the gap to the above shows client-side queueing.
+    pub service_time_ms: Percentiles,
+    pub setup_s: f64,
+    pub drain_s: f64,
+    pub drained: bool,
+    pub ceiling_rps: Option<f64>,
+    /// accepted_per_s / ceiling_rps.
+    pub ceiling_ratio: Option<f64>,
+    pub loadgen_cpu_s: f64,
+    pub loadgen_cores_used: f64,
+    pub verification: Verdict,
+    pub system: SystemSide,
+    pub timeline: Vec<Second>,
+    pub gates: Vec<GateResult>,
+}
+
+impl Measured {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        s: &Scenario,
+        r: &Recorder,
+        load: LoadTiming,
+        setup_s: f64,
+        ceiling_rps: Option<f64>,
+        cpu_s: f64,
+        drain_s: f64,
+        drained: bool,
+        verification: Verdict,
+        system: SystemSide,
+    ) -> Self {
+        let planned_duration: f64 = s.load.phases.iter().map(|p| p.duration_s).sum();
+        let planned = s.planned_requests();
+        let target = planned as f64 / planned_duration;
+        let achieved = r.sent as f64 / load.send_window_s.max(planned_duration.min(load.send_window_s + 1.0));
+        let applied_events: usize = r.ledger.applied.values().map(|e| e.len()).sum::<usize>() + r.ledger.dead.len();
+        let accepted_per_s = r.accepted as f64 / load.send_window_s;
+        let phases = s
+            .load
+            .phases
+            .iter()
+            .zip(&r.phases)
+            .enumerate()
+            .map(|(i, (p, t))| PhaseReport {
+                name: if p.name.is_empty() { format!("phase {i}") } else { p.name.clone() },
+                kind: match p.shape {
+                    Shape::Constant { .. } => "constant".into(),
+                    Shape::Ramp { .. } => "ramp".into(),
+                    Shape::Burst { .. } => "burst".into(),
+                },
+                duration_s: p.duration_s,
+                target_rate: plan::target_rate(p),
+                sent: t.sent,
+                accepted: t.accepted,
+            })
+            .collect();
+        Self {
+            scenario: s.clone(),
+            machine: Machine::this(),
+            finished_at_unix: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
+            planned,
+            sent: r.sent,
+            accepted: r.accepted,
+            statuses: r.statuses.clone(),
+            unexpected_status: r.unexpected_status,
+            invalid_accepted: r.invalid_accepted,
+            phases,
+            throughput: Throughput {
+                target_send_rate: target,
+                achieved_send_rate: achieved,
+                send_shortfall_pct: ((1.0 - achieved / target) * 100.0).max(0.0),
+                accepted_per_s,
+                applied_per_s: applied_events as f64 / (load.send_window_s + drain_s),
+            },
+            ack_latency_ms: r.latency_by_class(),
+            service_time_ms: r.service_time(),
+            setup_s,
+            drain_s,
+            drained,
+            ceiling_rps,
+            ceiling_ratio: ceiling_rps.filter(|c| *c > 0.0).map(|c| accepted_per_s / c),
+            loadgen_cpu_s: cpu_s,
+            loadgen_cores_used: cpu_s / load.wall_s,
+            verification,
+            system,
+            timeline: r.timeline_out(),
+            gates: Vec::new(),
+        }
+    }
+
+    /// Applies the scenario's gates; whether all passed.
+    pub fn judge(&mut self, g: &Gates) -> bool {
+        let v = &self.verification;
+        let e2e_p99 = self.system.e2e_latency_ms.as_ref().and_then(|m| m.get("p99").copied());
+        let ack = self.ack_latency_ms.get("2xx").cloned().unwrap_or_default();
+        let mut out = Vec::new();
+        let mut max = |name: &str, limit: Option<u64>, value: u64| {
+            if let Some(l) = limit {
+                out.push(GateResult { gate: name.into(), limit: l as f64, value: value as f64, pass: value <= l });
+            }
+        };
+        max("max_lost", g.max_lost, v.lost);
+        max("max_double_applied", g.max_double_applied, v.double_applied);
+        max("max_wrong_state", g.max_wrong_state, v.wrong_state() + v.unexpected_applied);
+        max("max_unexpected_status", g.max_unexpected_status, self.unexpected_status);
+        max("max_invalid_accepted", g.max_invalid_accepted, self.invalid_accepted);
+        let mut fmax = |name: &str, limit: Option<f64>, value: Option<f64>| {
+            if let Some(l) = limit {
+                let value = value.unwrap_or(f64::INFINITY);
+                out.push(GateResult { gate: name.into(), limit: l, value, pass: value <= l });
+            }
+        };
+        fmax("max_p99_ack_ms", g.max_p99_ack_ms, Some(ack.p99_ms));
+        fmax("max_p999_ack_ms", g.max_p999_ack_ms, Some(ack.p999_ms));
+        fmax("max_p99_e2e_ms", g.max_p99_e2e_ms, e2e_p99);
+        fmax("max_drain_s", g.max_drain_s, Some(self.drain_s).filter(|_| self.drained));
+        fmax("max_rss_mb", g.max_rss_mb, self.system.rss_peak_mb);
+        fmax("max_send_shortfall_pct", g.max_send_shortfall_pct, Some(self.throughput.send_shortfall_pct));
+        let mut fmin = |name: &str, limit: Option<f64>, value: Option<f64>| {
+            if let Some(l) = limit {
+                let value = value.unwrap_or(0.0);
+                out.push(GateResult { gate: name.into(), limit: l, value, pass: value >= l });
+            }
+        };
+        fmin("min_accepted_per_s", g.min_accepted_per_s, Some(self.throughput.accepted_per_s));
+        fmin("min_applied_per_s", g.min_applied_per_s, Some(self.throughput.applied_per_s));
+        fmin("min_ceiling_ratio", g.min_ceiling_ratio, self.ceiling_ratio);
+        // Correctness is never optional: a lost or doubled event fails every run.
+        if g.max_lost.is_none() {
+            out.push(GateResult { gate: "max_lost (always)".into(), limit: 0.0, value: v.lost as f64, pass: v.lost == 0 });
+        }
+        if g.max_double_applied.is_none() {
+            out.push(GateResult { gate: "max_double_applied (always)".into(), limit: 0.0, value: v.double_applied as f64, pass: v.double_applied == 0 });
+        }
+        self.gates = out;
+        self.gates.iter().all(|g| g.pass)
+    }
+
+    pub fn summary(&self) -> String {
+        let mut s = String::new();
+        let t = &self.throughput;
+        let ack = self.ack_latency_ms.get("2xx").cloned().unwrap_or_default();
+        let e2e = |k: &str| self.system.e2e_latency_ms.as_ref().and_then(|m| m.get(k).copied()).map_or("-".into(), |v| format!("{v:.1}"));
+        let v = &self.verification;
+        let _ = writeln!(s, "scenario {} on {} cores ({})", self.scenario.name, self.machine.cores, self.machine.cpu);
+        let _ = writeln!(s, "  sent {} / planned {}, accepted {}, statuses {:?}", self.sent, self.planned, self.accepted, self.statuses);
+        let _ = writeln!(s, "  send rate {:.0}/s of {:.0}/s target (shortfall {:.1}%), accepted {:.0}/s, applied {:.0}/s end to end", t.achieved_send_rate, t.target_send_rate, t.send_shortfall_pct, t.accepted_per_s, t.applied_per_s);
+        let _ = writeln!(s, "  ack latency (from schedule) p50 {:.2} p99 {:.2} p99.9 {:.2} max {:.2} ms; service time p99 {:.2} ms", ack.p50_ms, ack.p99_ms, ack.p999_ms, ack.max_ms, self.service_time_ms.p99_ms);
+        let _ = writeln!(s, "  end-to-end (system) p50 {} p99 {} p99.9 {} ms; drain {:.2} s{}", e2e("p50"), e2e("p99"), e2e("p999"), self.drain_s, if self.drained { "" } else { " (NOT drained)" });
+        if let (Some(c), Some(r)) = (self.ceiling_rps, self.ceiling_ratio) {
+            let _ = writeln!(s, "  bare-HTTP ceiling {c:.0}/s; accepted/ceiling {:.2}", r);
+        }
+        let _ = writeln!(s, "  verified {} payments, {} orders: lost {}, double-applied {}, wrong state {}, unexpected applied {}, dead letters {}", v.payments_checked, v.orders_checked, v.lost, v.double_applied, v.wrong_state(), v.unexpected_applied, v.dead_letters_found);
+        let _ = writeln!(s, "  unexpected statuses {}, invalid accepted {}; system peak RSS {}; loadgen used {:.2} cores", self.unexpected_status, self.invalid_accepted, self.system.rss_peak_mb.map_or("-".into(), |m| format!("{m:.0} MB")), self.loadgen_cores_used);
+        for g in &self.gates {
+            let _ = writeln!(s, "  gate {:<28} {:>12.2} vs {:>10.2}  {}", g.gate, g.value, g.limit, if g.pass { "ok" } else { "FAILED" });
+        }
+        for e in &v.examples {
+            let _ = writeln!(s, "  example: {e}");
+        }
+        s
+    }
+
+    pub fn write(&self, dir: &Path) -> anyhow::Result<()> {
+        std::fs::create_dir_all(dir)?;
+        std::fs::write(dir.join("report.json"), serde_json::to_string_pretty(self)?)?;
+        std::fs::write(dir.join("report.md"), self.markdown())?;
+        std::fs::write(dir.join("report.html"), self.html())?;
+        Ok(())
+    }
+
+    fn markdown(&self) -> String {
+        let mut s = format!("# loadgen: {}\n\n```\n{}```\n\n", self.scenario.name, self.summary());
+        let _ = writeln!(s, "| phase | kind | duration s | target/s | sent | accepted |\n|---|---|---|---|---|---|");
+        for p in &self.phases {
+            let _ = writeln!(s, "| {} | {} | {} | {:.0} | {} | {} |", p.name, p.kind, p.duration_s, p.target_rate, p.sent, p.accepted);
+        }
+        let _ = writeln!(s, "\n| latency from schedule (ms) | count | p50 | p90 | p99 | p99.9 | max |\n|---|---|---|---|---|---|---|");
+        for (k, p) in &self.ack_latency_ms {
+            let _ = writeln!(s, "| {k} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} |", p.count, p.p50_ms, p.p90_ms, p.p99_ms, p.p999_ms, p.max_ms);
+        }
+        let _ = writeln!(s, "\nMachine: {} cores, {}, {}.", self.machine.cores, self.machine.cpu, self.machine.os);
+        s
+    }
+
+    fn html(&self) -> String {
+        let sent: Vec<f64> = self.timeline.iter().map(|t| t.sent as f64).collect();
+        let accepted: Vec<f64> = self.timeline.iter().map(|t| t.accepted as f64).collect();
+        let p99: Vec<f64> = self.timeline.iter().map(|t| t.p99_ms).collect();
+        format!(
+            "<!doctype html><meta charset=utf-8><title>loadgen {name}</title>\
+             <style>body{{font-family:sans-serif;margin:2em}}pre{{background:#f4f4f4;padding:1em}}</style>\
+             <h1>loadgen: {name}</h1><pre>{summary}</pre>\
+             <h2>Requests per second (blue: sent, green: accepted)</h2>{c1}\
+             <h2>p99 latency from schedule per second (ms)</h2>{c2}\
+             <h2>System resident memory (MB, every 0.5 s)</h2>{c3}",
+            name = self.scenario.name,
+            summary = self.summary().replace('<', "&lt;"),
+            c1 = svg(&[(&sent, "#1f77b4"), (&accepted, "#2ca02c")]),
+            c2 = svg(&[(&p99, "#d62728")]),
+            c3 = svg(&[(&self.system.rss_samples_mb, "#9467bd")]),
+        )
+    }
+}
+
+/// A line chart as inline SVG, y from 0 to the maximum, with the maximum labelled.
+fn svg(series: &[(&Vec<f64>, &str)]) -> String {
+    let (w, h) = (800.0, 220.0);
+    let n = series.iter().map(|(s, _)| s.len()).max().unwrap_or(0).max(2) as f64;
+    let top = series.iter().flat_map(|(s, _)| s.iter().copied()).fold(0.0f64, f64::max).max(1e-9);
+    let mut out = format!("<svg width='{w}' height='{}' xmlns='http://www.w3.org/2000/svg'><rect width='{w}' height='{h}' fill='none' stroke='#ccc'/>", h + 20.0);
+    for (s, color) in series {
+        let pts: Vec<String> = s.iter().enumerate().map(|(i, v)| format!("{:.1},{:.1}", i as f64 / (n - 1.0) * w, h - v / top * h)).collect();
+        let _ = write!(out, "<polyline fill='none' stroke='{color}' stroke-width='2' points='{}'/>", pts.join(" "));
+    }
+    let _ = write!(out, "<text x='4' y='14' font-size='12'>max {top:.1}</text><text x='4' y='{}' font-size='12'>0 .. {} s</text></svg>", h + 16.0, n as u64 - 1);
+    out
+}

@@ -1,0 +1,400 @@
+//! One experiment, start to end: target, setup, optional ceiling, open-loop load, drain,
+//! end-state verification, and the measured figures.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde_json::{json, Value};
+use tokio::sync::{mpsc, Semaphore};
+use tokio::time::Instant;
+
+use crate::plan::{self, Slot};
+use crate::report::{Measured, SystemSide};
+use crate::scenario::Scenario;
+use crate::spawn::{own_cpu_seconds, System};
+use crate::stats::{Outcome, Recorder};
+use crate::verify::{self, Verdict};
+use crate::workload::{Generator, OrderRef, Prepared};
+
+/// Requests prepared ahead of the dispatcher: enough for about half a second at high rates.
+const PREPARED_AHEAD: usize = 20_000;
+const LOOKUP_CHUNK: usize = 1000;
+
+#[derive(Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    base: String,
+    token: Option<String>,
+}
+
+impl Client {
+    fn new(base: &str, token: Option<String>, pool: usize) -> anyhow::Result<Self> {
+        let http = reqwest::Client::builder()
+            .pool_max_idle_per_host(pool)
+            .tcp_nodelay(true)
+            .timeout(Duration::from_secs(30))
+            .build()?;
+        Ok(Self { http, base: base.trim_end_matches('/').to_owned(), token })
+    }
+
+    fn authed(&self, r: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match &self.token {
+            Some(t) => r.bearer_auth(t),
+            None => r,
+        }
+    }
+
+    async fn get_json(&self, path: &str) -> anyhow::Result<Value> {
+        let r = self.authed(self.http.get(format!("{}{path}", self.base))).send().await?;
+        anyhow::ensure!(r.status().is_success(), "GET {path}: {}", r.status());
+        Ok(r.json().await?)
+    }
+
+    async fn post_json(&self, path: &str, body: &Value) -> anyhow::Result<(u16, Value)> {
+        let r = self.authed(self.http.post(format!("{}{path}", self.base))).json(body).send().await?;
+        let status = r.status().as_u16();
+        Ok((status, r.json().await.unwrap_or(Value::Null)))
+    }
+
+    async fn send(&self, p: &Prepared) -> Option<u16> {
+        let mut r = self.http.post(format!("{}/api/webhooks/payment", self.base)).header("content-type", "application/json");
+        for (k, v) in &p.headers {
+            r = r.header(*k, v);
+        }
+        r.body(p.body.clone()).send().await.ok().map(|resp| resp.status().as_u16())
+    }
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+}
+
+pub async fn run(s: &Scenario, progress: bool) -> anyhow::Result<Measured> {
+    let system = match s.target.spawn {
+        Some(mode) => Some(System::spawn(s, mode)?),
+        None => None,
+    };
+    let base = system.as_ref().map(|sys| sys.base.clone()).or_else(|| s.target.url.clone()).context("no target")?;
+    let token = s.target.admin_token.clone().or_else(|| s.target.env.get("ADMIN_TOKEN").cloned());
+    let client = Client::new(&base, token, s.load.max_in_flight)?;
+    if let Err(e) = wait_healthy(&client).await {
+        let logs = system.as_ref().map(System::log_tail).unwrap_or_default();
+        anyhow::bail!("{e}\n{logs}");
+    }
+    let result = experiment(s, &client, progress).await;
+    let (rss_peak_kb, rss_samples) = match &system {
+        Some(sys) => (sys.rss.peak_kb.load(Ordering::Relaxed), sys.rss.samples.lock().map(|s| s.clone()).unwrap_or_default()),
+        None => (0, Vec::new()),
+    };
+    let clean_exit = match system {
+        Some(sys) => {
+            if result.is_err() {
+                eprintln!("{}", sys.log_tail());
+            }
+            Some(sys.stop().await)
+        }
+        None => None,
+    };
+    let mut m = result?;
+    m.system.rss_peak_mb = (rss_peak_kb > 0).then(|| rss_peak_kb as f64 / 1024.0);
+    m.system.rss_samples_mb = rss_samples.iter().map(|kb| *kb as f64 / 1024.0).collect();
+    m.system.clean_exit = clean_exit;
+    Ok(m)
+}
+
+async fn wait_healthy(c: &Client) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if let Ok(r) = c.http.get(format!("{}/healthz", c.base)).send().await {
+            if r.status().is_success() {
+                return Ok(());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    anyhow::bail!("{} did not answer /healthz within 30 s", c.base)
+}
+
+async fn experiment(s: &Scenario, client: &Client, progress: bool) -> anyhow::Result<Measured> {
+    let prefix = format!("{}-{}-{:x}", s.name, s.seed, unix_now() % 0xFF_FFFF);
+    let planned = s.planned_requests();
+    let mut generator = Generator::new(&s.workload, &s.signing, s.seed, prefix, planned);
+    let setup_started = Instant::now();
+    create_orders(client, &generator).await?;
+    let claims = generator.claims(unix_now());
+    let claimed_ledger = send_claims(client, &generator, claims).await?;
+    let setup_s = setup_started.elapsed().as_secs_f64();
+
+    let ceiling_rps = if s.ceiling.enabled { Some(ceiling(client, s.ceiling.connections, s.ceiling.duration_s).await) } else { None };
+    let before = client.get_json("/api/stats").await.ok();
+
+    let cpu_before = own_cpu_seconds();
+    let (mut recorder, generator, load) = load(s, client, generator, planned, progress).await?;
+    let cpu_used = own_cpu_seconds() - cpu_before;
+    for e in claimed_ledger {
+        recorder.ledger.accept(e, false);
+    }
+
+    let drain_started = Instant::now();
+    let deadline = drain_started + Duration::from_secs_f64(s.drain.timeout_s);
+    let (drained, drain_s, verdict) = match drain(client, before.as_ref(), deadline).await {
+        Some(drained) => {
+            let drain_s = drain_started.elapsed().as_secs_f64();
+            (drained, drain_s, verify_all(client, &generator, &recorder).await?)
+        }
+        // A server-only target cannot say what its workers did: wait for the end state itself
+        // (the drain time then includes the verification rounds).
+        None => loop {
+            let v = verify_all(client, &generator, &recorder).await?;
+            if v.lost == 0 || Instant::now() > deadline {
+                break (v.lost == 0, drain_started.elapsed().as_secs_f64(), v);
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        },
+    };
+    let after = client.get_json("/api/stats").await.ok();
+    Ok(Measured::new(s, &recorder, load, setup_s, ceiling_rps, cpu_used, drain_s, drained, verdict, SystemSide::from_stats(after.as_ref())))
+}
+
+async fn create_orders(c: &Client, g: &Generator) -> anyhow::Result<()> {
+    let bodies: Vec<Value> = g
+        .orders
+        .iter()
+        .enumerate()
+        .map(|(i, total)| json!({"id": g.ids.order(OrderRef::Created(i as u32)), "user_id": "loadgen", "items": ["item"], "total_amount": total, "currency": "USD"}))
+        .collect();
+    let sem = Arc::new(Semaphore::new(64));
+    let mut tasks = tokio::task::JoinSet::new();
+    for body in bodies {
+        let (c, permit) = (c.clone(), sem.clone().acquire_owned().await?);
+        tasks.spawn(async move {
+            let r = c.post_json("/api/orders", &body).await;
+            drop(permit);
+            r
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        let (status, body) = done??;
+        anyhow::ensure!(status == 201 || status == 200, "creating an order failed: {status} {body}");
+    }
+    Ok(())
+}
+
+/// Claims payments for their owner orders and waits until they are applied, so that the
+/// load's events naming another order are dead letters whatever the arrival order.
+async fn send_claims(c: &Client, g: &Generator, claims: Vec<Prepared>) -> anyhow::Result<Vec<crate::workload::EventRef>> {
+    let mut accepted = Vec::new();
+    for p in claims {
+        let status = c.send(&p).await;
+        anyhow::ensure!(status == Some(200), "setup event refused: {status:?}");
+        accepted.extend(p.event);
+    }
+    let ids: Vec<String> = accepted.iter().map(|e| g.ids.payment(e.payment)).collect();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for chunk in ids.chunks(LOOKUP_CHUNK) {
+        loop {
+            let (_, found) = c.post_json("/api/payments/lookup", &json!({ "ids": chunk })).await?;
+            if found.as_array().map(Vec::len) == Some(chunk.len()) {
+                break;
+            }
+            anyhow::ensure!(Instant::now() < deadline, "setup payments not applied within 60 s");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    Ok(accepted)
+}
+
+/// Closed loop against `/healthz` with `connections` loops: the bare-HTTP ceiling.
+async fn ceiling(c: &Client, connections: usize, duration_s: f64) -> f64 {
+    let ok = Arc::new(AtomicU64::new(0));
+    let deadline = Instant::now() + Duration::from_secs_f64(duration_s);
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..connections {
+        let (c, ok) = (c.clone(), ok.clone());
+        tasks.spawn(async move {
+            while Instant::now() < deadline {
+                if let Ok(r) = c.http.get(format!("{}/healthz", c.base)).send().await {
+                    if r.status().is_success() && r.bytes().await.is_ok() {
+                        ok.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+        });
+    }
+    while tasks.join_next().await.is_some() {}
+    ok.load(Ordering::Relaxed) as f64 / duration_s
+}
+
+/// Timing of the load itself.
+#[derive(Debug, Clone, Copy)]
+pub struct LoadTiming {
+    /// From the first scheduled instant to the last actual send.
+    pub send_window_s: f64,
+    /// From the first scheduled instant to the last response.
+    pub wall_s: f64,
+}
+
+struct Live {
+    sent: AtomicU64,
+    in_flight: AtomicU64,
+    errors: AtomicU64,
+    p99_us: AtomicU64,
+    phase: AtomicU64,
+}
+
+async fn load(s: &Scenario, client: &Client, mut generator: Generator, planned: u64, progress: bool) -> anyhow::Result<(Recorder, Generator, LoadTiming)> {
+    let start_unix = unix_now() + 1;
+    let t0 = Instant::now() + Duration::from_millis(500);
+    let phases = s.load.phases.clone();
+    // The feeder prepares bodies and signatures ahead of the dispatcher, off the timed path.
+    let (prepared_tx, mut prepared_rx) = mpsc::channel::<(Slot, Prepared)>(PREPARED_AHEAD);
+    let feeder = tokio::task::spawn_blocking(move || {
+        for slot in plan::slots(&phases) {
+            let p = generator.next(start_unix + slot.at.as_secs() as i64);
+            if prepared_tx.blocking_send((slot, p)).is_err() {
+                break;
+            }
+        }
+        generator
+    });
+    let (results_tx, mut results_rx) = mpsc::unbounded_channel::<Outcome>();
+    let live = Arc::new(Live { sent: 0.into(), in_flight: 0.into(), errors: 0.into(), p99_us: 0.into(), phase: 0.into() });
+    let collector = {
+        let (live, mut recorder) = (live.clone(), Recorder::new(s.load.phases.len(), s.load.allow_shedding));
+        tokio::spawn(async move {
+            while let Some(o) = results_rx.recv().await {
+                recorder.record(&o);
+                if recorder.sent % 1000 == 0 {
+                    live.p99_us.store((recorder.p99_ms() * 1000.0) as u64, Ordering::Relaxed);
+                    live.errors.store(recorder.errors() + recorder.unexpected_status, Ordering::Relaxed);
+                }
+            }
+            recorder
+        })
+    };
+    let bar = progress_bar(s, planned, progress, live.clone());
+    let sem = Arc::new(Semaphore::new(s.load.max_in_flight));
+    let mut last_send = t0;
+    while let Some((slot, p)) = prepared_rx.recv().await {
+        let due = t0 + slot.at;
+        tokio::time::sleep_until(due).await;
+        let permit = sem.clone().acquire_owned().await?;
+        live.sent.fetch_add(1, Ordering::Relaxed);
+        live.in_flight.fetch_add(1, Ordering::Relaxed);
+        live.phase.store(slot.phase as u64, Ordering::Relaxed);
+        let (client, results, live) = (client.clone(), results_tx.clone(), live.clone());
+        last_send = Instant::now();
+        tokio::spawn(async move {
+            let sent = Instant::now();
+            let status = client.send(&p).await;
+            let done = Instant::now();
+            live.in_flight.fetch_sub(1, Ordering::Relaxed);
+            drop(permit);
+            let _ = results.send(Outcome { phase: slot.phase, scheduled: slot.at, latency: done - due, service: done - sent, status, expect: p.expect, event: p.event });
+        });
+    }
+    drop(results_tx);
+    let generator = feeder.await?;
+    let recorder = collector.await?;
+    bar.finish_and_clear();
+    let timing = LoadTiming { send_window_s: (last_send - t0).as_secs_f64().max(1e-3), wall_s: t0.elapsed().as_secs_f64() };
+    Ok((recorder, generator, timing))
+}
+
+fn progress_bar(s: &Scenario, planned: u64, enabled: bool, live: Arc<Live>) -> ProgressBar {
+    let bar = ProgressBar::new(planned);
+    if !enabled {
+        bar.set_draw_target(ProgressDrawTarget::hidden());
+        return bar;
+    }
+    bar.set_style(ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} {msg}").unwrap_or_else(|_| ProgressStyle::default_bar()));
+    let phases: Vec<(String, f64)> = s.load.phases.iter().enumerate().map(|(i, p)| (if p.name.is_empty() { format!("phase {i}") } else { p.name.clone() }, plan::target_rate(p))).collect();
+    let ticker = bar.clone();
+    tokio::spawn(async move {
+        let mut last = 0;
+        while !ticker.is_finished() {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let sent = live.sent.load(Ordering::Relaxed);
+            let (name, target) = phases.get(live.phase.load(Ordering::Relaxed) as usize).cloned().unwrap_or_default();
+            ticker.set_position(sent);
+            ticker.set_message(format!(
+                "{name}: target {target:.0}/s achieved {}/s in-flight {} p99 {:.1} ms errors {}",
+                (sent - last) * 2,
+                live.in_flight.load(Ordering::Relaxed),
+                live.p99_us.load(Ordering::Relaxed) as f64 / 1000.0,
+                live.errors.load(Ordering::Relaxed)
+            ));
+            last = sent;
+        }
+    });
+    bar
+}
+
+/// Waits until the system has an outcome for every event it accepted since `before`;
+/// `None` when the target runs no worker and cannot tell.
+async fn drain(c: &Client, before: Option<&Value>, deadline: Instant) -> Option<bool> {
+    let seen = |v: &Value| v["worker"]["processed"].as_u64().unwrap_or(0) + v["worker"]["duplicates"].as_u64().unwrap_or(0);
+    let accepted = |v: &Value| v["ingress"]["accepted"].as_u64().unwrap_or(0);
+    let (seen0, accepted0) = before.map(|b| (seen(b), accepted(b))).unwrap_or((0, 0));
+    while Instant::now() < deadline {
+        if let Ok(v) = c.get_json("/api/stats").await {
+            if v["worker"].is_null() {
+                return None;
+            }
+            let caught_up = seen(&v).saturating_sub(seen0) >= accepted(&v).saturating_sub(accepted0);
+            if v["queue"]["depth"].as_u64() == Some(0) && caught_up {
+                return Some(true);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Some(false)
+}
+
+async fn lookup(c: &Client, path: &'static str, ids: Vec<String>) -> anyhow::Result<HashMap<String, Value>> {
+    let mut found = HashMap::with_capacity(ids.len());
+    let mut tasks = tokio::task::JoinSet::new();
+    let sem = Arc::new(Semaphore::new(4));
+    for chunk in ids.chunks(LOOKUP_CHUNK) {
+        let (c, chunk, permit) = (c.clone(), chunk.to_vec(), sem.clone().acquire_owned().await?);
+        tasks.spawn(async move {
+            let r = c.post_json(path, &json!({ "ids": chunk })).await;
+            drop(permit);
+            r
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        let (status, items) = done??;
+        anyhow::ensure!(status == 200, "{path}: {status}");
+        for item in items.as_array().into_iter().flatten() {
+            if let Some(id) = item["id"].as_str() {
+                found.insert(id.to_owned(), item.clone());
+            }
+        }
+    }
+    Ok(found)
+}
+
+async fn verify_all(c: &Client, g: &Generator, r: &Recorder) -> anyhow::Result<Verdict> {
+    let mut v = Verdict::default();
+    let payments: Vec<u32> = r.ledger.applied.keys().copied().collect();
+    let stored = lookup(c, "/api/payments/lookup", payments.iter().map(|p| g.ids.payment(*p)).collect()).await?;
+    for p in &payments {
+        verify::check_payment(&mut v, &g.ids, &r.ledger.applied[p], stored.get(&g.ids.payment(*p)));
+    }
+    let expected = verify::expected_orders(&g.orders, &g.payments, &r.ledger);
+    let order_ids: Vec<String> = (0..g.orders.len()).map(|i| g.ids.order(OrderRef::Created(i as u32))).collect();
+    let stored_orders = lookup(c, "/api/orders/lookup", order_ids.clone()).await?;
+    for (id, status) in order_ids.iter().zip(expected) {
+        verify::check_order(&mut v, status, stored_orders.get(id));
+    }
+    if !r.ledger.dead.is_empty() {
+        let listed = c.get_json("/api/dead-letters?include_replayed=true&limit=10000").await?;
+        verify::check_dead_letters(&mut v, &g.ids, &r.ledger, listed["items"].as_array().map(Vec::as_slice).unwrap_or_default());
+    }
+    Ok(v)
+}

@@ -1,0 +1,246 @@
+//! What the run measured: HDR histograms of latency from each request's scheduled instant
+//! (no coordinated omission), plain service time beside it, send lag, per-second timelines,
+//! status counts, and the ledger of accepted events.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+use crate::verify::Ledger;
+use crate::workload::{EventRef, Expect};
+
+/// One finished request.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub phase: usize,
+    /// When it was due, from the start of the load.
+    pub scheduled: Duration,
+    /// Response time from the scheduled instant: what a provider waiting on us saw.
+    pub latency: Duration,
+    /// Response time from the actual send: the server's part only.
+    pub service: Duration,
+    /// `None` for a transport error or a client timeout.
+    pub status: Option<u16>,
+    pub expect: Expect,
+    pub event: Option<EventRef>,
+}
+
+fn hdr() -> Histogram<u64> {
+    // 1 µs .. 10 min; the bounds are constants, so this cannot fail.
+    Histogram::new_with_bounds(1, 600_000_000, 3).expect("static HDR bounds")
+}
+
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct Percentiles {
+    pub count: u64,
+    pub p50_ms: f64,
+    pub p90_ms: f64,
+    pub p99_ms: f64,
+    pub p999_ms: f64,
+    pub max_ms: f64,
+}
+
+impl Percentiles {
+    pub fn of(h: &Histogram<u64>) -> Self {
+        let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+        Self { count: h.len(), p50_ms: ms(0.5), p90_ms: ms(0.9), p99_ms: ms(0.99), p999_ms: ms(0.999), max_ms: h.max() as f64 / 1000.0 }
+    }
+}
+
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct Second {
+    pub t: u64,
+    pub sent: u64,
+    pub accepted: u64,
+    pub refused: u64,
+    pub shed: u64,
+    pub errors: u64,
+    pub p99_ms: f64,
+}
+
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct PhaseTotals {
+    pub sent: u64,
+    pub accepted: u64,
+    /// Scheduled time span of the phase's requests that were sent.
+    pub last_scheduled_s: f64,
+}
+
+pub struct Recorder {
+    allow_shedding: bool,
+    by_class: BTreeMap<&'static str, Histogram<u64>>,
+    all: Histogram<u64>,
+    service: Histogram<u64>,
+    seconds: Vec<(Second, Histogram<u64>)>,
+    pub phases: Vec<PhaseTotals>,
+    pub statuses: BTreeMap<String, u64>,
+    pub sent: u64,
+    pub accepted: u64,
+    pub unexpected_status: u64,
+    pub invalid_accepted: u64,
+    pub ledger: Ledger,
+}
+
+fn class(status: Option<u16>) -> &'static str {
+    match status {
+        Some(200..=299) => "2xx",
+        Some(429) | Some(503) => "shed",
+        Some(400..=499) => "4xx",
+        Some(_) => "5xx",
+        None => "error",
+    }
+}
+
+impl Recorder {
+    pub fn new(phases: usize, allow_shedding: bool) -> Self {
+        Self {
+            allow_shedding,
+            by_class: BTreeMap::new(),
+            all: hdr(),
+            service: hdr(),
+            seconds: Vec::new(),
+            phases: vec![PhaseTotals::default(); phases],
+            statuses: BTreeMap::new(),
+            sent: 0,
+            accepted: 0,
+            unexpected_status: 0,
+            invalid_accepted: 0,
+            ledger: Ledger::default(),
+        }
+    }
+
+    pub fn record(&mut self, o: &Outcome) {
+        let micros = |d: Duration| (d.as_micros() as u64).max(1);
+        let c = class(o.status);
+        self.by_class.entry(c).or_insert_with(hdr).saturating_record(micros(o.latency));
+        self.all.saturating_record(micros(o.latency));
+        self.service.saturating_record(micros(o.service));
+        *self.statuses.entry(o.status.map_or("error".into(), |s| s.to_string())).or_default() += 1;
+        self.sent += 1;
+        let ok = c == "2xx";
+        if ok {
+            self.accepted += 1;
+        }
+        if let Some(p) = self.phases.get_mut(o.phase) {
+            p.sent += 1;
+            p.accepted += u64::from(ok);
+            p.last_scheduled_s = p.last_scheduled_s.max(o.scheduled.as_secs_f64());
+        }
+        self.timeline(o, c);
+        self.judge(o, c);
+    }
+
+    fn judge(&mut self, o: &Outcome, c: &'static str) {
+        let expected = match (o.expect, c) {
+            (_, "shed") => self.allow_shedding,
+            (Expect::Apply | Expect::DeadLetter, "2xx") => true,
+            (Expect::Refuse, "4xx") => true,
+            (Expect::Refuse, "2xx") => {
+                self.invalid_accepted += 1;
+                false
+            }
+            _ => false,
+        };
+        if !expected {
+            self.unexpected_status += 1;
+        }
+        if let (Some(e), "2xx", Expect::Apply | Expect::DeadLetter) = (o.event, c, o.expect) {
+            self.ledger.accept(e, o.expect == Expect::DeadLetter);
+        }
+    }
+
+    fn timeline(&mut self, o: &Outcome, c: &'static str) {
+        let t = o.scheduled.as_secs() as usize;
+        while self.seconds.len() <= t {
+            let second = Second { t: self.seconds.len() as u64, ..Default::default() };
+            self.seconds.push((second, hdr()));
+        }
+        let (s, h) = &mut self.seconds[t];
+        s.sent += 1;
+        match c {
+            "2xx" => s.accepted += 1,
+            "4xx" => s.refused += 1,
+            "shed" => s.shed += 1,
+            _ => s.errors += 1,
+        }
+        h.saturating_record((o.latency.as_micros() as u64).max(1));
+    }
+
+    pub fn p99_ms(&self) -> f64 {
+        self.all.value_at_quantile(0.99) as f64 / 1000.0
+    }
+
+    pub fn errors(&self) -> u64 {
+        self.by_class.get("error").map_or(0, |h| h.len()) + self.by_class.get("5xx").map_or(0, |h| h.len())
+    }
+
+    pub fn latency_by_class(&self) -> BTreeMap<String, Percentiles> {
+        let mut out: BTreeMap<String, Percentiles> = self.by_class.iter().map(|(k, h)| (k.to_string(), Percentiles::of(h))).collect();
+        out.insert("all".into(), Percentiles::of(&self.all));
+        out
+    }
+
+    pub fn accepted_latency(&self) -> Percentiles {
+        self.by_class.get("2xx").map(Percentiles::of).unwrap_or_default()
+    }
+
+    pub fn service_time(&self) -> Percentiles {
+        Percentiles::of(&self.service)
+    }
+
+    pub fn timeline_out(&self) -> Vec<Second> {
+        self.seconds
+            .iter()
+            .map(|(s, h)| Second { p99_ms: h.value_at_quantile(0.99) as f64 / 1000.0, ..s.clone() })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use webhooks::domain::EventType;
+
+    fn outcome(status: Option<u16>, expect: Expect, latency_ms: u64) -> Outcome {
+        Outcome {
+            phase: 0,
+            scheduled: Duration::from_millis(1500),
+            latency: Duration::from_millis(latency_ms),
+            service: Duration::from_millis(1),
+            status,
+            expect,
+            event: Some(EventRef { payment: 0, id: 1, ty: EventType::Success }),
+        }
+    }
+
+    #[test]
+    fn statuses_are_judged_against_what_was_expected() {
+        let mut r = Recorder::new(1, false);
+        r.record(&outcome(Some(200), Expect::Apply, 2));
+        r.record(&outcome(Some(422), Expect::Refuse, 2));
+        assert_eq!(r.unexpected_status, 0);
+        r.record(&outcome(Some(200), Expect::Refuse, 2));
+        assert_eq!((r.unexpected_status, r.invalid_accepted), (1, 1));
+        r.record(&outcome(Some(503), Expect::Apply, 2));
+        r.record(&outcome(None, Expect::Apply, 2));
+        assert_eq!(r.unexpected_status, 3);
+        assert_eq!(r.ledger.applied[&0].len(), 1, "only accepted events enter the ledger");
+        let mut shedding = Recorder::new(1, true);
+        shedding.record(&outcome(Some(429), Expect::Apply, 2));
+        assert_eq!(shedding.unexpected_status, 0);
+    }
+
+    #[test]
+    fn latency_counts_from_the_schedule_and_lands_in_its_second() {
+        let mut r = Recorder::new(1, false);
+        for ms in [1, 2, 3, 1000] {
+            r.record(&outcome(Some(200), Expect::Apply, ms));
+        }
+        assert!(r.accepted_latency().max_ms >= 999.0);
+        let t = r.timeline_out();
+        assert_eq!(t.len(), 2);
+        assert_eq!((t[1].sent, t[1].accepted), (4, 4));
+    }
+}
