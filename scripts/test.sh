@@ -5,15 +5,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if [ -x scripts/services.sh ]; then
-  scripts/services.sh up
-  # shellcheck source=/dev/null
-  source scripts/env.sh
-fi
+scripts/services.sh up
+# shellcheck source=scripts/env.sh
+source scripts/env.sh
+# Tests that need Kafka or PostgreSQL fail instead of skipping when these are missing.
+export REQUIRE_SERVICES=1
 
 on_failure() {
   echo "--- tests failed; service logs follow ---" >&2
-  [ -x scripts/services.sh ] && scripts/services.sh logs >&2 || true
+  scripts/services.sh logs >&2 || true
 }
 trap on_failure ERR
 
@@ -26,3 +26,7 @@ command -v cargo-deny >/dev/null || cargo install cargo-deny --locked
 cargo deny check licenses bans sources
 
 cargo bench --workspace --no-run
+
+# The CI load gate: strict correctness, loose speed floors (scenarios/ci.toml).
+mkdir -p target/loadgen
+./target/release/loadgen run scenarios/ci.toml --out target/loadgen/ci

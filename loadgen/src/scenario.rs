@@ -155,47 +155,47 @@ fn default_in_flight() -> usize {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(from = "RawPhase")]
+#[serde(try_from = "RawPhase")]
 pub struct Phase {
     pub name: String,
     pub shape: Shape,
     pub duration_s: f64,
 }
 
-/// The TOML form of a phase. serde cannot combine `flatten` with `deny_unknown_fields`,
-/// and a mistyped key in a phase must be an error, so each kind lists its own fields.
+/// The TOML form of a phase: one flat table, so that an unknown or mistyped key is an
+/// error that names it (serde cannot combine `flatten` or tagged enums with that).
 #[derive(Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
-enum RawPhase {
-    Constant {
-        #[serde(default)]
-        name: String,
-        rate: f64,
-        duration_s: f64,
-    },
-    Ramp {
-        #[serde(default)]
-        name: String,
-        from: f64,
-        to: f64,
-        duration_s: f64,
-    },
-    Burst {
-        #[serde(default)]
-        name: String,
-        rate: f64,
-        duration_s: f64,
-    },
+#[serde(deny_unknown_fields)]
+struct RawPhase {
+    kind: Kind,
+    #[serde(default)]
+    name: String,
+    rate: Option<f64>,
+    from: Option<f64>,
+    to: Option<f64>,
+    duration_s: f64,
 }
 
-impl From<RawPhase> for Phase {
-    fn from(r: RawPhase) -> Self {
-        let (name, shape, duration_s) = match r {
-            RawPhase::Constant { name, rate, duration_s } => (name, Shape::Constant { rate }, duration_s),
-            RawPhase::Ramp { name, from, to, duration_s } => (name, Shape::Ramp { from, to }, duration_s),
-            RawPhase::Burst { name, rate, duration_s } => (name, Shape::Burst { rate }, duration_s),
+#[derive(Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum Kind {
+    Constant,
+    Ramp,
+    Burst,
+}
+
+impl TryFrom<RawPhase> for Phase {
+    type Error = String;
+
+    fn try_from(r: RawPhase) -> Result<Self, String> {
+        let shape = match (r.kind, r.rate, r.from, r.to) {
+            (Kind::Constant, Some(rate), None, None) => Shape::Constant { rate },
+            (Kind::Burst, Some(rate), None, None) => Shape::Burst { rate },
+            (Kind::Ramp, None, Some(from), Some(to)) => Shape::Ramp { from, to },
+            (Kind::Ramp, ..) => return Err("a `ramp` phase takes `from` and `to` (and no `rate`)".into()),
+            _ => return Err("a `constant` or `burst` phase takes `rate` (and no `from`/`to`)".into()),
         };
-        Self { name, shape, duration_s }
+        Ok(Self { name: r.name, shape, duration_s: r.duration_s })
     }
 }
 

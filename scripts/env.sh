@@ -1,0 +1,6 @@
+# shellcheck shell=bash
+# Source me (do not execute): `. scripts/env.sh`
+# Connection settings for the services started by scripts/services.sh.
+# Values already set in the environment win.
+export KAFKA_TEST_BROKERS="${KAFKA_TEST_BROKERS:-127.0.0.1:${KAFKA_PORT:-9092}}"
+export TEST_DATABASE_URL="${TEST_DATABASE_URL:-postgres://webhooks:webhooks@127.0.0.1:5432/webhooks}"

@@ -1,0 +1,581 @@
+#!/usr/bin/env bash
+# Local infrastructure for development, tests and CI, without Docker:
+#   - Apache Kafka 4.x (single KRaft node, broker+controller), run from the
+#     Maven Central jars listed in scripts/kafka/pom.xml
+#   - PostgreSQL 15 (Debian's cluster 15/main) with role/database "webhooks"
+#
+# Usage: scripts/services.sh <command> [kafka|postgres]
+#   up [svc]        install what is missing, start, wait until it answers (idempotent)
+#   down [svc]      stop (Kafka: SIGTERM, SIGKILL after $KAFKA_STOP_TIMEOUT s; data is kept)
+#   restart [svc]   down + up
+#   kill [svc]      hard stop (Kafka: SIGKILL; PostgreSQL: immediate shutdown) to simulate a crash
+#   status          print whether each service is up (exit 0 only if all are)
+#   logs [svc] [N]  print the last N (default 100) lines of the service logs
+#   env             print the export lines (same as scripts/env.sh)
+#   kafka-start / kafka-stop / postgres-start / postgres-stop   aliases of up/down <svc>
+#   kafka-tool CLASS [ARGS...]   run a Kafka CLI class from the jars, e.g.
+#       scripts/services.sh kafka-tool org.apache.kafka.tools.TopicCommand --bootstrap-server 127.0.0.1:9092 --list
+#   kafka-topics [ARGS...]       shortcut for TopicCommand with --bootstrap-server preset
+#
+# Environment (all optional):
+#   SERVICES_HOME         cache/state folder, default ~/.cache/webhooks-services (outside the repo)
+#   KAFKA_PORT            PLAINTEXT listener, default 9092
+#   KAFKA_CONTROLLER_PORT KRaft controller listener, default 9093
+#   KAFKA_HEAP_OPTS       default "-Xms256m -Xmx512m"
+#   KAFKA_START_TIMEOUT   seconds to wait for the broker to answer, default 90
+#   KAFKA_STOP_TIMEOUT    seconds to wait after SIGTERM before SIGKILL, default 60
+#   KAFKA_AUTO_CREATE_TOPICS  default false (the application creates its topics)
+#   PG_VERSION / PG_CLUSTER   default 15 / main
+set -euo pipefail
+
+SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+POM="$SCRIPT_DIR/kafka/pom.xml"
+
+SERVICES_HOME="${SERVICES_HOME:-${HOME:-/root}/.cache/webhooks-services}"
+CACHE="$SERVICES_HOME"
+LIBS="$CACHE/libs"
+KAFKA_DIR="$CACHE/kafka"
+KAFKA_DATA="$KAFKA_DIR/data"
+KAFKA_PROPS="$KAFKA_DIR/server.properties"
+KAFKA_LOG4J="$KAFKA_DIR/log4j2.properties"
+KAFKA_TOOLS_LOG4J="$KAFKA_DIR/tools-log4j2.properties"
+KAFKA_PID="$KAFKA_DIR/kafka.pid"
+KAFKA_LOG="$CACHE/kafka.log"
+
+KAFKA_HOST=127.0.0.1
+KAFKA_PORT="${KAFKA_PORT:-9092}"
+KAFKA_CONTROLLER_PORT="${KAFKA_CONTROLLER_PORT:-9093}"
+KAFKA_HEAP_OPTS="${KAFKA_HEAP_OPTS:--Xms256m -Xmx512m}"
+KAFKA_START_TIMEOUT="${KAFKA_START_TIMEOUT:-90}"
+KAFKA_STOP_TIMEOUT="${KAFKA_STOP_TIMEOUT:-60}"
+KAFKA_AUTO_CREATE_TOPICS="${KAFKA_AUTO_CREATE_TOPICS:-false}"
+KAFKA_BOOTSTRAP="$KAFKA_HOST:$KAFKA_PORT"
+
+PG_VERSION="${PG_VERSION:-15}"
+PG_CLUSTER="${PG_CLUSTER:-main}"
+PG_HOST=127.0.0.1
+PG_USER=webhooks
+PG_PASSWORD=webhooks
+PG_DB=webhooks
+PG_START_TIMEOUT="${PG_START_TIMEOUT:-60}"
+
+log() { printf '[services] %s\n' "$*" >&2; }
+die() { printf '[services] ERROR: %s\n' "$*" >&2; exit 1; }
+
+# ---------------------------------------------------------------- helpers
+
+mkdir -p "$CACHE"
+
+# Serialise state-changing commands (two `up`s at once must not race).
+take_lock() {
+  exec 9>"$CACHE/.lock"
+  if ! flock -w 600 9; then die "could not take $CACHE/.lock"; fi
+}
+
+port_open() { # host port
+  timeout 2 bash -c "exec 3<>/dev/tcp/$1/$2" 2>/dev/null
+}
+
+need_root_for() {
+  if [ "$(id -u)" -ne 0 ]; then die "$1 needs root (apt-get); run as root or install it by hand"; fi
+}
+
+APT_UPDATED=0
+apt_install() {
+  need_root_for "installing $*"
+  if [ "$APT_UPDATED" -eq 0 ]; then
+    log "apt-get update"
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null
+    APT_UPDATED=1
+  fi
+  log "apt-get install -y $*"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
+# ---------------------------------------------------------------- Kafka
+
+ensure_java() {
+  local v
+  if command -v java >/dev/null 2>&1; then
+    v="$(java -XshowSettings:properties -version 2>&1 | awk -F' = ' '/java.specification.version/ {print $2}')"
+    if [ "${v%%.*}" -ge 17 ] 2>/dev/null; then return 0; fi
+    log "java $v is too old for Kafka 4 (needs 17+)"
+  fi
+  apt_install openjdk-17-jre-headless
+}
+
+ensure_maven() {
+  command -v mvn >/dev/null 2>&1 || apt_install maven
+}
+
+pom_stamp() { sha256sum "$POM" | cut -d' ' -f1; }
+
+kafka_version() {
+  sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$POM" | head -n1
+}
+
+ensure_kafka_libs() {
+  local stamp
+  stamp="$(pom_stamp)"
+  if [ -f "$LIBS/.stamp" ] && [ "$(cat "$LIBS/.stamp")" = "$stamp" ]; then
+    return 0
+  fi
+  ensure_maven
+  log "fetching Kafka $(kafka_version) jars from Maven Central into $LIBS (once)"
+  local tmp="$CACHE/libs.tmp.$$"
+  rm -rf "$tmp"
+  if ! mvn -q -B -Dstyle.color=never -f "$POM" dependency:copy-dependencies \
+      -DoutputDirectory="$tmp" -DincludeScope=runtime >&2; then
+    rm -rf "$tmp"
+    die "mvn dependency:copy-dependencies failed"
+  fi
+  echo "$stamp" >"$tmp/.stamp"
+  rm -rf "$LIBS"
+  mv "$tmp" "$LIBS"
+}
+
+write_kafka_config() {
+  mkdir -p "$KAFKA_DIR" "$KAFKA_DATA"
+  cat >"$KAFKA_PROPS.tmp" <<EOF
+# Generated by scripts/services.sh -- edits are overwritten on every start.
+# Single-node KRaft: this process is both broker and controller.
+process.roles=broker,controller
+node.id=1
+controller.quorum.voters=1@$KAFKA_HOST:$KAFKA_CONTROLLER_PORT
+listeners=PLAINTEXT://$KAFKA_HOST:$KAFKA_PORT,CONTROLLER://$KAFKA_HOST:$KAFKA_CONTROLLER_PORT
+advertised.listeners=PLAINTEXT://$KAFKA_HOST:$KAFKA_PORT
+inter.broker.listener.name=PLAINTEXT
+controller.listener.names=CONTROLLER
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+log.dirs=$KAFKA_DATA
+
+num.partitions=6
+default.replication.factor=1
+min.insync.replicas=1
+auto.create.topics.enable=$KAFKA_AUTO_CREATE_TOPICS
+delete.topic.enable=true
+
+# internal topics: one replica, fewer partitions than the default 50 so the
+# first consumer group / transaction in a test does not wait for 50 partitions
+offsets.topic.replication.factor=1
+offsets.topic.num.partitions=10
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+transaction.state.log.num.partitions=10
+share.coordinator.state.topic.replication.factor=1
+share.coordinator.state.topic.min.isr=1
+group.initial.rebalance.delay.ms=0
+
+# modest resources for a 2-core test machine
+num.network.threads=2
+num.io.threads=4
+num.recovery.threads.per.data.dir=1
+log.cleaner.dedupe.buffer.size=33554432
+log.retention.hours=168
+log.segment.bytes=268435456
+EOF
+  mv "$KAFKA_PROPS.tmp" "$KAFKA_PROPS"
+
+  cat >"$KAFKA_LOG4J" <<'EOF'
+# Broker logging (stdout, redirected by services.sh into kafka.log)
+status = warn
+name = kafka-broker
+appender.stdout.type = Console
+appender.stdout.name = STDOUT
+appender.stdout.layout.type = PatternLayout
+appender.stdout.layout.pattern = [%d] %p %m (%c)%n
+rootLogger.level = INFO
+rootLogger.appenderRef.stdout.ref = STDOUT
+logger.request.name = kafka.request.logger
+logger.request.level = WARN
+logger.state.name = state.change.logger
+logger.state.level = WARN
+logger.netclient.name = org.apache.kafka.clients.NetworkClient
+logger.netclient.level = WARN
+EOF
+
+  cat >"$KAFKA_TOOLS_LOG4J" <<'EOF'
+# CLI tools: only warnings, on stderr
+status = warn
+name = kafka-tools
+appender.stderr.type = Console
+appender.stderr.name = STDERR
+appender.stderr.target = SYSTEM_ERR
+appender.stderr.layout.type = PatternLayout
+appender.stderr.layout.pattern = [%d] %p %m (%c)%n
+rootLogger.level = WARN
+rootLogger.appenderRef.stderr.ref = STDERR
+EOF
+}
+
+# Run a Kafka class (CLI tool) from the jars: kafka_tool CLASS ARGS...
+kafka_tool_cmd() {
+  KAFKA_TOOL_CMD=(java -Xmx256m -XX:+UseSerialGC -XX:TieredStopAtLevel=1 -Djava.awt.headless=true
+    -Dlog4j2.configurationFile="$KAFKA_TOOLS_LOG4J" -cp "$LIBS/*")
+}
+kafka_tool() {
+  kafka_tool_cmd
+  "${KAFKA_TOOL_CMD[@]}" "$@"
+}
+
+ensure_kafka_formatted() {
+  if [ -f "$KAFKA_DATA/meta.properties" ]; then return 0; fi
+  local cluster_id
+  cluster_id="$(kafka_tool kafka.tools.StorageTool random-uuid | tail -n1)"
+  [ -n "$cluster_id" ] || die "kafka.tools.StorageTool random-uuid printed nothing"
+  log "formatting KRaft storage in $KAFKA_DATA (cluster id $cluster_id)"
+  kafka_tool kafka.tools.StorageTool format --ignore-formatted -t "$cluster_id" -c "$KAFKA_PROPS" >&2 \
+    || die "kafka.tools.StorageTool format failed"
+}
+
+# pid of our broker if it is alive, else empty
+kafka_pid() {
+  local pid
+  [ -f "$KAFKA_PID" ] || return 0
+  pid="$(cat "$KAFKA_PID" 2>/dev/null || true)"
+  [ -n "$pid" ] || return 0
+  if [ -r "/proc/$pid/cmdline" ] && tr '\0' ' ' <"/proc/$pid/cmdline" | grep -q 'kafka\.Kafka'; then
+    echo "$pid"
+  fi
+}
+
+kafka_answers() { # metadata round trip (list topics), not just an open port
+  kafka_tool_cmd
+  timeout 30 "${KAFKA_TOOL_CMD[@]}" org.apache.kafka.tools.TopicCommand \
+    --bootstrap-server "$KAFKA_BOOTSTRAP" --list >/dev/null 2>&1
+}
+
+kafka_up() {
+  local pid start
+  pid="$(kafka_pid)"
+  if [ -n "$pid" ] && port_open "$KAFKA_HOST" "$KAFKA_PORT"; then
+    log "kafka already running (pid $pid) on $KAFKA_BOOTSTRAP"
+    return 0
+  fi
+  start=$SECONDS
+  ensure_java
+  ensure_kafka_libs
+  write_kafka_config
+
+  if [ -z "$pid" ]; then
+    if port_open "$KAFKA_HOST" "$KAFKA_PORT"; then
+      if kafka_answers; then
+        log "a Kafka broker not started by this script already answers on $KAFKA_BOOTSTRAP; using it"
+        return 0
+      fi
+      die "port $KAFKA_PORT is taken by something that is not Kafka"
+    fi
+    ensure_kafka_formatted
+    # keep the log from growing forever
+    if [ -f "$KAFKA_LOG" ] && [ "$(stat -c %s "$KAFKA_LOG")" -gt 52428800 ]; then
+      mv -f "$KAFKA_LOG" "$KAFKA_LOG.1"
+    fi
+    printf '\n===== %s services.sh: starting Kafka %s =====\n' "$(date -Is)" "$(kafka_version)" >>"$KAFKA_LOG"
+    # setsid + nohup: the broker outlives this script and its process group;
+    # the inner bash writes its own pid and then execs java, so the pid file is java's.
+    # shellcheck disable=SC2086
+    setsid nohup bash -c 'ulimit -n "$(ulimit -Hn)" 2>/dev/null || true; echo $$ >"$0"; exec "$@"' "$KAFKA_PID" \
+      java $KAFKA_HEAP_OPTS -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -XX:InitiatingHeapOccupancyPercent=35 \
+      -XX:+ExplicitGCInvokesConcurrent -XX:MaxDirectMemorySize=256m -Djava.awt.headless=true \
+      -Dlog4j2.configurationFile="$KAFKA_LOG4J" -Dkafka.logs.dir="$KAFKA_DIR" \
+      -cp "$LIBS/*" kafka.Kafka "$KAFKA_PROPS" </dev/null >>"$KAFKA_LOG" 2>&1 &
+    log "kafka starting, log: $KAFKA_LOG"
+    local i
+    for i in 1 2 3 4 5 6 7 8 9 10; do
+      pid="$(kafka_pid)"; [ -n "$pid" ] && break; sleep 0.2
+    done
+  else
+    log "kafka process $pid is running but not answering yet; waiting"
+  fi
+
+  local deadline=$((SECONDS + KAFKA_START_TIMEOUT))
+  while :; do
+    if [ -z "$(kafka_pid)" ]; then
+      log "kafka exited during startup; last lines of $KAFKA_LOG:"
+      tail -n 60 "$KAFKA_LOG" >&2 || true
+      die "kafka failed to start"
+    fi
+    if port_open "$KAFKA_HOST" "$KAFKA_PORT" && kafka_answers; then
+      break
+    fi
+    if [ $SECONDS -ge $deadline ]; then
+      log "kafka did not answer on $KAFKA_BOOTSTRAP within ${KAFKA_START_TIMEOUT}s; last lines of $KAFKA_LOG:"
+      tail -n 60 "$KAFKA_LOG" >&2 || true
+      die "kafka start timed out (process $(kafka_pid) left running; 'scripts/services.sh down kafka' stops it)"
+    fi
+    sleep 1
+  done
+  log "kafka $(kafka_version) up on $KAFKA_BOOTSTRAP (pid $(kafka_pid), $((SECONDS - start))s)"
+}
+
+kafka_down() { # [signal]
+  local sig="${1:-TERM}" pid
+  pid="$(kafka_pid)"
+  if [ -z "$pid" ]; then
+    rm -f "$KAFKA_PID"
+    log "kafka is not running"
+    return 0
+  fi
+  log "stopping kafka (pid $pid, SIG$sig)"
+  kill -"$sig" "$pid" 2>/dev/null || true
+  local deadline=$((SECONDS + KAFKA_STOP_TIMEOUT))
+  while kill -0 "$pid" 2>/dev/null; do
+    if [ $SECONDS -ge $deadline ]; then
+      log "kafka still running after ${KAFKA_STOP_TIMEOUT}s; SIGKILL"
+      kill -KILL "$pid" 2>/dev/null || true
+      sleep 0.5
+      break
+    fi
+    sleep 0.2
+  done
+  # the listener socket closes with the process; wait briefly so an immediate `up` can bind
+  local i=0
+  while port_open "$KAFKA_HOST" "$KAFKA_PORT" && [ $i -lt 25 ]; do sleep 0.2; i=$((i + 1)); done
+  rm -f "$KAFKA_PID"
+  log "kafka stopped"
+}
+
+kafka_status() {
+  local pid
+  pid="$(kafka_pid)"
+  if [ -n "$pid" ] && port_open "$KAFKA_HOST" "$KAFKA_PORT"; then
+    echo "kafka:    up      $KAFKA_BOOTSTRAP (pid $pid, Kafka $(kafka_version), data $KAFKA_DATA, log $KAFKA_LOG)"
+    return 0
+  elif [ -n "$pid" ]; then
+    echo "kafka:    starting/not answering (pid $pid, log $KAFKA_LOG)"
+  elif port_open "$KAFKA_HOST" "$KAFKA_PORT"; then
+    echo "kafka:    port $KAFKA_PORT open but not managed by this script"
+    return 0
+  else
+    echo "kafka:    down"
+  fi
+  return 1
+}
+
+# ---------------------------------------------------------------- PostgreSQL
+
+pg_field() { # column of `pg_lsclusters -h` for our cluster: 3=port 4=status 6=datadir 7=logfile
+  pg_lsclusters -h 2>/dev/null | awk -v v="$PG_VERSION" -v c="$PG_CLUSTER" -v f="$1" '$1==v && $2==c {print $f}'
+}
+
+pg_port() { local p; p="$(pg_field 3 2>/dev/null || true)"; echo "${p:-5432}"; }
+
+pg_url() { echo "postgres://$PG_USER:$PG_PASSWORD@$PG_HOST:$(pg_port)/$PG_DB"; }
+
+as_postgres() {
+  if [ "$(id -u)" -eq 0 ]; then
+    runuser -u postgres -- "$@"
+  else
+    sudo -n -u postgres "$@"
+  fi
+}
+
+ensure_postgres_installed() {
+  if [ -x "/usr/lib/postgresql/$PG_VERSION/bin/postgres" ] && command -v pg_ctlcluster >/dev/null 2>&1 \
+      && command -v psql >/dev/null 2>&1; then
+    return 0
+  fi
+  apt_install "postgresql-$PG_VERSION" postgresql-client-common || apt_install postgresql
+}
+
+ensure_postgres_cluster() {
+  if [ -n "$(pg_field 1)" ]; then return 0; fi
+  need_root_for "creating PostgreSQL cluster $PG_VERSION/$PG_CLUSTER"
+  log "creating PostgreSQL cluster $PG_VERSION/$PG_CLUSTER"
+  pg_createcluster "$PG_VERSION" "$PG_CLUSTER" >&2
+}
+
+ensure_postgres_conf() {
+  # Tests create a database per test and may run in parallel: allow more connections
+  # than the default 100. Applied at (re)start of the server.
+  local dir="/etc/postgresql/$PG_VERSION/$PG_CLUSTER/conf.d"
+  local f="$dir/50-webhooks.conf"
+  [ -d "$dir" ] || return 0
+  [ -f "$f" ] && return 0
+  [ -w "$dir" ] || return 0
+  cat >"$f" <<'EOF'
+# Written by scripts/services.sh (webhooks project): local test server settings
+listen_addresses = 'localhost'
+max_connections = 200
+EOF
+}
+
+pg_ready() { pg_isready -q -h "$PG_HOST" -p "$(pg_port)" -t 2 >/dev/null 2>&1; }
+
+ensure_postgres_role() {
+  # fast path: the role can log in over TCP with its password and may create databases
+  if [ "$(PGPASSWORD="$PG_PASSWORD" PGCONNECT_TIMEOUT=5 psql -X -q -h "$PG_HOST" -p "$(pg_port)" -U "$PG_USER" -d "$PG_DB" \
+        -tAc 'select rolcreatedb from pg_roles where rolname = current_user' 2>/dev/null || true)" = "t" ]; then
+    return 0
+  fi
+  log "creating role $PG_USER and database $PG_DB"
+  as_postgres psql -X -q -v ON_ERROR_STOP=1 -p "$(pg_port)" -d postgres >&2 <<EOF
+DO \$\$
+BEGIN
+  IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '$PG_USER') THEN
+    CREATE ROLE $PG_USER LOGIN CREATEDB PASSWORD '$PG_PASSWORD';
+  ELSE
+    ALTER ROLE $PG_USER LOGIN CREATEDB PASSWORD '$PG_PASSWORD';
+  END IF;
+END
+\$\$;
+SELECT 'CREATE DATABASE $PG_DB OWNER $PG_USER'
+  WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = '$PG_DB')\gexec
+ALTER DATABASE $PG_DB OWNER TO $PG_USER;
+EOF
+  PGPASSWORD="$PG_PASSWORD" psql -X -q -h "$PG_HOST" -p "$(pg_port)" -U "$PG_USER" -d "$PG_DB" -tAc 'select 1' >/dev/null \
+    || die "password login as $PG_USER over TCP ($PG_HOST) failed; check pg_hba.conf"
+}
+
+postgres_up() {
+  local start=$SECONDS
+  ensure_postgres_installed
+  ensure_postgres_cluster
+  ensure_postgres_conf
+  if [ "$(pg_field 4)" != "online" ]; then
+    log "starting PostgreSQL $PG_VERSION/$PG_CLUSTER"
+    if ! pg_ctlcluster "$PG_VERSION" "$PG_CLUSTER" start >&2; then
+      tail -n 40 "$(pg_field 7)" >&2 2>/dev/null || true
+      die "pg_ctlcluster $PG_VERSION $PG_CLUSTER start failed"
+    fi
+  fi
+  local deadline=$((SECONDS + PG_START_TIMEOUT))
+  until pg_ready; do
+    if [ $SECONDS -ge $deadline ]; then
+      tail -n 40 "$(pg_field 7)" >&2 2>/dev/null || true
+      die "PostgreSQL did not become ready on $PG_HOST:$(pg_port) within ${PG_START_TIMEOUT}s"
+    fi
+    sleep 0.3
+  done
+  ensure_postgres_role
+  log "postgres up: $(pg_url) ($((SECONDS - start))s)"
+}
+
+postgres_down() { # [mode]
+  local mode="${1:-fast}"
+  if ! command -v pg_lsclusters >/dev/null 2>&1 || [ -z "$(pg_field 1)" ]; then
+    log "postgres is not installed/created"
+    return 0
+  fi
+  if [ "$(pg_field 4)" = "online" ]; then
+    log "stopping PostgreSQL $PG_VERSION/$PG_CLUSTER (mode $mode)"
+    pg_ctlcluster "$PG_VERSION" "$PG_CLUSTER" stop -m "$mode" >&2
+  else
+    log "postgres is not running"
+  fi
+}
+
+postgres_status() {
+  if command -v pg_isready >/dev/null 2>&1 && pg_ready; then
+    echo "postgres: up      $(pg_url)"
+    return 0
+  fi
+  echo "postgres: down"
+  return 1
+}
+
+# ---------------------------------------------------------------- commands
+
+print_env() {
+  echo "export KAFKA_TEST_BROKERS=$KAFKA_BOOTSTRAP"
+  echo "export TEST_DATABASE_URL=$(pg_url)"
+}
+
+usage() {
+  sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//' >&2
+  exit 2
+}
+
+services_for() { # [svc] -> list
+  case "${1:-all}" in
+    all | "") echo "postgres kafka" ;;
+    kafka) echo kafka ;;
+    postgres | postgresql | pg) echo postgres ;;
+    *) die "unknown service '$1' (kafka | postgres)" ;;
+  esac
+}
+
+cmd="${1:-}"
+[ $# -gt 0 ] && shift
+case "$cmd" in
+  kafka-start) cmd=up; set -- kafka ;;
+  kafka-stop) cmd=down; set -- kafka ;;
+  postgres-start) cmd=up; set -- postgres ;;
+  postgres-stop) cmd=down; set -- postgres ;;
+esac
+
+case "$cmd" in
+  up)
+    take_lock
+    for s in $(services_for "${1:-}"); do "${s}_up"; done
+    if [ -z "${1:-}" ] || [ "$(services_for "$1")" = kafka ]; then log "kafka log: $KAFKA_LOG"; fi
+    print_env
+    ;;
+  down)
+    take_lock
+    # everything: stop Kafka first (reverse order of up)
+    case "$(services_for "${1:-}")" in
+      kafka) kafka_down ;;
+      postgres) postgres_down ;;
+      *) kafka_down; postgres_down ;;
+    esac
+    ;;
+  restart)
+    take_lock
+    for s in $(services_for "${1:-}"); do "${s}_down"; "${s}_up"; done
+    ;;
+  kill)
+    take_lock
+    case "$(services_for "${1:-}")" in
+      kafka) kafka_down KILL ;;
+      postgres) postgres_down immediate ;;
+      *) kafka_down KILL; postgres_down immediate ;;
+    esac
+    ;;
+  status)
+    rc=0
+    postgres_status || rc=1
+    kafka_status || rc=1
+    exit $rc
+    ;;
+  logs)
+    svc=all; n=100
+    for a in "$@"; do
+      case "$a" in
+        '' ) ;;
+        *[!0-9]*) svc="$a" ;;
+        *) n="$a" ;;
+      esac
+    done
+    for s in $(services_for "$svc"); do
+      case "$s" in
+        kafka)
+          echo "===== Kafka log: $KAFKA_LOG (last $n lines) ====="
+          tail -n "$n" "$KAFKA_LOG" 2>/dev/null || echo "(no Kafka log yet)"
+          ;;
+        postgres)
+          f="$( (command -v pg_lsclusters >/dev/null 2>&1 && pg_field 7) || true)"
+          f="${f:-/var/log/postgresql/postgresql-$PG_VERSION-$PG_CLUSTER.log}"
+          echo "===== PostgreSQL log: $f (last $n lines) ====="
+          tail -n "$n" "$f" 2>/dev/null || echo "(no PostgreSQL log readable)"
+          ;;
+      esac
+    done
+    ;;
+  env)
+    print_env
+    ;;
+  kafka-tool)
+    [ $# -ge 1 ] || die "usage: $0 kafka-tool CLASS [ARGS...]"
+    ensure_java; ensure_kafka_libs
+    [ -f "$KAFKA_TOOLS_LOG4J" ] || write_kafka_config
+    kafka_tool "$@"
+    ;;
+  kafka-topics)
+    ensure_java; ensure_kafka_libs
+    [ -f "$KAFKA_TOOLS_LOG4J" ] || write_kafka_config
+    kafka_tool org.apache.kafka.tools.TopicCommand --bootstrap-server "$KAFKA_BOOTSTRAP" "$@"
+    ;;
+  -h | --help | help | "") usage ;;
+  *) log "unknown command '$cmd'"; usage ;;
+esac
