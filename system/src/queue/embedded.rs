@@ -22,7 +22,7 @@ use crate::sqlite_conn::SharedConn;
 const MAX_GROUP: usize = 2048;
 /// Consumed rows are deleted in steps of at least this many, to keep the file small
 /// without taking the write lock after every batch.
-const TRUNCATE_EVERY: i64 = 20_000;
+const TRUNCATE_EVERY: i64 = 5_000;
 /// Longest pause between polls of an empty log written by another process.
 const MAX_NAP: Duration = Duration::from_millis(20);
 
@@ -41,7 +41,19 @@ impl EmbeddedConfig {
     }
 }
 
-fn open(path: &Path) -> Result<Connection, QueueError> {
+/// Who opens the log decides how it syncs and checkpoints.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Role {
+    /// Group commits: fsync on every commit, and no checkpoint work on this hot path
+    /// except as a backstop when no consumer has checkpointed for a long time.
+    Appender,
+    /// Reads and truncation: deletions need no fsync (rows reappearing after a crash are
+    /// skipped by the stored position, and the appender's next commit syncs the WAL
+    /// anyway), and checkpoints run here, off the appender's path.
+    Consumer,
+}
+
+fn open(path: &Path, role: Role) -> Result<Connection, QueueError> {
     let conn = Connection::open(path).map_err(storage)?;
     conn.busy_timeout(Duration::from_secs(10)).map_err(storage)?;
     conn.execute_batch(
@@ -53,6 +65,11 @@ fn open(path: &Path) -> Result<Connection, QueueError> {
          );",
     )
     .map_err(storage)?;
+    let tuning = match role {
+        Role::Appender => "PRAGMA wal_autocheckpoint=20000;",
+        Role::Consumer => "PRAGMA synchronous=OFF; PRAGMA wal_autocheckpoint=1000;",
+    };
+    conn.execute_batch(tuning).map_err(storage)?;
     Ok(conn)
 }
 
@@ -75,7 +92,7 @@ impl EmbeddedProducer {
     /// Opens (creating if needed) the log and starts its appender thread, which stops
     /// after the last producer handle is dropped and every pending append is written.
     pub fn open(cfg: &EmbeddedConfig, metrics: Metrics, wake: Arc<Notify>) -> Result<Self, QueueError> {
-        let conn = open(&cfg.path)?;
+        let conn = open(&cfg.path, Role::Appender)?;
         let (tx, rx) = mpsc::channel(cfg.max_pending.max(1));
         std::thread::Builder::new()
             .name("queue-appender".into())
@@ -157,7 +174,7 @@ pub struct EmbeddedConsumer {
 
 impl EmbeddedConsumer {
     pub fn open(cfg: &EmbeddedConfig, wake: Arc<Notify>) -> Result<Self, QueueError> {
-        let conn = open(&cfg.path)?;
+        let conn = open(&cfg.path, Role::Consumer)?;
         Ok(Self { conn: SharedConn::new(conn), position: 0, truncated_to: 0, wake })
     }
 
