@@ -66,6 +66,8 @@ pub struct SystemSide {
     pub rss_peak_mb: Option<f64>,
     pub rss_samples_mb: Vec<f64>,
     pub clean_exit: Option<bool>,
+    /// CPU seconds the spawned system used over the whole run (setup and verification included).
+    pub cpu_s: Option<f64>,
 }
 
 fn ms_percentiles(v: &Value) -> Option<BTreeMap<String, f64>> {
@@ -260,7 +262,15 @@ impl Measured {
             let _ = writeln!(s, "  bare-HTTP ceiling {c:.0}/s; accepted/ceiling {:.2}", r);
         }
         let _ = writeln!(s, "  verified {} payments, {} orders: lost {}, double-applied {}, wrong state {}, unexpected applied {}, dead letters {}", v.payments_checked, v.orders_checked, v.lost, v.double_applied, v.wrong_state(), v.unexpected_applied, v.dead_letters_found);
-        let _ = writeln!(s, "  unexpected statuses {}, invalid accepted {}; system peak RSS {}; loadgen used {:.2} cores", self.unexpected_status, self.invalid_accepted, self.system.rss_peak_mb.map_or("-".into(), |m| format!("{m:.0} MB")), self.loadgen_cores_used);
+        let _ = writeln!(
+            s,
+            "  unexpected statuses {}, invalid accepted {}; system peak RSS {}, CPU {}; loadgen used {:.2} cores",
+            self.unexpected_status,
+            self.invalid_accepted,
+            self.system.rss_peak_mb.map_or("-".into(), |m| format!("{m:.0} MB")),
+            self.system.cpu_s.map_or("-".into(), |c| format!("{c:.1} s")),
+            self.loadgen_cores_used
+        );
         for g in &self.gates {
             let _ = writeln!(s, "  gate {:<28} {:>12.2} vs {:>10.2}  {}", g.gate, g.value, g.limit, if g.pass { "ok" } else { "FAILED" });
         }

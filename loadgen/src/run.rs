@@ -86,6 +86,7 @@ pub async fn run(s: &Scenario, progress: bool) -> anyhow::Result<Measured> {
         anyhow::bail!("{e}\n{logs}");
     }
     let result = experiment(s, &client, progress).await;
+    let system_cpu_s = system.as_ref().map(System::cpu_seconds);
     let (rss_peak_kb, rss_samples) = match &system {
         Some(sys) => (sys.rss.peak_kb.load(Ordering::Relaxed), sys.rss.samples.lock().map(|s| s.clone()).unwrap_or_default()),
         None => (0, Vec::new()),
@@ -103,6 +104,7 @@ pub async fn run(s: &Scenario, progress: bool) -> anyhow::Result<Measured> {
     m.system.rss_peak_mb = (rss_peak_kb > 0).then(|| rss_peak_kb as f64 / 1024.0);
     m.system.rss_samples_mb = rss_samples.iter().map(|kb| *kb as f64 / 1024.0).collect();
     m.system.clean_exit = clean_exit;
+    m.system.cpu_s = system_cpu_s;
     Ok(m)
 }
 

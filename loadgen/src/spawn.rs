@@ -95,6 +95,11 @@ impl System {
         out
     }
 
+    /// CPU seconds the spawned processes have used so far.
+    pub fn cpu_seconds(&self) -> f64 {
+        self.children.iter().map(|c| cpu_seconds_of(&c.id().to_string())).sum()
+    }
+
     /// SIGTERM, then wait; whether every process exited 0 within the timeout.
     pub async fn stop(mut self) -> bool {
         for c in &self.children {
@@ -151,7 +156,11 @@ fn vm_rss_kb(pid: u32) -> Option<u64> {
 
 /// CPU seconds this process has used (user + system), from /proc/self/stat.
 pub fn own_cpu_seconds() -> f64 {
-    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else { return 0.0 };
+    cpu_seconds_of("self")
+}
+
+fn cpu_seconds_of(pid: &str) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return 0.0 };
     // Fields after the command name, which is in parentheses and may contain spaces.
     let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
     let fields: Vec<&str> = rest.split_whitespace().collect();
