@@ -12,6 +12,7 @@ use crate::dlq::{self, DlqError, ReplayReport};
 use crate::ingress::{self, AppState, Verifier};
 use crate::metrics::Metrics;
 use crate::queue::embedded::{EmbeddedConsumer, EmbeddedProducer};
+use crate::queue::kafka::{KafkaConsumer, KafkaProducer};
 use crate::queue::{Consumer, Producer, QueueError};
 use crate::store::sqlite::SqliteStore;
 use crate::store::{DeadLetterFilter, Store, StoreError};
@@ -40,12 +41,18 @@ pub async fn open_store(storage: &StorageArgs) -> Result<Arc<dyn Store>, AppErro
     Ok(Arc::new(store))
 }
 
-fn open_producer(storage: &StorageArgs, server: Option<&ServerArgs>, metrics: &Metrics, wake: Arc<Notify>) -> Result<Arc<dyn Producer>, AppError> {
+async fn open_producer(storage: &StorageArgs, server: Option<&ServerArgs>, metrics: &Metrics, wake: Arc<Notify>) -> Result<Arc<dyn Producer>, AppError> {
+    if let Some(kafka) = storage.kafka() {
+        return Ok(Arc::new(KafkaProducer::connect(&kafka).await?));
+    }
     std::fs::create_dir_all(&storage.data_dir)?;
     Ok(Arc::new(EmbeddedProducer::open(&storage.embedded_queue(server), metrics.clone(), wake)?))
 }
 
-fn open_consumer(storage: &StorageArgs, wake: Arc<Notify>) -> Result<Box<dyn Consumer>, AppError> {
+async fn open_consumer(storage: &StorageArgs, group: &str, wake: Arc<Notify>) -> Result<Box<dyn Consumer>, AppError> {
+    if let Some(kafka) = storage.kafka() {
+        return Ok(Box::new(KafkaConsumer::join(&kafka, group).await?));
+    }
     std::fs::create_dir_all(&storage.data_dir)?;
     Ok(Box::new(EmbeddedConsumer::open(&storage.embedded_queue(None), wake)?))
 }
@@ -76,7 +83,7 @@ pub async fn standalone(storage: StorageArgs, server: ServerArgs, worker: Worker
     let wake = Arc::new(Notify::new());
     let store = open_store(&storage).await?;
     let state = AppState {
-        producer: open_producer(&storage, Some(&server), &metrics, wake.clone())?,
+        producer: open_producer(&storage, Some(&server), &metrics, wake.clone()).await?,
         store: store.clone(),
         verifier: Arc::new(verifier(&server)?),
         metrics: metrics.clone(),
@@ -84,7 +91,8 @@ pub async fn standalone(storage: StorageArgs, server: ServerArgs, worker: Worker
         admin_token: admin_token(&server),
     };
     let worker_stop = CancellationToken::new();
-    let worker = Worker::new(open_consumer(&storage, wake)?, store, metrics, worker.config(), worker_stop.clone());
+    let consumer = open_consumer(&storage, &worker.consumer, wake).await?;
+    let worker = Worker::new(consumer, store, metrics, worker.config(), worker_stop.clone());
     let worker = tokio::spawn(worker.run());
     let served = serve(listener, state, server.limits(), shutdown).await;
     // Requests are finished and acknowledged; now let the worker finish its batch.
@@ -99,7 +107,7 @@ pub async fn standalone(storage: StorageArgs, server: ServerArgs, worker: Worker
 pub async fn server(storage: StorageArgs, server: ServerArgs, listener: TcpListener, shutdown: CancellationToken) -> Result<(), AppError> {
     let metrics = Metrics::new();
     let state = AppState {
-        producer: open_producer(&storage, Some(&server), &metrics, Arc::new(Notify::new()))?,
+        producer: open_producer(&storage, Some(&server), &metrics, Arc::new(Notify::new())).await?,
         store: open_store(&storage).await?,
         verifier: Arc::new(verifier(&server)?),
         metrics,
@@ -112,7 +120,7 @@ pub async fn server(storage: StorageArgs, server: ServerArgs, listener: TcpListe
 /// The processing half: consumes the queue and applies events to the store.
 pub async fn worker(storage: StorageArgs, worker: WorkerArgs, shutdown: CancellationToken) -> Result<(), AppError> {
     let store = open_store(&storage).await?;
-    let consumer = open_consumer(&storage, Arc::new(Notify::new()))?;
+    let consumer = open_consumer(&storage, &worker.consumer, Arc::new(Notify::new())).await?;
     let metrics = Metrics::new();
     if let Some(addr) = worker.metrics_listen {
         let listener = TcpListener::bind(addr).await?;
@@ -127,7 +135,7 @@ pub async fn worker(storage: StorageArgs, worker: WorkerArgs, shutdown: Cancella
 /// `webhooks dlq replay`: puts matching dead letters back on the configured queue.
 pub async fn replay_dead_letters(storage: StorageArgs, filter: DeadLetterFilter) -> Result<ReplayReport, AppError> {
     let store = open_store(&storage).await?;
-    let producer = open_producer(&storage, None, &Metrics::new(), Arc::new(Notify::new()))?;
+    let producer = open_producer(&storage, None, &Metrics::new(), Arc::new(Notify::new())).await?;
     dlq::replay(store.as_ref(), producer.as_ref(), &filter).await.map_err(|e| match e {
         DlqError::Store(e) => AppError::Store(e),
         DlqError::Queue(e) => AppError::Queue(e),

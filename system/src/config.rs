@@ -19,6 +19,26 @@ pub struct StorageArgs {
     /// Database URL: sqlite://PATH (default: DATA_DIR/store.db).
     #[arg(long = "database", env = "DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
+
+    /// Kafka bootstrap servers (host:port,...); switches the queue from the embedded log to Kafka.
+    #[arg(long, env = "KAFKA_BROKERS")]
+    pub kafka_brokers: Option<String>,
+
+    /// Kafka topic for payment events; dead letters go to `<topic>.dlq`.
+    #[arg(long, env = "KAFKA_TOPIC", default_value = "payment-events")]
+    pub kafka_topic: String,
+
+    /// Partitions of the topics when they are created.
+    #[arg(long, env = "KAFKA_PARTITIONS", default_value_t = 6)]
+    pub kafka_partitions: i32,
+
+    /// Replication factor of the topics when they are created.
+    #[arg(long, env = "KAFKA_REPLICATION_FACTOR", default_value_t = 1)]
+    pub kafka_replication_factor: i32,
+
+    /// A produce not acknowledged by the broker within this many milliseconds gets 503.
+    #[arg(long, env = "KAFKA_PRODUCE_TIMEOUT_MS", default_value_t = 5_000)]
+    pub kafka_produce_timeout_ms: u64,
 }
 
 impl StorageArgs {
@@ -29,6 +49,16 @@ impl StorageArgs {
             cfg.append_timeout = Duration::from_millis(s.append_timeout_ms);
         }
         cfg
+    }
+
+    pub fn kafka(&self) -> Option<crate::queue::kafka::KafkaConfig> {
+        self.kafka_brokers.as_ref().filter(|b| !b.is_empty()).map(|brokers| crate::queue::kafka::KafkaConfig {
+            brokers: brokers.clone(),
+            topic: self.kafka_topic.clone(),
+            partitions: self.kafka_partitions.max(1),
+            replication_factor: self.kafka_replication_factor.max(1),
+            produce_timeout: Duration::from_millis(self.kafka_produce_timeout_ms.max(1)),
+        })
     }
 
     /// The SQLite path the database URL names, or the default under the data directory.

@@ -7,6 +7,7 @@
 //! batches and is told to commit only after the store has committed their effects.
 
 pub mod embedded;
+pub mod kafka;
 
 use std::time::Duration;
 

@@ -88,7 +88,11 @@ impl Worker {
                 if self.process(&batch).await.is_err() {
                     break;
                 }
-                self.consumer.commit(&batch).await?;
+                // The effects are durable; a commit that fails (broker away) only means the
+                // batch may be delivered again, and its event ids make that harmless.
+                if let Err(e) = self.consumer.commit(&batch).await {
+                    tracing::warn!(error = %e, "queue commit failed; the batch may be redelivered and deduplicated");
+                }
             }
             // An empty poll means the worker caught up; a full one, that it may be lagging.
             if batch.is_empty() || batch.len() == self.cfg.batch_size {

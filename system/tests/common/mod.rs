@@ -2,6 +2,7 @@
 //! processes) on free loopback ports with temporary data, and talk HTTP to it.
 #![allow(dead_code)] // each test binary uses a different subset
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -180,4 +181,138 @@ impl Drop for Proc {
 pub fn free_addr() -> SocketAddr {
     let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     l.local_addr().expect("addr")
+}
+
+/// Event ids accepted per payment: what must be applied, each exactly once.
+pub type Ledger = BTreeMap<String, Vec<String>>;
+
+pub async fn send_all(http: &reqwest::Client, base: &str, events: Vec<Value>) -> Ledger {
+    let url = format!("{base}/api/webhooks/payment");
+    let mut ledger = Ledger::new();
+    let mut in_flight = tokio::task::JoinSet::new();
+    for e in events {
+        if in_flight.len() >= 32 {
+            record(&mut ledger, in_flight.join_next().await);
+        }
+        let (http, url) = (http.clone(), url.clone());
+        in_flight.spawn(async move { (post(&http, url, &e).await.0, e) });
+    }
+    while let Some(done) = in_flight.join_next().await {
+        record(&mut ledger, Some(done));
+    }
+    ledger
+}
+
+fn record(ledger: &mut Ledger, done: Option<Result<(u16, Value), tokio::task::JoinError>>) {
+    let (status, e) = done.expect("a task").expect("task ran");
+    assert_eq!(status, 200, "every valid event is accepted: {e}");
+    let ids = ledger.entry(e["payment_id"].as_str().unwrap().to_owned()).or_default();
+    let id = e["event_id"].as_str().unwrap().to_owned();
+    if !ids.contains(&id) {
+        ids.push(id);
+    }
+}
+
+/// Events for `payments` payments: pending then success, plus every tenth resent.
+pub fn workload(prefix: &str, payments: usize) -> Vec<Value> {
+    let mut out = Vec::new();
+    for i in 0..payments {
+        let (p, o) = (format!("{prefix}p{i}"), format!("{prefix}o{i}"));
+        out.push(event("payment.pending", &p, &o, 100, &format!("{p}-1")));
+        out.push(event("payment.success", &p, &o, 100, &format!("{p}-2")));
+        if i % 10 == 0 {
+            out.push(event("payment.success", &p, &o, 100, &format!("{p}-2")));
+        }
+    }
+    out
+}
+
+/// Every accepted event is recorded once and applied once, for every payment.
+pub async fn assert_exactly_once(http: &reqwest::Client, base: &str, ledger: &Ledger) {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    for (payment, ids) in ledger {
+        loop {
+            let (status, p) = get(http, format!("{base}/api/payments/{payment}")).await;
+            let recorded: Vec<&str> = p["events"].as_array().map(|e| e.iter().filter_map(|x| x["event_id"].as_str()).collect()).unwrap_or_default();
+            if status == 200 && recorded.len() >= ids.len() {
+                let mut sorted = recorded.clone();
+                sorted.sort();
+                sorted.dedup();
+                assert_eq!(sorted.len(), recorded.len(), "an event recorded twice: {p}");
+                assert!(ids.iter().all(|id| recorded.contains(&id.as_str())), "lost event: {ids:?} vs {p}");
+                assert_eq!(p["applied_events"].as_u64(), Some(ids.len() as u64), "applied twice: {p}");
+                break;
+            }
+            assert!(Instant::now() < deadline, "events of {payment} not applied in time: {p}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+
+/// The broker address for Kafka tests, from KAFKA_TEST_BROKERS (set by scripts/env.sh).
+/// Without it the test is skipped with a message, unless REQUIRE_SERVICES=1 (CI), where a
+/// missing broker is a failure rather than a silent pass.
+pub fn kafka_brokers() -> Option<String> {
+    match std::env::var("KAFKA_TEST_BROKERS") {
+        Ok(b) if !b.is_empty() => Some(b),
+        _ if std::env::var("REQUIRE_SERVICES").as_deref() == Ok("1") => panic!("KAFKA_TEST_BROKERS is not set but REQUIRE_SERVICES=1"),
+        _ => {
+            eprintln!("skipped: KAFKA_TEST_BROKERS not set (run scripts/services.sh up and source scripts/env.sh)");
+            None
+        }
+    }
+}
+
+/// Runs `scripts/services.sh ARGS` from the workspace root.
+pub fn services(args: &[&str]) {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/services.sh");
+    let status = Command::new("bash").arg(script).args(args).status().expect("run services.sh");
+    assert!(status.success(), "services.sh {args:?} failed");
+}
+
+/// Server and workers over one Kafka topic and group of their own, sharing a SQLite store.
+pub struct KafkaSystem {
+    pub dir: tempfile::TempDir,
+    pub base: String,
+    listen: String,
+    brokers: String,
+    topic: String,
+}
+
+impl KafkaSystem {
+    pub fn new(brokers: &str) -> Self {
+        let addr = free_addr();
+        let unique = format!("{}-{}", std::process::id(), addr.port());
+        Self {
+            dir: tempfile::tempdir().expect("temp dir"),
+            base: format!("http://{addr}"),
+            listen: addr.to_string(),
+            brokers: brokers.to_owned(),
+            topic: format!("t-{unique}"),
+        }
+    }
+
+    fn kafka_args(&self) -> Vec<String> {
+        let data = self.dir.path().to_string_lossy().into_owned();
+        ["--data-dir", &data, "--kafka-brokers", &self.brokers, "--kafka-topic", &self.topic].iter().map(|s| s.to_string()).collect()
+    }
+
+    pub fn server(&self, n: usize, extra: &[&str]) -> Proc {
+        let mut args = vec!["server".to_string(), "--listen".into(), self.listen.clone()];
+        args.extend(self.kafka_args());
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        Proc::spawn("server", &args, &[], &self.dir.path().join(format!("server-{n}.log")))
+    }
+
+    /// A worker in the test's consumer group, serving its stats on `metrics`.
+    pub fn worker(&self, n: usize, metrics: SocketAddr) -> Proc {
+        let group = format!("g-{}", self.topic);
+        let metrics = metrics.to_string();
+        let mut args = vec!["worker".to_string(), "--consumer".into(), group, "--metrics-listen".into(), metrics];
+        args.extend(self.kafka_args());
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        Proc::spawn("worker", &args, &[], &self.dir.path().join(format!("worker-{n}.log")))
+    }
 }

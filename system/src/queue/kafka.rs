@@ -1,0 +1,244 @@
+//! The Kafka queue: a partitioned topic keyed by `order_id` (every event of one order on one
+//! partition, in order), produced with `acks=all` and idempotence, consumed by a consumer
+//! group with manual offset commits, and a `<topic>.dlq` dead-letter topic.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{CommitMode, Consumer as _, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
+use rdkafka::util::Timeout;
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+
+use super::{Consumer, Delivery, Position, Producer, QueueError};
+use crate::domain::PaymentEvent;
+
+#[derive(Debug, Clone)]
+pub struct KafkaConfig {
+    pub brokers: String,
+    pub topic: String,
+    pub partitions: i32,
+    pub replication_factor: i32,
+    /// A produce not acknowledged within this time is answered 503.
+    pub produce_timeout: Duration,
+}
+
+impl KafkaConfig {
+    pub fn dlq_topic(&self) -> String {
+        format!("{}.dlq", self.topic)
+    }
+}
+
+fn unavailable(e: KafkaError) -> QueueError {
+    QueueError::Unavailable(e.to_string())
+}
+
+/// Creates the topic and its dead-letter topic when absent.
+pub async fn ensure_topics(cfg: &KafkaConfig) -> Result<(), QueueError> {
+    let admin: AdminClient<DefaultClientContext> =
+        ClientConfig::new().set("bootstrap.servers", &cfg.brokers).create().map_err(unavailable)?;
+    let (main, dlq) = (cfg.topic.clone(), cfg.dlq_topic());
+    let topics = [
+        NewTopic::new(&main, cfg.partitions, TopicReplication::Fixed(cfg.replication_factor)),
+        NewTopic::new(&dlq, cfg.partitions, TopicReplication::Fixed(cfg.replication_factor)),
+    ];
+    let opts = AdminOptions::new().operation_timeout(Some(Timeout::After(Duration::from_secs(10))));
+    for result in admin.create_topics(&topics, &opts).await.map_err(unavailable)? {
+        match result {
+            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((topic, code)) => return Err(QueueError::Unavailable(format!("cannot create topic {topic}: {code}"))),
+        }
+    }
+    Ok(())
+}
+
+fn producer(cfg: &KafkaConfig) -> Result<FutureProducer, QueueError> {
+    ClientConfig::new()
+        .set("bootstrap.servers", &cfg.brokers)
+        .set("acks", "all")
+        .set("enable.idempotence", "true")
+        .set("compression.type", "lz4")
+        // A few milliseconds of linger lets concurrent requests share a produce request.
+        .set("linger.ms", "2")
+        .set("message.timeout.ms", cfg.produce_timeout.as_millis().max(1).to_string())
+        .create()
+        .map_err(unavailable)
+}
+
+/// The server's side: 200 only after the broker acknowledged the write to all in-sync replicas.
+pub struct KafkaProducer {
+    producer: FutureProducer,
+    cfg: KafkaConfig,
+}
+
+impl KafkaProducer {
+    pub async fn connect(cfg: &KafkaConfig) -> Result<Self, QueueError> {
+        ensure_topics(cfg).await?;
+        Ok(Self { producer: producer(cfg)?, cfg: cfg.clone() })
+    }
+}
+
+#[async_trait]
+impl Producer for KafkaProducer {
+    async fn append(&self, event: &PaymentEvent) -> Result<(), QueueError> {
+        let payload = serde_json::to_vec(event).map_err(|e| QueueError::Storage(e.to_string()))?;
+        let received = event.received_at_us.to_string();
+        let headers = OwnedHeaders::new()
+            .insert(Header { key: "event_id", value: Some(event.event_id.as_bytes()) })
+            .insert(Header { key: "received_at_us", value: Some(received.as_bytes()) });
+        let record = FutureRecord::to(&self.cfg.topic).key(&event.order_id).payload(&payload).headers(headers);
+        match self.producer.send(record, Timeout::After(self.cfg.produce_timeout)).await {
+            Ok(_) => Ok(()),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut), _)) => Err(QueueError::Timeout),
+            Err((e, _)) => Err(unavailable(e)),
+        }
+    }
+
+    async fn ready(&self) -> Result<(), QueueError> {
+        let client = self.producer.clone();
+        let topic = self.cfg.topic.clone();
+        tokio::task::spawn_blocking(move || client.client().fetch_metadata(Some(&topic), Duration::from_secs(2)).map(|_| ()))
+            .await
+            .map_err(|e| QueueError::Unavailable(e.to_string()))?
+            .map_err(unavailable)
+    }
+}
+
+/// Logs rebalances. Offsets are committed synchronously after every applied batch, and a
+/// rebalance can only happen inside `recv`, between batches: so when partitions are revoked,
+/// everything done is already committed and nothing undone ever is.
+pub struct RebalanceLog;
+
+impl ClientContext for RebalanceLog {}
+
+impl ConsumerContext for RebalanceLog {
+    fn pre_rebalance(&self, _: &rdkafka::consumer::BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        tracing::info!(?rebalance, "kafka rebalance starting");
+    }
+    fn post_rebalance(&self, _: &rdkafka::consumer::BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        tracing::info!(?rebalance, "kafka rebalance done");
+    }
+}
+
+/// The worker's side: one member of the consumer group.
+pub struct KafkaConsumer {
+    consumer: StreamConsumer<RebalanceLog>,
+    dlq: FutureProducer,
+    cfg: KafkaConfig,
+    lag: Option<(std::time::Instant, u64)>,
+}
+
+const LAG_REFRESH: Duration = Duration::from_secs(5);
+
+impl KafkaConsumer {
+    pub async fn join(cfg: &KafkaConfig, group: &str) -> Result<Self, QueueError> {
+        ensure_topics(cfg).await?;
+        let consumer: StreamConsumer<RebalanceLog> = ClientConfig::new()
+            .set("bootstrap.servers", &cfg.brokers)
+            .set("group.id", group)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            // The broker's minimum: a worker that died is replaced within seconds.
+            .set("session.timeout.ms", "6000")
+            .set("heartbeat.interval.ms", "1500")
+            .create_with_context(RebalanceLog)
+            .map_err(unavailable)?;
+        consumer.subscribe(&[&cfg.topic]).map_err(unavailable)?;
+        Ok(Self { consumer, dlq: producer(cfg)?, cfg: cfg.clone(), lag: None })
+    }
+
+    fn delivery(m: &BorrowedMessage<'_>) -> Delivery {
+        let mut d = Delivery::decode(Position { partition: m.partition(), offset: m.offset() }, m.payload().unwrap_or_default().to_vec());
+        if let Some(h) = m.headers() {
+            d.headers = h.iter().map(|h| (h.key.to_owned(), h.value.unwrap_or_default().to_vec())).collect();
+        }
+        d
+    }
+}
+
+#[async_trait]
+impl Consumer for KafkaConsumer {
+    /// The group's committed offsets are authoritative; a batch applied but not committed
+    /// before a crash is delivered again and recognised by its event ids.
+    async fn resume(&mut self, _stored: &[Position]) -> Result<(), QueueError> {
+        Ok(())
+    }
+
+    async fn poll(&mut self, max: usize, wait: Duration) -> Result<Vec<Delivery>, QueueError> {
+        let mut batch = Vec::new();
+        let first = match tokio::time::timeout(wait, self.consumer.recv()).await {
+            Err(_) => return Ok(batch),
+            Ok(m) => m.map_err(unavailable)?,
+        };
+        batch.push(Self::delivery(&first));
+        // Take what is already fetched, without waiting for more.
+        while batch.len() < max {
+            match tokio::time::timeout(Duration::from_millis(1), self.consumer.recv()).await {
+                Ok(Ok(m)) => batch.push(Self::delivery(&m)),
+                Ok(Err(e)) => return Err(unavailable(e)),
+                Err(_) => break,
+            }
+        }
+        Ok(batch)
+    }
+
+    async fn commit(&mut self, batch: &[Delivery]) -> Result<(), QueueError> {
+        let mut tpl = TopicPartitionList::new();
+        for p in super::last_positions(batch) {
+            tpl.add_partition_offset(&self.cfg.topic, p.partition, Offset::Offset(p.offset + 1)).map_err(unavailable)?;
+        }
+        let consumer = &self.consumer;
+        tokio::task::block_in_place(|| consumer.commit(&tpl, CommitMode::Sync)).map_err(unavailable)
+    }
+
+    /// Lag over the assigned partitions. Asking the broker for watermarks costs a round trip
+    /// per partition, so the figure is refreshed at most every few seconds.
+    async fn depth(&mut self) -> Option<u64> {
+        if let Some((at, lag)) = self.lag {
+            if at.elapsed() < LAG_REFRESH {
+                return Some(lag);
+            }
+        }
+        let consumer = &self.consumer;
+        let lag = tokio::task::block_in_place(|| {
+            let positions = consumer.position().ok()?;
+            let mut lag = 0u64;
+            for e in positions.elements() {
+                let (_, high) = consumer.fetch_watermarks(e.topic(), e.partition(), Duration::from_secs(1)).ok()?;
+                let at = match e.offset() {
+                    Offset::Offset(o) => o,
+                    _ => continue,
+                };
+                lag += (high - at).max(0) as u64;
+            }
+            Some(lag)
+        })?;
+        self.lag = Some((std::time::Instant::now(), lag));
+        Some(lag)
+    }
+
+    async fn close(&mut self) {
+        self.consumer.unsubscribe();
+    }
+
+    async fn publish_dead_letter(&self, d: &Delivery, error: &str) -> Result<(), QueueError> {
+        let mut headers = OwnedHeaders::new();
+        for (k, v) in &d.headers {
+            headers = headers.insert(Header { key: k, value: Some(v) });
+        }
+        let (partition, offset) = (d.position.partition.to_string(), d.position.offset.to_string());
+        headers = headers
+            .insert(Header { key: "x-error", value: Some(error.as_bytes()) })
+            .insert(Header { key: "x-source-partition", value: Some(partition.as_bytes()) })
+            .insert(Header { key: "x-source-offset", value: Some(offset.as_bytes()) });
+        let topic = self.cfg.dlq_topic();
+        let record: FutureRecord<'_, (), Vec<u8>> = FutureRecord::to(&topic).payload(&d.raw).headers(headers);
+        self.dlq.send(record, Timeout::After(self.cfg.produce_timeout)).await.map(|_| ()).map_err(|(e, _)| unavailable(e))
+    }
+}
