@@ -67,9 +67,13 @@ die() { printf '[services] ERROR: %s\n' "$*" >&2; exit 1; }
 mkdir -p "$CACHE"
 
 # Serialise state-changing commands (two `up`s at once must not race).
+# Every daemon started below gets `9>&-`, or it would inherit fd 9 and hold the
+# lock for as long as it runs.
 take_lock() {
   exec 9>"$CACHE/.lock"
-  if ! flock -w 600 9; then die "could not take $CACHE/.lock"; fi
+  if ! flock -w 300 9; then
+    die "could not take $CACHE/.lock within 300s (another services.sh running? holders: $(fuser "$CACHE/.lock" 2>/dev/null || echo '?'))"
+  fi
 }
 
 port_open() { # host port
@@ -89,7 +93,7 @@ apt_install() {
     APT_UPDATED=1
   fi
   log "apt-get install -y $*"
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null 9>&-
 }
 
 # ---------------------------------------------------------------- Kafka
@@ -124,10 +128,11 @@ ensure_kafka_libs() {
   log "fetching Kafka $(kafka_version) jars from Maven Central into $LIBS (once)"
   local tmp="$CACHE/libs.tmp.$$"
   rm -rf "$tmp"
-  if ! mvn -q -B -Dstyle.color=never -f "$POM" dependency:copy-dependencies \
-      -DoutputDirectory="$tmp" -DincludeScope=runtime >&2; then
+  if ! mvn -B -ntp -Dstyle.color=never -f "$POM" dependency:copy-dependencies \
+      -DoutputDirectory="$tmp" -DincludeScope=runtime >"$CACHE/mvn.log" 2>&1; then
+    tail -n 40 "$CACHE/mvn.log" >&2 || true
     rm -rf "$tmp"
-    die "mvn dependency:copy-dependencies failed"
+    die "mvn dependency:copy-dependencies failed (full output: $CACHE/mvn.log)"
   fi
   echo "$stamp" >"$tmp/.stamp"
   rm -rf "$LIBS"
@@ -273,12 +278,12 @@ kafka_up() {
     printf '\n===== %s services.sh: starting Kafka %s =====\n' "$(date -Is)" "$(kafka_version)" >>"$KAFKA_LOG"
     # setsid + nohup: the broker outlives this script and its process group;
     # the inner bash writes its own pid and then execs java, so the pid file is java's.
-    # shellcheck disable=SC2086
+    # shellcheck disable=SC2086,SC2016  # word-split heap opts; inner script is literal
     setsid nohup bash -c 'ulimit -n "$(ulimit -Hn)" 2>/dev/null || true; echo $$ >"$0"; exec "$@"' "$KAFKA_PID" \
       java $KAFKA_HEAP_OPTS -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -XX:InitiatingHeapOccupancyPercent=35 \
       -XX:+ExplicitGCInvokesConcurrent -XX:MaxDirectMemorySize=256m -Djava.awt.headless=true \
       -Dlog4j2.configurationFile="$KAFKA_LOG4J" -Dkafka.logs.dir="$KAFKA_DIR" \
-      -cp "$LIBS/*" kafka.Kafka "$KAFKA_PROPS" </dev/null >>"$KAFKA_LOG" 2>&1 &
+      -cp "$LIBS/*" kafka.Kafka "$KAFKA_PROPS" </dev/null >>"$KAFKA_LOG" 2>&1 9>&- &
     log "kafka starting, log: $KAFKA_LOG"
     local i
     for i in 1 2 3 4 5 6 7 8 9 10; do
@@ -382,7 +387,7 @@ ensure_postgres_cluster() {
   if [ -n "$(pg_field 1)" ]; then return 0; fi
   need_root_for "creating PostgreSQL cluster $PG_VERSION/$PG_CLUSTER"
   log "creating PostgreSQL cluster $PG_VERSION/$PG_CLUSTER"
-  pg_createcluster "$PG_VERSION" "$PG_CLUSTER" >&2
+  pg_createcluster "$PG_VERSION" "$PG_CLUSTER" >&2 9>&-
 }
 
 ensure_postgres_conf() {
@@ -434,7 +439,7 @@ postgres_up() {
   ensure_postgres_conf
   if [ "$(pg_field 4)" != "online" ]; then
     log "starting PostgreSQL $PG_VERSION/$PG_CLUSTER"
-    if ! pg_ctlcluster "$PG_VERSION" "$PG_CLUSTER" start >&2; then
+    if ! pg_ctlcluster "$PG_VERSION" "$PG_CLUSTER" start >&2 9>&-; then
       tail -n 40 "$(pg_field 7)" >&2 2>/dev/null || true
       die "pg_ctlcluster $PG_VERSION $PG_CLUSTER start failed"
     fi
@@ -481,9 +486,9 @@ print_env() {
   echo "export TEST_DATABASE_URL=$(pg_url)"
 }
 
-usage() {
+usage() { # [exit code]
   sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//' >&2
-  exit 2
+  exit "${1:-2}"
 }
 
 services_for() { # [svc] -> list
@@ -576,6 +581,7 @@ case "$cmd" in
     [ -f "$KAFKA_TOOLS_LOG4J" ] || write_kafka_config
     kafka_tool org.apache.kafka.tools.TopicCommand --bootstrap-server "$KAFKA_BOOTSTRAP" "$@"
     ;;
-  -h | --help | help | "") usage ;;
+  -h | --help | help) usage 0 ;;
+  "") usage ;;
   *) log "unknown command '$cmd'"; usage ;;
 esac

@@ -35,6 +35,9 @@ impl Client {
     fn new(base: &str, token: Option<String>, pool: usize) -> anyhow::Result<Self> {
         let http = reqwest::Client::builder()
             .pool_max_idle_per_host(pool)
+            // Below the server's 10 s header-read timeout, which also closes idle keep-alive
+            // connections: reusing one just as the server closes it fails the request.
+            .pool_idle_timeout(Duration::from_secs(5))
             .tcp_nodelay(true)
             .timeout(Duration::from_secs(30))
             .build()?;
