@@ -10,7 +10,7 @@ import sys
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 BEGIN, END = "<!-- tables:begin -->", "<!-- tables:end -->"
-ORDER = ["ci", "steady", "burst", "duplicates", "failures", "overload", "soak"]
+ORDER = ["ci", "steady", "burst", "duplicates", "failures", "overload", "soak", "kafka"]
 
 
 def fmt(v, digits=1):
