@@ -92,10 +92,13 @@ impl Producer for KafkaProducer {
             .insert(Header { key: "event_id", value: Some(event.event_id.as_bytes()) })
             .insert(Header { key: "received_at_us", value: Some(received.as_bytes()) });
         let record = FutureRecord::to(&self.cfg.topic).key(&event.order_id).payload(&payload).headers(headers);
-        match self.producer.send(record, Timeout::After(self.cfg.produce_timeout)).await {
-            Ok(_) => Ok(()),
-            Err((KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut), _)) => Err(QueueError::Timeout),
-            Err((e, _)) => Err(unavailable(e)),
+        // message.timeout.ms bounds the delivery, but librdkafka checks it only now and
+        // then: the outer timeout makes the answer arrive within the promised time.
+        let delivery = self.producer.send(record, Timeout::After(self.cfg.produce_timeout));
+        match tokio::time::timeout(self.cfg.produce_timeout + Duration::from_millis(500), delivery).await {
+            Err(_) | Ok(Err((KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut), _))) => Err(QueueError::Timeout),
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err((e, _))) => Err(unavailable(e)),
         }
     }
 
@@ -170,19 +173,24 @@ impl Consumer for KafkaConsumer {
         Ok(())
     }
 
+    /// Errors from `recv` are librdkafka's events (a broker went away, all brokers down):
+    /// it reconnects by itself, so they are logged and skipped. Returning them would make
+    /// the worker back off once per queued event and fall minutes behind after an outage.
     async fn poll(&mut self, max: usize, wait: Duration) -> Result<Vec<Delivery>, QueueError> {
+        let deadline = tokio::time::Instant::now() + wait;
         let mut batch = Vec::new();
-        let first = match tokio::time::timeout(wait, self.consumer.recv()).await {
-            Err(_) => return Ok(batch),
-            Ok(m) => m.map_err(unavailable)?,
-        };
-        batch.push(Self::delivery(&first));
-        // Take what is already fetched, without waiting for more.
         while batch.len() < max {
-            match tokio::time::timeout(Duration::from_millis(1), self.consumer.recv()).await {
-                Ok(Ok(m)) => batch.push(Self::delivery(&m)),
-                Ok(Err(e)) => return Err(unavailable(e)),
+            // Wait for the first message; then take only what is already fetched.
+            let timeout = if batch.is_empty() { deadline.saturating_duration_since(tokio::time::Instant::now()) } else { Duration::from_millis(1) };
+            match tokio::time::timeout(timeout, self.consumer.recv()).await {
                 Err(_) => break,
+                Ok(Ok(m)) => batch.push(Self::delivery(&m)),
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "kafka consumer event; librdkafka reconnects by itself");
+                    if tokio::time::Instant::now() >= deadline {
+                        break;
+                    }
+                }
             }
         }
         Ok(batch)

@@ -90,6 +90,8 @@ struct FakeQueue {
     batches: Mutex<VecDeque<Vec<Delivery>>>,
     committed: Arc<Mutex<Vec<i64>>>,
     done: CancellationToken,
+    /// Commits fail this many times first, as while a broker is away.
+    failing_commits: u32,
 }
 
 #[async_trait]
@@ -105,6 +107,10 @@ impl Consumer for FakeQueue {
         Ok(next.unwrap_or_default())
     }
     async fn commit(&mut self, batch: &[Delivery]) -> Result<(), QueueError> {
+        if self.failing_commits > 0 {
+            self.failing_commits -= 1;
+            return Err(QueueError::Unavailable("broker down".into()));
+        }
         self.committed.lock().unwrap().extend(batch.iter().map(|d| d.position.offset));
         Ok(())
     }
@@ -128,9 +134,13 @@ fn delivery(offset: i64) -> Delivery {
 }
 
 async fn run(store: Arc<FakeStore>, batches: Vec<Vec<Delivery>>) -> Vec<i64> {
+    run_with(store, batches, 0).await
+}
+
+async fn run_with(store: Arc<FakeStore>, batches: Vec<Vec<Delivery>>, failing_commits: u32) -> Vec<i64> {
     let done = CancellationToken::new();
     let committed = Arc::new(Mutex::new(Vec::new()));
-    let queue = FakeQueue { batches: Mutex::new(batches.into()), committed: committed.clone(), done: done.clone() };
+    let queue = FakeQueue { batches: Mutex::new(batches.into()), committed: committed.clone(), done: done.clone(), failing_commits };
     let cfg = WorkerConfig { retry: RetryPolicy { base: Duration::from_millis(10), cap: Duration::from_secs(1), max_attempts: 4 }, ..Default::default() };
     Worker::new(Box::new(queue), store, Metrics::new(), cfg, done).run().await.expect("worker ran");
     let c = committed.lock().unwrap().clone();
@@ -184,4 +194,14 @@ async fn an_outage_dead_letters_nothing_and_the_batch_applies_when_the_store_ret
     assert_eq!(*store.applied.lock().unwrap(), ["e1", "e2"]);
     assert!(store.dead.lock().unwrap().is_empty(), "an outage is not a poison event");
     assert_eq!(committed, [1, 2]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_queue_commit_does_not_stop_the_worker() {
+    let store = FakeStore::new(None, 0);
+    let committed = run_with(store.clone(), vec![vec![delivery(1)], vec![delivery(2)]], 1).await;
+    // The first batch's commit failed (it would be redelivered and deduplicated); the worker
+    // went on with the next batch instead of exiting.
+    assert_eq!(*store.applied.lock().unwrap(), ["e1", "e2"]);
+    assert_eq!(committed, [2]);
 }
