@@ -7,13 +7,14 @@ use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{ConfigError, ServerArgs, StorageArgs, WorkerArgs};
+use crate::config::{ConfigError, Database, ServerArgs, StorageArgs, WorkerArgs};
 use crate::dlq::{self, DlqError, ReplayReport};
 use crate::ingress::{self, AppState, Verifier};
 use crate::metrics::Metrics;
 use crate::queue::embedded::{EmbeddedConsumer, EmbeddedProducer};
 use crate::queue::kafka::{KafkaConsumer, KafkaProducer};
 use crate::queue::{Consumer, Producer, QueueError};
+use crate::store::postgres::PostgresStore;
 use crate::store::sqlite::SqliteStore;
 use crate::store::{DeadLetterFilter, Store, StoreError};
 use crate::worker::{Worker, WorkerError};
@@ -33,12 +34,16 @@ pub enum AppError {
 }
 
 pub async fn open_store(storage: &StorageArgs) -> Result<Arc<dyn Store>, AppError> {
-    std::fs::create_dir_all(&storage.data_dir)?;
-    let path = storage.sqlite_path()?;
-    let store = tokio::task::spawn_blocking(move || SqliteStore::open(&path))
-        .await
-        .map_err(|e| std::io::Error::other(e.to_string()))??;
-    Ok(Arc::new(store))
+    match storage.database()? {
+        Database::Postgres(url) => Ok(Arc::new(PostgresStore::connect(&url, storage.database_pool_size).await?)),
+        Database::Sqlite(path) => {
+            std::fs::create_dir_all(&storage.data_dir)?;
+            let store = tokio::task::spawn_blocking(move || SqliteStore::open(&path))
+                .await
+                .map_err(|e| std::io::Error::other(e.to_string()))??;
+            Ok(Arc::new(store))
+        }
+    }
 }
 
 async fn open_producer(storage: &StorageArgs, server: Option<&ServerArgs>, metrics: &Metrics, wake: Arc<Notify>) -> Result<Arc<dyn Producer>, AppError> {

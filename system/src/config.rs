@@ -16,9 +16,13 @@ pub struct StorageArgs {
     #[arg(long, env = "DATA_DIR", default_value = "./data")]
     pub data_dir: PathBuf,
 
-    /// Database URL: sqlite://PATH (default: DATA_DIR/store.db).
+    /// Database URL: sqlite://PATH (default: DATA_DIR/store.db) or postgres://USER:PASS@HOST/DB.
     #[arg(long = "database", env = "DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
+
+    /// Connections in the PostgreSQL pool.
+    #[arg(long, env = "DATABASE_POOL_SIZE", default_value_t = 8)]
+    pub database_pool_size: usize,
 
     /// Kafka bootstrap servers (host:port,...); switches the queue from the embedded log to Kafka.
     #[arg(long, env = "KAFKA_BROKERS")]
@@ -61,14 +65,15 @@ impl StorageArgs {
         })
     }
 
-    /// The SQLite path the database URL names, or the default under the data directory.
-    pub fn sqlite_path(&self) -> Result<PathBuf, ConfigError> {
+    /// Which store the database URL names; SQLite under the data directory by default.
+    pub fn database(&self) -> Result<Database, ConfigError> {
         match self.database_url.as_deref() {
-            None => Ok(self.data_dir.join("store.db")),
+            None => Ok(Database::Sqlite(self.data_dir.join("store.db"))),
+            Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => Ok(Database::Postgres(url.to_owned())),
             Some(url) => url
                 .strip_prefix("sqlite://")
                 .or_else(|| url.strip_prefix("sqlite:"))
-                .map(PathBuf::from)
+                .map(|p| Database::Sqlite(PathBuf::from(p)))
                 .ok_or_else(|| ConfigError::UnsupportedDatabase(scheme_of(url))),
         }
     }
@@ -79,9 +84,16 @@ fn scheme_of(url: &str) -> String {
     url.split("://").next().unwrap_or_default().to_owned()
 }
 
+/// The store a database URL names.
+pub enum Database {
+    Sqlite(PathBuf),
+    /// The URL, which may carry a password: never log it.
+    Postgres(String),
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("unsupported database URL scheme {0:?} (expected sqlite://PATH)")]
+    #[error("unsupported database URL scheme {0:?} (expected sqlite://PATH or postgres://...)")]
     UnsupportedDatabase(String),
     #[error("invalid signature secret: {0}")]
     Secret(#[from] crate::ingress::signature::SecretError),

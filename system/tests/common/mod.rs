@@ -308,11 +308,58 @@ impl KafkaSystem {
 
     /// A worker in the test's consumer group, serving its stats on `metrics`.
     pub fn worker(&self, n: usize, metrics: SocketAddr) -> Proc {
+        self.worker_with(n, metrics, &[])
+    }
+
+    pub fn worker_with(&self, n: usize, metrics: SocketAddr, extra: &[&str]) -> Proc {
         let group = format!("g-{}", self.topic);
         let metrics = metrics.to_string();
         let mut args = vec!["worker".to_string(), "--consumer".into(), group, "--metrics-listen".into(), metrics];
         args.extend(self.kafka_args());
+        args.extend(extra.iter().map(|s| s.to_string()));
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         Proc::spawn("worker", &args, &[], &self.dir.path().join(format!("worker-{n}.log")))
+    }
+}
+
+/// The PostgreSQL server for tests, from TEST_DATABASE_URL (set by scripts/env.sh); skipped
+/// without it unless REQUIRE_SERVICES=1.
+pub fn postgres_url() -> Option<String> {
+    match std::env::var("TEST_DATABASE_URL") {
+        Ok(u) if !u.is_empty() => Some(u),
+        _ if std::env::var("REQUIRE_SERVICES").as_deref() == Ok("1") => panic!("TEST_DATABASE_URL is not set but REQUIRE_SERVICES=1"),
+        _ => {
+            eprintln!("skipped: TEST_DATABASE_URL not set (run scripts/services.sh up and source scripts/env.sh)");
+            None
+        }
+    }
+}
+
+/// A database of its own for one test, dropped at the end; returns its URL.
+pub struct FreshDatabase {
+    admin_url: String,
+    pub name: String,
+    pub url: String,
+}
+
+impl FreshDatabase {
+    pub async fn create(admin_url: &str) -> Self {
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let name = format!("wh_test_{}_{n}", std::process::id());
+        let (client, conn) = tokio_postgres::connect(admin_url, tokio_postgres::NoTls).await.expect("connect to the test server");
+        tokio::spawn(conn);
+        // Two statements: several in one string run as one transaction, which these refuse.
+        client.batch_execute(&format!("DROP DATABASE IF EXISTS {name}")).await.expect("drop old test database");
+        client.batch_execute(&format!("CREATE DATABASE {name}")).await.expect("create test database");
+        let base = admin_url.rsplit_once('/').map(|(b, _)| b).expect("URL with a database");
+        Self { admin_url: admin_url.to_owned(), url: format!("{base}/{name}"), name }
+    }
+
+    pub async fn drop_now(self) {
+        if let Ok((client, conn)) = tokio_postgres::connect(&self.admin_url, tokio_postgres::NoTls).await {
+            tokio::spawn(conn);
+            let _ = client.batch_execute(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name)).await;
+        }
     }
 }

@@ -1,0 +1,346 @@
+//! The PostgreSQL store: the same tables and semantics as SQLite, for many workers on many
+//! machines. Each batch is one transaction. Two workers racing on the same payment or order
+//! serialize on transaction-scoped advisory locks taken in one global sorted order (so they
+//! cannot deadlock), and the `payment_events` primary key makes a second application of an
+//! event impossible even if they did not.
+
+use async_trait::async_trait;
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use tokio_postgres::error::SqlState;
+use tokio_postgres::{NoTls, Transaction};
+
+use super::{Applied, ConsumerName, DeadLetter, DeadLetterFilter, DeadLetterView, EventRecord, OrderView, PaymentSummary, PaymentView, Store, StoreError};
+use crate::domain::state::{self, status_from_payments};
+use crate::domain::{CreateOutcome, NewOrder, OrderStatus, OrderTerms, Payment, PaymentEvent, PaymentStatus};
+use crate::queue::Position;
+
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE orders (
+    id TEXT PRIMARY KEY, user_id TEXT NOT NULL, items TEXT NOT NULL,
+    total_amount BIGINT NOT NULL CHECK (total_amount >= 0), currency TEXT NOT NULL, status TEXT NOT NULL,
+    created_at_us BIGINT NOT NULL, updated_at_us BIGINT NOT NULL
+);
+CREATE TABLE payments (
+    id TEXT PRIMARY KEY, order_id TEXT NOT NULL, status TEXT NOT NULL,
+    amount BIGINT NOT NULL CHECK (amount >= 0), currency TEXT NOT NULL, applied_events BIGINT NOT NULL,
+    created_at_us BIGINT NOT NULL, updated_at_us BIGINT NOT NULL
+);
+CREATE INDEX payments_by_order ON payments (order_id);
+CREATE TABLE payment_events (
+    event_id TEXT PRIMARY KEY, payment_id TEXT NOT NULL, event_type TEXT NOT NULL, amount BIGINT NOT NULL,
+    currency TEXT NOT NULL, outcome TEXT NOT NULL, received_at_us BIGINT NOT NULL, applied_at_us BIGINT NOT NULL
+);
+CREATE INDEX payment_events_by_payment ON payment_events (payment_id);
+CREATE TABLE dead_letters (
+    id BIGSERIAL PRIMARY KEY, event_id TEXT NOT NULL UNIQUE, payment_id TEXT, order_id TEXT, payload TEXT NOT NULL,
+    error TEXT NOT NULL, attempts INTEGER NOT NULL, failed_at_us BIGINT NOT NULL, replayed_at_us BIGINT
+);
+CREATE INDEX dead_letters_by_time ON dead_letters (failed_at_us);
+CREATE TABLE consumer_positions (
+    consumer TEXT NOT NULL, partition INTEGER NOT NULL, position BIGINT NOT NULL, PRIMARY KEY (consumer, partition)
+);
+"#];
+
+/// Serializes concurrent start-ups migrating the same database.
+const MIGRATION_LOCK: i64 = 0x7765_6268_6f6f_6b73;
+
+pub struct PostgresStore {
+    pool: Pool,
+}
+
+fn classify(e: tokio_postgres::Error) -> StoreError {
+    let transient = match e.code() {
+        None => true, // I/O, closed connection: the server went away
+        Some(c) => {
+            [SqlState::T_R_SERIALIZATION_FAILURE, SqlState::T_R_DEADLOCK_DETECTED, SqlState::ADMIN_SHUTDOWN, SqlState::CRASH_SHUTDOWN, SqlState::CANNOT_CONNECT_NOW]
+                .contains(c)
+                || c.code().starts_with("08")
+                || c.code().starts_with("53")
+        }
+    };
+    // Display of tokio_postgres errors never includes the connection string.
+    if transient {
+        StoreError::Transient(e.to_string())
+    } else {
+        StoreError::Permanent(e.to_string())
+    }
+}
+
+fn pool_error(e: deadpool_postgres::PoolError) -> StoreError {
+    match e {
+        deadpool_postgres::PoolError::Backend(e) => classify(e),
+        other => StoreError::Transient(other.to_string()),
+    }
+}
+
+fn corrupt(what: &str, value: &str) -> StoreError {
+    StoreError::Permanent(format!("unknown {what} {value:?} in the database"))
+}
+
+impl PostgresStore {
+    pub async fn connect(url: &str, pool_size: usize) -> Result<Self, StoreError> {
+        let config: tokio_postgres::Config = url.parse().map_err(|_| StoreError::Permanent("invalid postgres URL".into()))?;
+        let manager = Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+        let pool = Pool::builder(manager).max_size(pool_size.max(1)).build().map_err(|e| StoreError::Permanent(e.to_string()))?;
+        let store = Self { pool };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    async fn migrate(&self) -> Result<(), StoreError> {
+        let mut client = self.pool.get().await.map_err(pool_error)?;
+        let tx = client.transaction().await.map_err(classify)?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK]).await.map_err(classify)?;
+        tx.batch_execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)").await.map_err(classify)?;
+        let current: i32 = tx.query_one("SELECT COALESCE(MAX(version), 0) FROM schema_version", &[]).await.map_err(classify)?.get(0);
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+            tx.batch_execute(sql).await.map_err(classify)?;
+            tx.execute("INSERT INTO schema_version (version) VALUES ($1)", &[&(i as i32 + 1)]).await.map_err(classify)?;
+        }
+        tx.commit().await.map_err(classify)
+    }
+}
+
+/// Locks every key once, in one global order, for the rest of the transaction.
+async fn lock_keys(tx: &Transaction<'_>, mut keys: Vec<String>) -> Result<(), StoreError> {
+    keys.sort();
+    keys.dedup();
+    for k in keys {
+        tx.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", &[&k]).await.map_err(classify)?;
+    }
+    Ok(())
+}
+
+async fn load_payment(tx: &Transaction<'_>, id: &str) -> Result<Option<Payment>, StoreError> {
+    let row = tx.query_opt("SELECT order_id, status, amount, currency FROM payments WHERE id = $1", &[&id]).await.map_err(classify)?;
+    row.map(|r| {
+        let status: String = r.get(1);
+        Ok(Payment { order_id: r.get(0), status: PaymentStatus::parse(&status).ok_or_else(|| corrupt("payment status", &status))?, amount: r.get(2), currency: r.get(3) })
+    })
+    .transpose()
+}
+
+async fn load_order_terms(tx: &Transaction<'_>, id: &str) -> Result<Option<OrderTerms>, StoreError> {
+    let row = tx.query_opt("SELECT total_amount, currency, status FROM orders WHERE id = $1", &[&id]).await.map_err(classify)?;
+    row.map(|r| {
+        let status: String = r.get(2);
+        Ok(OrderTerms { total_amount: r.get(0), currency: r.get(1), status: OrderStatus::parse(&status).ok_or_else(|| corrupt("order status", &status))? })
+    })
+    .transpose()
+}
+
+async fn insert_dead_letter(tx: &Transaction<'_>, d: &DeadLetter, now: i64) -> Result<(), StoreError> {
+    tx.execute(
+        "INSERT INTO dead_letters (event_id, payment_id, order_id, payload, error, attempts, failed_at_us) VALUES ($1, $2, $3, $4, $5, $6, $7)
+         ON CONFLICT (event_id) DO UPDATE SET error = excluded.error, failed_at_us = excluded.failed_at_us,
+             attempts = dead_letters.attempts + excluded.attempts, replayed_at_us = NULL",
+        &[&d.event_id, &d.payment_id, &d.order_id, &d.payload, &d.error, &(d.attempts as i32), &now],
+    )
+    .await
+    .map_err(classify)?;
+    Ok(())
+}
+
+async fn apply_one(tx: &Transaction<'_>, e: &PaymentEvent, now: i64) -> Result<Applied, StoreError> {
+    if tx.query_opt("SELECT 1 FROM payment_events WHERE event_id = $1", &[&e.event_id]).await.map_err(classify)?.is_some() {
+        return Ok(Applied::Duplicate);
+    }
+    let payment = load_payment(tx, &e.payment_id).await?;
+    let order = load_order_terms(tx, &e.order_id).await?;
+    let effect = match state::decide(e, payment.as_ref(), order.as_ref()) {
+        Ok(effect) => effect,
+        Err(conflict) => {
+            let letter = DeadLetter::for_event(e, conflict.to_string(), 1);
+            insert_dead_letter(tx, &letter, now).await?;
+            return Ok(Applied::DeadLettered(letter.error));
+        }
+    };
+    let p = &effect.payment;
+    tx.execute(
+        "INSERT INTO payments (id, order_id, status, amount, currency, applied_events, created_at_us, updated_at_us)
+         VALUES ($1, $2, $3, $4, $5, 1, $6, $6)
+         ON CONFLICT (id) DO UPDATE SET status = excluded.status, amount = excluded.amount, currency = excluded.currency,
+             applied_events = payments.applied_events + 1, updated_at_us = excluded.updated_at_us",
+        &[&e.payment_id, &p.order_id, &p.status.as_str(), &p.amount, &p.currency, &now],
+    )
+    .await
+    .map_err(classify)?;
+    tx.execute(
+        "INSERT INTO payment_events (event_id, payment_id, event_type, amount, currency, outcome, received_at_us, applied_at_us)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        &[&e.event_id, &e.payment_id, &e.event_type.as_str(), &e.amount, &e.currency, &effect.outcome.as_str(), &e.received_at_us, &now],
+    )
+    .await
+    .map_err(classify)?;
+    if let Some(status) = effect.order_status {
+        tx.execute("UPDATE orders SET status = $1, updated_at_us = $2 WHERE id = $3", &[&status.as_str(), &now, &e.order_id]).await.map_err(classify)?;
+    }
+    Ok(match effect.outcome {
+        state::Outcome::Applied => Applied::Applied,
+        state::Outcome::Stale => Applied::Stale,
+    })
+}
+
+async fn save_positions(tx: &Transaction<'_>, consumer: &str, positions: &[Position]) -> Result<(), StoreError> {
+    for p in positions {
+        tx.execute(
+            "INSERT INTO consumer_positions (consumer, partition, position) VALUES ($1, $2, $3)
+             ON CONFLICT (consumer, partition) DO UPDATE SET position = excluded.position",
+            &[&consumer, &p.partition, &p.offset],
+        )
+        .await
+        .map_err(classify)?;
+    }
+    Ok(())
+}
+
+async fn payments_of_order(c: &impl deadpool_postgres::GenericClient, order_id: &str) -> Result<Vec<(String, Payment)>, StoreError> {
+    let rows = c.query("SELECT id, status, amount, currency FROM payments WHERE order_id = $1 ORDER BY id", &[&order_id]).await.map_err(classify)?;
+    rows.iter()
+        .map(|r| {
+            let status: String = r.get(1);
+            let status = PaymentStatus::parse(&status).ok_or_else(|| corrupt("payment status", &status))?;
+            Ok((r.get(0), Payment { order_id: order_id.to_owned(), status, amount: r.get(2), currency: r.get(3) }))
+        })
+        .collect()
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    async fn apply_batch(&self, consumer: &ConsumerName, events: &[PaymentEvent], positions: &[Position]) -> Result<Vec<Applied>, StoreError> {
+        let mut client = self.pool.get().await.map_err(pool_error)?;
+        let tx = client.transaction().await.map_err(classify)?;
+        let keys = events.iter().flat_map(|e| [format!("p:{}", e.payment_id), format!("o:{}", e.order_id)]).collect();
+        lock_keys(&tx, keys).await?;
+        let now = super::now_us();
+        let mut outcomes = Vec::with_capacity(events.len());
+        for e in events {
+            outcomes.push(apply_one(&tx, e, now).await?);
+        }
+        save_positions(&tx, consumer, positions).await?;
+        tx.commit().await.map_err(classify)?;
+        Ok(outcomes)
+    }
+
+    async fn dead_letter(&self, consumer: &ConsumerName, letters: &[DeadLetter], positions: &[Position]) -> Result<(), StoreError> {
+        let mut client = self.pool.get().await.map_err(pool_error)?;
+        let tx = client.transaction().await.map_err(classify)?;
+        let now = super::now_us();
+        for d in letters {
+            insert_dead_letter(&tx, d, now).await?;
+        }
+        save_positions(&tx, consumer, positions).await?;
+        tx.commit().await.map_err(classify)
+    }
+
+    async fn positions(&self, consumer: &ConsumerName) -> Result<Vec<Position>, StoreError> {
+        let client = self.pool.get().await.map_err(pool_error)?;
+        let rows = client.query("SELECT partition, position FROM consumer_positions WHERE consumer = $1", &[&consumer]).await.map_err(classify)?;
+        Ok(rows.iter().map(|r| Position { partition: r.get(0), offset: r.get(1) }).collect())
+    }
+
+    async fn create_order(&self, o: &NewOrder) -> Result<CreateOutcome, StoreError> {
+        let items = serde_json::to_string(&o.items).map_err(|e| StoreError::Permanent(e.to_string()))?;
+        let mut client = self.pool.get().await.map_err(pool_error)?;
+        let tx = client.transaction().await.map_err(classify)?;
+        // The same lock a worker takes for this order: its payments cannot change meanwhile.
+        lock_keys(&tx, vec![format!("o:{}", o.id)]).await?;
+        if let Some(r) = tx.query_opt("SELECT user_id, items, total_amount, currency FROM orders WHERE id = $1", &[&o.id]).await.map_err(classify)? {
+            let same = (r.get::<_, String>(0), r.get::<_, String>(1), r.get::<_, i64>(2), r.get::<_, String>(3)) == (o.user_id.clone(), items, o.total_amount, o.currency.clone());
+            return Ok(if same { CreateOutcome::AlreadyExists } else { CreateOutcome::Conflict });
+        }
+        let terms = OrderTerms { total_amount: o.total_amount, currency: o.currency.clone(), status: OrderStatus::Pending };
+        let payments = payments_of_order(&tx, &o.id).await?;
+        let status = status_from_payments(&terms, payments.iter().map(|(_, p)| p));
+        let now = super::now_us();
+        tx.execute(
+            "INSERT INTO orders (id, user_id, items, total_amount, currency, status, created_at_us, updated_at_us) VALUES ($1, $2, $3, $4, $5, $6, $7, $7)",
+            &[&o.id, &o.user_id, &items, &o.total_amount, &o.currency, &status.as_str(), &now],
+        )
+        .await
+        .map_err(classify)?;
+        tx.commit().await.map_err(classify)?;
+        Ok(CreateOutcome::Created)
+    }
+
+    async fn order(&self, id: &str) -> Result<Option<OrderView>, StoreError> {
+        let client = self.pool.get().await.map_err(pool_error)?;
+        let Some(r) = client.query_opt("SELECT user_id, items, total_amount, currency, status FROM orders WHERE id = $1", &[&id]).await.map_err(classify)? else {
+            return Ok(None);
+        };
+        let items: String = r.get(1);
+        let items: Vec<String> = serde_json::from_str(&items).map_err(|_| corrupt("items", &items))?;
+        let payments = payments_of_order(&client, id)
+            .await?
+            .into_iter()
+            .map(|(payment_id, p)| PaymentSummary { payment_id, status: p.status.as_str().into(), amount: p.amount, currency: p.currency })
+            .collect();
+        Ok(Some(OrderView { id: id.into(), user_id: r.get(0), items, total_amount: r.get(2), currency: r.get(3), status: r.get(4), payments }))
+    }
+
+    async fn payment(&self, id: &str) -> Result<Option<PaymentView>, StoreError> {
+        let client = self.pool.get().await.map_err(pool_error)?;
+        let Some(r) = client.query_opt("SELECT order_id, status, amount, currency, applied_events FROM payments WHERE id = $1", &[&id]).await.map_err(classify)? else {
+            return Ok(None);
+        };
+        let events = client
+            .query(
+                "SELECT event_id, event_type, outcome, received_at_us, applied_at_us FROM payment_events WHERE payment_id = $1 ORDER BY applied_at_us, event_id",
+                &[&id],
+            )
+            .await
+            .map_err(classify)?
+            .iter()
+            .map(|e| EventRecord { event_id: e.get(0), event_type: e.get(1), outcome: e.get(2), received_at_us: e.get(3), applied_at_us: e.get(4) })
+            .collect();
+        Ok(Some(PaymentView { id: id.into(), order_id: r.get(0), status: r.get(1), amount: r.get(2), currency: r.get(3), applied_events: r.get(4), events }))
+    }
+
+    async fn dead_letters(&self, f: &DeadLetterFilter) -> Result<(u64, Vec<DeadLetterView>), StoreError> {
+        const MATCH: &str = "($1::BIGINT IS NULL OR id = $1) AND ($2::BIGINT IS NULL OR failed_at_us >= $2) AND ($3 OR replayed_at_us IS NULL)";
+        let client = self.pool.get().await.map_err(pool_error)?;
+        let count: i64 = client
+            .query_one(&format!("SELECT COUNT(*) FROM dead_letters WHERE {MATCH}"), &[&f.id, &f.since_us, &f.include_replayed])
+            .await
+            .map_err(classify)?
+            .get(0);
+        let limit = i64::from(f.limit());
+        let rows = client
+            .query(
+                &format!("SELECT id, event_id, payment_id, order_id, error, attempts, failed_at_us, payload, replayed_at_us FROM dead_letters WHERE {MATCH} ORDER BY id DESC LIMIT $4"),
+                &[&f.id, &f.since_us, &f.include_replayed, &limit],
+            )
+            .await
+            .map_err(classify)?;
+        let items = rows
+            .iter()
+            .map(|r| DeadLetterView {
+                id: r.get(0),
+                event_id: r.get(1),
+                payment_id: r.get(2),
+                order_id: r.get(3),
+                error: r.get(4),
+                attempts: r.get::<_, i32>(5) as u32,
+                failed_at_us: r.get(6),
+                payload: r.get(7),
+                replayed_at_us: r.get(8),
+            })
+            .collect();
+        Ok((count as u64, items))
+    }
+
+    async fn mark_replayed(&self, ids: &[i64]) -> Result<(), StoreError> {
+        let client = self.pool.get().await.map_err(pool_error)?;
+        client.execute("UPDATE dead_letters SET replayed_at_us = $1 WHERE id = ANY($2)", &[&super::now_us(), &ids]).await.map_err(classify)?;
+        Ok(())
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        let client = self.pool.get().await.map_err(pool_error)?;
+        tokio::time::timeout(std::time::Duration::from_secs(2), client.simple_query("SELECT 1"))
+            .await
+            .map_err(|_| StoreError::Transient("ping timed out".into()))?
+            .map_err(classify)?;
+        Ok(())
+    }
+}

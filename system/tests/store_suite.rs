@@ -1,0 +1,139 @@
+//! One store suite, every backend: the same checks against SQLite (a temp file) and
+//! PostgreSQL (a fresh database per test), through the `Store` interface the worker uses.
+
+mod common;
+
+use std::sync::Arc;
+
+use common::*;
+use webhooks::domain::{CreateOutcome, EventType, NewOrder, PaymentEvent};
+use webhooks::queue::Position;
+use webhooks::store::postgres::PostgresStore;
+use webhooks::store::sqlite::SqliteStore;
+use webhooks::store::{Applied, DeadLetterFilter, Store};
+
+/// Two handles on one database, as two workers would have.
+struct Backend {
+    name: &'static str,
+    a: Arc<dyn Store>,
+    b: Arc<dyn Store>,
+    _dir: Option<tempfile::TempDir>,
+    db: Option<FreshDatabase>,
+}
+
+async fn backends() -> Vec<Backend> {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("store.db");
+    let mut out = vec![Backend {
+        name: "sqlite",
+        a: Arc::new(SqliteStore::open(&path).expect("sqlite")),
+        b: Arc::new(SqliteStore::open(&path).expect("sqlite")),
+        _dir: Some(dir),
+        db: None,
+    }];
+    if let Some(admin) = postgres_url() {
+        let db = FreshDatabase::create(&admin).await;
+        out.push(Backend {
+            name: "postgres",
+            a: Arc::new(PostgresStore::connect(&db.url, 4).await.expect("postgres")),
+            b: Arc::new(PostgresStore::connect(&db.url, 4).await.expect("postgres")),
+            _dir: None,
+            db: Some(db),
+        });
+    }
+    out
+}
+
+async fn finish(backends: Vec<Backend>) {
+    for b in backends {
+        if let Some(db) = b.db {
+            drop((b.a, b.b));
+            db.drop_now().await;
+        }
+    }
+}
+
+fn ev(id: &str, t: EventType, payment: &str, order: &str, amount: i64) -> PaymentEvent {
+    PaymentEvent { event_id: id.into(), event_type: t, payment_id: payment.into(), order_id: order.into(), amount, currency: "USD".into(), created_at: None, received_at_us: 1 }
+}
+
+fn order(id: &str, total: i64) -> NewOrder {
+    NewOrder { id: id.into(), user_id: "u".into(), items: vec!["i".into()], total_amount: total, currency: "USD".into() }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duplicates_out_of_order_and_positions() {
+    let all = backends().await;
+    for b in &all {
+        let s = &b.a;
+        assert_eq!(s.create_order(&order("o1", 100)).await.unwrap(), CreateOutcome::Created, "{}", b.name);
+        let batch = [
+            ev("e3", EventType::Refunded, "p1", "o1", 100),
+            ev("e1", EventType::Pending, "p1", "o1", 100),
+            ev("e1", EventType::Pending, "p1", "o1", 100),
+            ev("e2", EventType::Success, "p1", "o1", 100),
+        ];
+        let out = s.apply_batch("c", &batch, &[Position { partition: 0, offset: 4 }]).await.unwrap();
+        assert_eq!(out, [Applied::Applied, Applied::Stale, Applied::Duplicate, Applied::Stale], "{}", b.name);
+        assert_eq!(s.apply_batch("c", &batch[..1], &[]).await.unwrap(), [Applied::Duplicate], "{}", b.name);
+        let p = s.payment("p1").await.unwrap().unwrap();
+        assert_eq!((p.status.as_str(), p.applied_events, p.events.len()), ("refunded", 3, 3), "{}", b.name);
+        assert_eq!(s.order("o1").await.unwrap().unwrap().status, "refunded", "{}", b.name);
+        assert_eq!(s.positions("c").await.unwrap(), [Position { partition: 0, offset: 4 }], "{}", b.name);
+    }
+    finish(all).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orders_mismatches_late_orders_and_conflicts() {
+    let all = backends().await;
+    for b in &all {
+        let s = &b.a;
+        s.create_order(&order("o2", 100)).await.unwrap();
+        assert_eq!(s.create_order(&order("o2", 100)).await.unwrap(), CreateOutcome::AlreadyExists);
+        assert_eq!(s.create_order(&order("o2", 101)).await.unwrap(), CreateOutcome::Conflict);
+        s.apply_batch("c", &[ev("m1", EventType::Success, "p2", "o2", 99)], &[]).await.unwrap();
+        assert_eq!(s.order("o2").await.unwrap().unwrap().status, "payment_mismatch", "{}", b.name);
+        s.apply_batch("c", &[ev("l1", EventType::Success, "p3", "o3", 50)], &[]).await.unwrap();
+        assert!(s.order("o3").await.unwrap().is_none());
+        s.create_order(&order("o3", 50)).await.unwrap();
+        assert_eq!(s.order("o3").await.unwrap().unwrap().status, "paid", "{}: a late order picks up its payment", b.name);
+        let out = s.apply_batch("c", &[ev("x1", EventType::Success, "p3", "other", 50)], &[]).await.unwrap();
+        assert!(matches!(out[0], Applied::DeadLettered(_)), "{}", b.name);
+        let (n, items) = s.dead_letters(&DeadLetterFilter::default()).await.unwrap();
+        assert_eq!((n, items[0].event_id.as_str()), (1, "x1"), "{}", b.name);
+        s.mark_replayed(&[items[0].id]).await.unwrap();
+        assert_eq!(s.dead_letters(&DeadLetterFilter::default()).await.unwrap().0, 0, "{}", b.name);
+        assert!(s.ping().await.is_ok());
+    }
+    finish(all).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_stores_racing_on_the_same_events_apply_each_once() {
+    let all = backends().await;
+    for b in &all {
+        for round in 0..20 {
+            let e = [ev(&format!("r{round}"), EventType::Success, &format!("pr{round}"), "or", 10)];
+            let (x, y) = tokio::join!(b.a.apply_batch("w1", &e, &[]), b.b.apply_batch("w2", &e, &[]));
+            let outcomes = [x.unwrap().remove(0), y.unwrap().remove(0)];
+            assert!(outcomes.contains(&Applied::Applied) && outcomes.contains(&Applied::Duplicate), "{}: {outcomes:?}", b.name);
+            let p = b.a.payment(&format!("pr{round}")).await.unwrap().unwrap();
+            assert_eq!((p.applied_events, p.events.len()), (1, 1), "{}", b.name);
+        }
+        // Overlapping batches over shared payments, in opposite orders: exactly once, right states.
+        let events: Vec<PaymentEvent> = (0..200)
+            .flat_map(|i| [ev(&format!("b{i}-1"), EventType::Pending, &format!("pb{}", i % 50), "ob", 10), ev(&format!("b{i}-2"), EventType::Success, &format!("pb{}", i % 50), "ob", 10)])
+            .collect();
+        let mut reversed = events.clone();
+        reversed.reverse();
+        let (x, y) = tokio::join!(b.a.apply_batch("w1", &events, &[]), b.b.apply_batch("w2", &reversed, &[]));
+        let applied = |o: Vec<Applied>| o.into_iter().filter(|a| !matches!(a, Applied::Duplicate)).count();
+        assert_eq!(applied(x.unwrap()) + applied(y.unwrap()), events.len(), "{}: every event processed by exactly one store", b.name);
+        for i in 0..50 {
+            let p = b.a.payment(&format!("pb{i}")).await.unwrap().unwrap();
+            assert_eq!((p.status.as_str(), p.applied_events, p.events.len()), ("success", 8, 8), "{}", b.name);
+        }
+    }
+    finish(all).await;
+}
