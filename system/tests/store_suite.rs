@@ -137,3 +137,68 @@ async fn two_stores_racing_on_the_same_events_apply_each_once() {
     }
     finish(all).await;
 }
+
+/// Whole batches against one event per batch, on a separate SQLite store: the same outcome
+/// for every event and the same final rows, for random streams with repeats, out-of-order
+/// types, unknown orders and payments that claim the wrong order.
+#[test]
+fn batches_decide_as_event_by_event_does() {
+    use proptest::prelude::*;
+    use proptest::test_runner::{Config, TestRunner};
+
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    let all = rt.block_on(backends());
+    let types = [EventType::Pending, EventType::Failed, EventType::Success, EventType::Refunded];
+    let stream = proptest::collection::vec((0..4usize, 0..6usize, 0..4usize, prop_oneof![Just(100i64), Just(90)], 0..30usize), 1..60);
+    let mut runner = TestRunner::new(Config { cases: 48, failure_persistence: None, ..Config::default() });
+    // Every case gets ids of its own, so that the stores need no reset between cases.
+    let case = std::sync::atomic::AtomicUsize::new(0);
+    runner
+        .run(&(stream, 1..40usize), |(raw, batch_size)| {
+            let case = case.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let id = |kind: &str, n: usize| format!("c{case}{kind}{n}");
+            // Events repeat an earlier one when their last number points back into the stream.
+            let mut events: Vec<PaymentEvent> = Vec::new();
+            for (i, &(t, p, o, amount, back)) in raw.iter().enumerate() {
+                let e = match events.get(i.wrapping_sub(1 + back)) {
+                    Some(earlier) if back < 5 => earlier.clone(),
+                    _ => ev(&id("e", i), types[t], &id("p", p), &id("o", (p + o / 3) % 4), amount),
+                };
+                events.push(e);
+            }
+            rt.block_on(async {
+                let dir = tempfile::tempdir().expect("temp dir");
+                let reference = SqliteStore::open(&dir.path().join("ref.db")).expect("sqlite");
+                // Orders 0..3 exist, order 3 never does.
+                let stores = all.iter().map(|b| &*b.a).chain([&reference as &dyn Store]);
+                for s in stores {
+                    for o in 0..3 {
+                        s.create_order(&order(&id("o", o), 100)).await.expect("order");
+                    }
+                }
+                let mut expected = Vec::new();
+                for e in &events {
+                    expected.extend(reference.apply_batch("ref", std::slice::from_ref(e), &[]).await.expect("apply"));
+                }
+                for b in &all {
+                    let mut got = Vec::new();
+                    for chunk in events.chunks(batch_size) {
+                        got.extend(b.a.apply_batch("c", chunk, &[]).await.expect("apply"));
+                    }
+                    prop_assert_eq!(&got, &expected, "{}: outcomes", b.name);
+                    for n in 0..6 {
+                        let (x, y) = (b.a.payment(&id("p", n)).await.expect("read"), reference.payment(&id("p", n)).await.expect("read"));
+                        let key = |v: Option<webhooks::store::PaymentView>| v.map(|p| (p.status, p.amount, p.applied_events, p.events.len()));
+                        prop_assert_eq!(key(x), key(y), "{}: payment {}", b.name, n);
+                    }
+                    for n in 0..4 {
+                        let (x, y) = (b.a.order(&id("o", n)).await.expect("read"), reference.order(&id("o", n)).await.expect("read"));
+                        prop_assert_eq!(x.map(|o| o.status), y.map(|o| o.status), "{}: order {}", b.name, n);
+                    }
+                }
+                Ok(())
+            })
+        })
+        .expect("batches and single events agree");
+    rt.block_on(finish(all));
+}

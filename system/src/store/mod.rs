@@ -2,6 +2,7 @@
 //! the worker's queue positions. One interface, two backends (SQLite, PostgreSQL); both
 //! persist what [`crate::domain::state::decide`] decides, so they behave alike by construction.
 
+pub mod batch;
 pub mod postgres;
 pub mod sqlite;
 

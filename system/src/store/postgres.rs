@@ -1,16 +1,20 @@
 //! The PostgreSQL store: the same tables and semantics as SQLite, for many workers on many
-//! machines. Each batch is one transaction. Two workers racing on the same payment or order
-//! serialize on transaction-scoped advisory locks taken in one global sorted order (so they
-//! cannot deadlock), and the `payment_events` primary key makes a second application of an
-//! event impossible even if they did not.
+//! machines. Each batch is one transaction of a fixed number of round trips whatever its
+//! size: lock its keys, read the rows it touches, decide in memory ([`super::batch`]), write
+//! one multi-row statement per table. Two workers racing on the same payment or order
+//! serialize on transaction-scoped advisory locks taken in one global order (so they cannot
+//! deadlock), and the `payment_events` primary key makes a second application of an event
+//! impossible even if they did not.
 
 use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio_postgres::error::SqlState;
+use tokio_postgres::types::ToSql;
 use tokio_postgres::{NoTls, Transaction};
 
+use super::batch::{PaymentRow, Plan, Snapshot};
 use super::{Applied, ConsumerName, DeadLetter, DeadLetterFilter, DeadLetterView, EventRecord, OrderView, PaymentSummary, PaymentView, Store, StoreError};
-use crate::domain::state::{self, status_from_payments};
+use crate::domain::state::{status_from_payments, Outcome};
 use crate::domain::{CreateOutcome, NewOrder, OrderStatus, OrderTerms, Payment, PaymentEvent, PaymentStatus};
 use crate::queue::Position;
 
@@ -101,32 +105,49 @@ impl PostgresStore {
     }
 }
 
-/// Locks every key once, in one global order, for the rest of the transaction.
-async fn lock_keys(tx: &Transaction<'_>, mut keys: Vec<String>) -> Result<(), StoreError> {
-    keys.sort();
-    keys.dedup();
-    for k in keys {
-        tx.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", &[&k]).await.map_err(classify)?;
-    }
+/// Locks every key once, in one global order, for the rest of the transaction, in one round
+/// trip. Since PostgreSQL 9.6 a volatile function in the select list runs after the sort, so
+/// the locks are taken in hash order by every worker, and two workers cannot deadlock.
+async fn lock_keys(tx: &Transaction<'_>, keys: Vec<String>) -> Result<(), StoreError> {
+    tx.execute(
+        "SELECT pg_advisory_xact_lock(h) FROM (SELECT DISTINCT hashtextextended(k, 0) AS h FROM unnest($1::text[]) AS k) AS keys ORDER BY h",
+        &[&keys],
+    )
+    .await
+    .map_err(classify)?;
     Ok(())
 }
 
-async fn load_payment(tx: &Transaction<'_>, id: &str) -> Result<Option<Payment>, StoreError> {
-    let row = tx.query_opt("SELECT order_id, status, amount, currency FROM payments WHERE id = $1", &[&id]).await.map_err(classify)?;
-    row.map(|r| {
-        let status: String = r.get(1);
-        Ok(Payment { order_id: r.get(0), status: PaymentStatus::parse(&status).ok_or_else(|| corrupt("payment status", &status))?, amount: r.get(2), currency: r.get(3) })
-    })
-    .transpose()
-}
-
-async fn load_order_terms(tx: &Transaction<'_>, id: &str) -> Result<Option<OrderTerms>, StoreError> {
-    let row = tx.query_opt("SELECT total_amount, currency, status FROM orders WHERE id = $1", &[&id]).await.map_err(classify)?;
-    row.map(|r| {
-        let status: String = r.get(2);
-        Ok(OrderTerms { total_amount: r.get(0), currency: r.get(1), status: OrderStatus::parse(&status).ok_or_else(|| corrupt("order status", &status))? })
-    })
-    .transpose()
+/// The rows the batch touches, in three pipelined queries.
+async fn read_snapshot(tx: &Transaction<'_>, events: &[PaymentEvent]) -> Result<Snapshot, StoreError> {
+    let event_ids: Vec<&str> = events.iter().map(|e| e.event_id.as_str()).collect();
+    let payment_ids: Vec<&str> = events.iter().map(|e| e.payment_id.as_str()).collect();
+    let order_ids: Vec<&str> = events.iter().map(|e| e.order_id.as_str()).collect();
+    // Bound first: the pipelined futures borrow their parameters.
+    let (e, p, o): ([&(dyn ToSql + Sync); 1], [&(dyn ToSql + Sync); 1], [&(dyn ToSql + Sync); 1]) = ([&event_ids], [&payment_ids], [&order_ids]);
+    let (seen, payments, orders) = tokio::try_join!(
+        tx.query("SELECT event_id FROM payment_events WHERE event_id = ANY($1)", &e),
+        tx.query("SELECT id, order_id, status, amount, currency FROM payments WHERE id = ANY($1)", &p),
+        tx.query("SELECT id, total_amount, currency, status FROM orders WHERE id = ANY($1)", &o),
+    )
+    .map_err(classify)?;
+    let payments = payments
+        .iter()
+        .map(|r| {
+            let status: String = r.get(2);
+            let status = PaymentStatus::parse(&status).ok_or_else(|| corrupt("payment status", &status))?;
+            Ok((r.get(0), Payment { order_id: r.get(1), status, amount: r.get(3), currency: r.get(4) }))
+        })
+        .collect::<Result<_, StoreError>>()?;
+    let orders = orders
+        .iter()
+        .map(|r| {
+            let status: String = r.get(3);
+            let status = OrderStatus::parse(&status).ok_or_else(|| corrupt("order status", &status))?;
+            Ok((r.get(0), OrderTerms { total_amount: r.get(1), currency: r.get(2), status }))
+        })
+        .collect::<Result<_, StoreError>>()?;
+    Ok(Snapshot { seen: seen.iter().map(|r| r.get(0)).collect(), payments, orders })
 }
 
 async fn insert_dead_letter(tx: &Transaction<'_>, d: &DeadLetter, now: i64) -> Result<(), StoreError> {
@@ -141,44 +162,75 @@ async fn insert_dead_letter(tx: &Transaction<'_>, d: &DeadLetter, now: i64) -> R
     Ok(())
 }
 
-async fn apply_one(tx: &Transaction<'_>, e: &PaymentEvent, now: i64) -> Result<Applied, StoreError> {
-    if tx.query_opt("SELECT 1 FROM payment_events WHERE event_id = $1", &[&e.event_id]).await.map_err(classify)?.is_some() {
-        return Ok(Applied::Duplicate);
-    }
-    let payment = load_payment(tx, &e.payment_id).await?;
-    let order = load_order_terms(tx, &e.order_id).await?;
-    let effect = match state::decide(e, payment.as_ref(), order.as_ref()) {
-        Ok(effect) => effect,
-        Err(conflict) => {
-            let letter = DeadLetter::for_event(e, conflict.to_string(), 1);
-            insert_dead_letter(tx, &letter, now).await?;
-            return Ok(Applied::DeadLettered(letter.error));
+/// The batch's net effect in one multi-row statement per table, pipelined.
+async fn write_plan(tx: &Transaction<'_>, plan: &Plan<'_>, now: i64) -> Result<(), StoreError> {
+    let dead_letters = async {
+        for d in &plan.dead_letters {
+            insert_dead_letter(tx, d, now).await?;
         }
+        Ok(())
     };
-    let p = &effect.payment;
+    tokio::try_join!(upsert_payments(tx, &plan.payments, now), insert_events(tx, &plan.events, now), update_orders(tx, &plan.orders, now), dead_letters)?;
+    Ok(())
+}
+
+async fn upsert_payments(tx: &Transaction<'_>, rows: &[PaymentRow], now: i64) -> Result<(), StoreError> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<&str> = rows.iter().map(|r| r.id.as_str()).collect();
+    let orders: Vec<&str> = rows.iter().map(|r| r.payment.order_id.as_str()).collect();
+    let statuses: Vec<&str> = rows.iter().map(|r| r.payment.status.as_str()).collect();
+    let amounts: Vec<i64> = rows.iter().map(|r| r.payment.amount).collect();
+    let currencies: Vec<&str> = rows.iter().map(|r| r.payment.currency.as_str()).collect();
+    let recorded: Vec<i64> = rows.iter().map(|r| r.recorded).collect();
     tx.execute(
         "INSERT INTO payments (id, order_id, status, amount, currency, applied_events, created_at_us, updated_at_us)
-         VALUES ($1, $2, $3, $4, $5, 1, $6, $6)
+         SELECT id, order_id, status, amount, currency, n, $7, $7
+         FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::bigint[]) AS u(id, order_id, status, amount, currency, n)
          ON CONFLICT (id) DO UPDATE SET status = excluded.status, amount = excluded.amount, currency = excluded.currency,
-             applied_events = payments.applied_events + 1, updated_at_us = excluded.updated_at_us",
-        &[&e.payment_id, &p.order_id, &p.status.as_str(), &p.amount, &p.currency, &now],
+             applied_events = payments.applied_events + excluded.applied_events, updated_at_us = excluded.updated_at_us",
+        &[&ids, &orders, &statuses, &amounts, &currencies, &recorded, &now],
     )
     .await
     .map_err(classify)?;
+    Ok(())
+}
+
+async fn insert_events(tx: &Transaction<'_>, rows: &[(&PaymentEvent, Outcome)], now: i64) -> Result<(), StoreError> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<&str> = rows.iter().map(|(e, _)| e.event_id.as_str()).collect();
+    let payments: Vec<&str> = rows.iter().map(|(e, _)| e.payment_id.as_str()).collect();
+    let types: Vec<&str> = rows.iter().map(|(e, _)| e.event_type.as_str()).collect();
+    let amounts: Vec<i64> = rows.iter().map(|(e, _)| e.amount).collect();
+    let currencies: Vec<&str> = rows.iter().map(|(e, _)| e.currency.as_str()).collect();
+    let outcomes: Vec<&str> = rows.iter().map(|(_, o)| o.as_str()).collect();
+    let received: Vec<i64> = rows.iter().map(|(e, _)| e.received_at_us).collect();
     tx.execute(
         "INSERT INTO payment_events (event_id, payment_id, event_type, amount, currency, outcome, received_at_us, applied_at_us)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-        &[&e.event_id, &e.payment_id, &e.event_type.as_str(), &e.amount, &e.currency, &effect.outcome.as_str(), &e.received_at_us, &now],
+         SELECT *, $8 FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::text[], $7::bigint[])",
+        &[&ids, &payments, &types, &amounts, &currencies, &outcomes, &received, &now],
     )
     .await
     .map_err(classify)?;
-    if let Some(status) = effect.order_status {
-        tx.execute("UPDATE orders SET status = $1, updated_at_us = $2 WHERE id = $3", &[&status.as_str(), &now, &e.order_id]).await.map_err(classify)?;
+    Ok(())
+}
+
+async fn update_orders(tx: &Transaction<'_>, rows: &[(String, OrderStatus)], now: i64) -> Result<(), StoreError> {
+    if rows.is_empty() {
+        return Ok(());
     }
-    Ok(match effect.outcome {
-        state::Outcome::Applied => Applied::Applied,
-        state::Outcome::Stale => Applied::Stale,
-    })
+    let ids: Vec<&str> = rows.iter().map(|(id, _)| id.as_str()).collect();
+    let statuses: Vec<&str> = rows.iter().map(|(_, s)| s.as_str()).collect();
+    tx.execute(
+        "UPDATE orders AS o SET status = u.status, updated_at_us = $3 FROM unnest($1::text[], $2::text[]) AS u(id, status) WHERE o.id = u.id",
+        &[&ids, &statuses, &now],
+    )
+    .await
+    .map_err(classify)?;
+    Ok(())
 }
 
 async fn save_positions(tx: &Transaction<'_>, consumer: &str, positions: &[Position]) -> Result<(), StoreError> {
@@ -212,14 +264,11 @@ impl Store for PostgresStore {
         let tx = client.transaction().await.map_err(classify)?;
         let keys = events.iter().flat_map(|e| [format!("p:{}", e.payment_id), format!("o:{}", e.order_id)]).collect();
         lock_keys(&tx, keys).await?;
-        let now = super::now_us();
-        let mut outcomes = Vec::with_capacity(events.len());
-        for e in events {
-            outcomes.push(apply_one(&tx, e, now).await?);
-        }
+        let plan = read_snapshot(&tx, events).await?.plan(events);
+        write_plan(&tx, &plan, super::now_us()).await?;
         save_positions(&tx, consumer, positions).await?;
         tx.commit().await.map_err(classify)?;
-        Ok(outcomes)
+        Ok(plan.outcomes)
     }
 
     async fn dead_letter(&self, consumer: &ConsumerName, letters: &[DeadLetter], positions: &[Position]) -> Result<(), StoreError> {
