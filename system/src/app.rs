@@ -13,6 +13,7 @@ use crate::ingress::{self, AppState, Verifier};
 use crate::metrics::Metrics;
 use crate::queue::embedded::{EmbeddedConsumer, EmbeddedProducer};
 use crate::queue::kafka::{KafkaConsumer, KafkaProducer};
+use crate::queue::spool::SpoolingProducer;
 use crate::queue::{Consumer, Producer, QueueError};
 use crate::store::postgres::PostgresStore;
 use crate::store::sqlite::SqliteStore;
@@ -46,9 +47,24 @@ pub async fn open_store(storage: &StorageArgs) -> Result<Arc<dyn Store>, AppErro
     }
 }
 
-async fn open_producer(storage: &StorageArgs, server: Option<&ServerArgs>, metrics: &Metrics, wake: Arc<Notify>) -> Result<Arc<dyn Producer>, AppError> {
+/// The queue's producer; a server in Kafka mode gets the broker-outage spool in front
+/// (until `shutdown`), other users (`dlq replay`) the broker alone.
+async fn open_producer(
+    storage: &StorageArgs,
+    server: Option<&ServerArgs>,
+    metrics: &Metrics,
+    wake: Arc<Notify>,
+    shutdown: &CancellationToken,
+) -> Result<Arc<dyn Producer>, AppError> {
     if let Some(kafka) = storage.kafka() {
-        return Ok(Arc::new(KafkaProducer::connect(&kafka).await?));
+        let broker = Arc::new(KafkaProducer::connect(&kafka).await?);
+        return match server.and_then(|s| storage.spool(s)) {
+            Some(spool) => {
+                std::fs::create_dir_all(&storage.data_dir)?;
+                Ok(Arc::new(SpoolingProducer::open(broker, &spool, metrics.clone(), shutdown.clone()).await?))
+            }
+            None => Ok(broker),
+        };
     }
     std::fs::create_dir_all(&storage.data_dir)?;
     Ok(Arc::new(EmbeddedProducer::open(&storage.embedded_queue(server), metrics.clone(), wake)?))
@@ -88,7 +104,7 @@ pub async fn standalone(storage: StorageArgs, server: ServerArgs, worker: Worker
     let wake = Arc::new(Notify::new());
     let store = open_store(&storage).await?;
     let state = AppState {
-        producer: open_producer(&storage, Some(&server), &metrics, wake.clone()).await?,
+        producer: open_producer(&storage, Some(&server), &metrics, wake.clone(), &shutdown).await?,
         store: store.clone(),
         verifier: Arc::new(verifier(&server)?),
         metrics: metrics.clone(),
@@ -112,7 +128,7 @@ pub async fn standalone(storage: StorageArgs, server: ServerArgs, worker: Worker
 pub async fn server(storage: StorageArgs, server: ServerArgs, listener: TcpListener, shutdown: CancellationToken) -> Result<(), AppError> {
     let metrics = Metrics::new();
     let state = AppState {
-        producer: open_producer(&storage, Some(&server), &metrics, Arc::new(Notify::new())).await?,
+        producer: open_producer(&storage, Some(&server), &metrics, Arc::new(Notify::new()), &shutdown).await?,
         store: open_store(&storage).await?,
         verifier: Arc::new(verifier(&server)?),
         metrics,
@@ -140,7 +156,7 @@ pub async fn worker(storage: StorageArgs, worker: WorkerArgs, shutdown: Cancella
 /// `webhooks dlq replay`: puts matching dead letters back on the configured queue.
 pub async fn replay_dead_letters(storage: StorageArgs, filter: DeadLetterFilter) -> Result<ReplayReport, AppError> {
     let store = open_store(&storage).await?;
-    let producer = open_producer(&storage, None, &Metrics::new(), Arc::new(Notify::new())).await?;
+    let producer = open_producer(&storage, None, &Metrics::new(), Arc::new(Notify::new()), &CancellationToken::new()).await?;
     dlq::replay(store.as_ref(), producer.as_ref(), &filter).await.map_err(|e| match e {
         DlqError::Store(e) => AppError::Store(e),
         DlqError::Queue(e) => AppError::Queue(e),

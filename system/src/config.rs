@@ -7,6 +7,7 @@ use std::time::Duration;
 use clap::Args;
 
 use crate::queue::embedded::EmbeddedConfig;
+use crate::queue::spool::SpoolConfig;
 use crate::worker::{RetryPolicy, WorkerConfig};
 
 /// Where data lives; shared by every subcommand.
@@ -53,6 +54,12 @@ impl StorageArgs {
             cfg.append_timeout = Duration::from_millis(s.append_timeout_ms);
         }
         cfg
+    }
+
+    /// The broker-outage spool of a Kafka-mode server, when enabled.
+    pub fn spool(&self, server: &ServerArgs) -> Option<SpoolConfig> {
+        let log = EmbeddedConfig { path: self.data_dir.join("spool.db"), ..self.embedded_queue(Some(server)) };
+        (server.spool && self.kafka().is_some()).then_some(SpoolConfig { log, max_events: server.spool_max_events.max(1) })
     }
 
     pub fn kafka(&self) -> Option<crate::queue::kafka::KafkaConfig> {
@@ -145,6 +152,16 @@ pub struct ServerArgs {
     /// Connections whose request headers take longer than this many milliseconds are closed.
     #[arg(long, env = "HEADER_READ_TIMEOUT_MS", default_value_t = 10_000)]
     pub header_read_timeout_ms: u64,
+
+    /// Kafka mode: when the broker cannot take an event, store it in a local durable spool
+    /// under the data directory and answer 200; it is forwarded when the broker is back.
+    /// `--spool false` answers 503 instead and leaves the retry to the provider.
+    #[arg(long, env = "SPOOL", default_value_t = true, action = clap::ArgAction::Set)]
+    pub spool: bool,
+
+    /// Kafka mode: past this many spooled events, webhooks get 503.
+    #[arg(long, env = "SPOOL_MAX_EVENTS", default_value_t = 1_000_000)]
+    pub spool_max_events: u64,
 }
 
 impl ServerArgs {

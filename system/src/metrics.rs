@@ -58,6 +58,7 @@ pub struct MetricSet {
     pub queue_append_latency: Histogram,
     pub queue_append_batch: Histogram,
     pub queue_depth: Gauge,
+    pub spool_depth: Gauge,
     pub worker_events: Family<OutcomeLabels, Counter>,
     pub worker_batches: Counter,
     pub worker_batch_size: Histogram,
@@ -102,6 +103,7 @@ impl MetricSet {
             queue_append_latency: seconds_histogram(),
             queue_append_batch: size_histogram(),
             queue_depth: Gauge::default(),
+            spool_depth: Gauge::default(),
             worker_events: Family::default(),
             worker_batches: Counter::default(),
             worker_batch_size: size_histogram(),
@@ -119,6 +121,7 @@ impl MetricSet {
         r.register("queue_append_latency_seconds", "Queue append until durable", m.queue_append_latency.clone());
         r.register("queue_append_batch_size", "Events per group commit", m.queue_append_batch.clone());
         r.register("queue_depth", "Events queued and not yet processed (consumer lag)", m.queue_depth.clone());
+        r.register("spool_depth", "Events acknowledged while the broker was unreachable, waiting in the local spool", m.spool_depth.clone());
         r.register("worker_events", "Events processed by the worker, by outcome", m.worker_events.clone());
         r.register("worker_batches", "Batches committed by the worker", m.worker_batches.clone());
         r.register("worker_batch_size", "Events per worker batch", m.worker_batch_size.clone());

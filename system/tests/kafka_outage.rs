@@ -1,6 +1,7 @@
-//! The broker stopped while the server is up: 503 within the produce timeout, never a 200
-//! for an event that is not stored; after the broker is back, events flow again and every
-//! event that got a 200 is applied. Its own test binary, because it stops the shared broker.
+//! The broker stopped while the server runs without the spool (`--spool false`): 503 within
+//! the produce timeout, never a 200 for an event that is not stored; after the broker is
+//! back, events flow again and every event that got a 200 is applied. Its own test binary,
+//! because it stops the shared broker.
 
 mod common;
 
@@ -13,7 +14,7 @@ async fn a_broker_outage_gets_503s_and_every_200_is_applied_after_recovery() {
     let Some(brokers) = kafka_brokers() else { return };
     let sys = KafkaSystem::new(&brokers);
     let http = client();
-    let _server = sys.server(0, &["--kafka-produce-timeout-ms", "3000"]);
+    let _server = sys.server(0, &["--kafka-produce-timeout-ms", "3000", "--spool", "false"]);
     wait_healthy(&http, &sys.base).await;
     let _worker = sys.worker(0, free_addr());
     let mut ledger = send_all(&http, &sys.base, workload("before", 50)).await;

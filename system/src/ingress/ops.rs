@@ -22,7 +22,11 @@ async fn ready(State(app): State<AppState>) -> impl IntoResponse {
     let store = app.store.ping().await.map_err(|e| e.to_string());
     let status = if queue.is_ok() && store.is_ok() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     let show = |r: Result<(), String>| r.err().unwrap_or_else(|| "ok".into());
-    (status, Json(json!({ "queue": show(queue), "store": show(store) })))
+    let mut body = json!({ "queue": show(queue), "store": show(store) });
+    if let Some(depth) = app.producer.spool_depth() {
+        body["spool"] = json!({ "depth": depth });
+    }
+    (status, Json(body))
 }
 
 async fn metrics(State(app): State<AppState>) -> impl IntoResponse {

@@ -33,11 +33,14 @@ pub struct EmbeddedConfig {
     pub max_pending: usize,
     /// An append not durable within this time is answered 503.
     pub append_timeout: Duration,
+    /// Consumed rows are deleted once this many have piled up; 1 makes the log hold exactly
+    /// what is not consumed yet, which a log without a stored position (the spool) needs.
+    pub truncate_every: i64,
 }
 
 impl EmbeddedConfig {
     pub fn in_dir(dir: &Path) -> Self {
-        Self { path: dir.join("queue.db"), max_pending: 50_000, append_timeout: Duration::from_secs(5) }
+        Self { path: dir.join("queue.db"), max_pending: 50_000, append_timeout: Duration::from_secs(5), truncate_every: TRUNCATE_EVERY }
     }
 }
 
@@ -168,6 +171,7 @@ pub struct EmbeddedConsumer {
     conn: SharedConn,
     position: i64,
     truncated_to: i64,
+    truncate_every: i64,
     /// Set by an appender in the same process; across processes the consumer polls.
     wake: Arc<Notify>,
 }
@@ -175,7 +179,7 @@ pub struct EmbeddedConsumer {
 impl EmbeddedConsumer {
     pub fn open(cfg: &EmbeddedConfig, wake: Arc<Notify>) -> Result<Self, QueueError> {
         let conn = open(&cfg.path, Role::Consumer)?;
-        Ok(Self { conn: SharedConn::new(conn), position: 0, truncated_to: 0, wake })
+        Ok(Self { conn: SharedConn::new(conn), position: 0, truncated_to: 0, truncate_every: cfg.truncate_every.max(1), wake })
     }
 
     async fn blocking<T: Send + 'static>(
@@ -183,6 +187,14 @@ impl EmbeddedConsumer {
         f: impl FnOnce(&Connection) -> Result<T, rusqlite::Error> + Send + 'static,
     ) -> Result<T, QueueError> {
         self.conn.run(move |c| f(c)).await.map_err(storage)
+    }
+
+    /// Events after the current position, counted.
+    pub async fn backlog(&self) -> Result<u64, QueueError> {
+        let position = self.position;
+        self.blocking(move |c| c.query_row("SELECT COUNT(*) FROM log WHERE seq > ?1", params![position], |r| r.get::<_, i64>(0)))
+            .await
+            .map(|n| n.max(0) as u64)
     }
 
     async fn read_after(&self, position: i64, max: usize) -> Result<Vec<Delivery>, QueueError> {
@@ -225,7 +237,7 @@ impl Consumer for EmbeddedConsumer {
         if let Some(last) = batch.iter().map(|d| d.position.offset).max() {
             self.position = self.position.max(last);
         }
-        if self.position - self.truncated_to >= TRUNCATE_EVERY {
+        if self.position - self.truncated_to >= self.truncate_every {
             let upto = self.position;
             self.blocking(move |c| c.execute("DELETE FROM log WHERE seq <= ?1", params![upto])).await?;
             self.truncated_to = upto;
@@ -248,20 +260,7 @@ impl Consumer for EmbeddedConsumer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::EventType;
-
-    fn event(i: usize) -> PaymentEvent {
-        PaymentEvent {
-            event_id: format!("evt_{i}"),
-            event_type: EventType::Success,
-            payment_id: format!("pay_{i}"),
-            order_id: "order_1".into(),
-            amount: 100,
-            currency: "USD".into(),
-            created_at: None,
-            received_at_us: 1,
-        }
-    }
+    use crate::queue::test_event as event;
 
     #[tokio::test]
     async fn concurrent_appends_share_commits_and_read_back_in_order() {

@@ -2,12 +2,14 @@
 //!
 //! - [`embedded`]: a durable log in a local SQLite file with group commit (the default).
 //! - `kafka`: a partitioned Apache Kafka topic with a consumer group.
+//! - [`spool`]: in front of Kafka on the server, a local durable log for when the broker is down.
 //!
 //! A producer acknowledges an append only once the event is durable; a consumer hands out
 //! batches and is told to commit only after the store has committed their effects.
 
 pub mod embedded;
 pub mod kafka;
+pub mod spool;
 
 use std::time::Duration;
 
@@ -61,6 +63,10 @@ pub trait Producer: Send + Sync {
     async fn append(&self, event: &PaymentEvent) -> Result<(), QueueError>;
     /// Whether appends can currently succeed.
     async fn ready(&self) -> Result<(), QueueError>;
+    /// Events acknowledged but waiting in a local spool for the broker, when there is one.
+    fn spool_depth(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// The worker's side: read batches, commit positions after their effects are durable.
@@ -94,4 +100,19 @@ pub fn last_positions(batch: &[Delivery]) -> Vec<Position> {
         }
     }
     out
+}
+
+/// The same event shape for every queue test: one order, ids numbered by `i`.
+#[cfg(test)]
+pub(crate) fn test_event(i: usize) -> PaymentEvent {
+    PaymentEvent {
+        event_id: format!("evt_{i}"),
+        event_type: crate::domain::EventType::Success,
+        payment_id: format!("pay_{i}"),
+        order_id: "order_1".into(),
+        amount: 100,
+        currency: "USD".into(),
+        created_at: None,
+        received_at_us: 1,
+    }
 }

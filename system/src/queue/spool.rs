@@ -1,0 +1,310 @@
+//! Kafka with a local safety net. When the broker cannot take an event (down, or silent past
+//! the produce timeout), the server appends it to the spool, a durable local log (the
+//! embedded queue: fsync'd, group commit), and still answers 200. A drainer forwards the
+//! spool to the broker, oldest first, as soon as the broker answers again.
+//!
+//! Order per order key: once anything is spooled, every new event goes in behind it until
+//! the drainer has emptied the spool, so an event acknowledged after another reaches the
+//! broker after it. Forwarding may deliver an event twice (a batch that partly failed is
+//! resent whole); the worker's idempotency absorbs that.
+
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::sync::{Notify, RwLock};
+use tokio_util::sync::CancellationToken;
+
+use super::embedded::{EmbeddedConfig, EmbeddedConsumer, EmbeddedProducer};
+use super::{Consumer, Delivery, Producer, QueueError};
+use crate::domain::PaymentEvent;
+use crate::metrics::Metrics;
+use crate::worker::RetryPolicy;
+
+/// Events forwarded per round; the producer pipelines them.
+const DRAIN_BATCH: usize = 500;
+
+#[derive(Debug, Clone)]
+pub struct SpoolConfig {
+    pub log: EmbeddedConfig,
+    /// Past this many spooled events, appends are refused (503).
+    pub max_events: u64,
+}
+
+struct Shared {
+    /// While set, new events go to the spool rather than to the broker.
+    spooling: AtomicBool,
+    /// Spool appends hold it shared; the drainer holds it alone to decide that the spool is
+    /// empty and new events may go to the broker directly again.
+    gate: RwLock<()>,
+    /// Spooled and not yet forwarded; reserved before an append, so it can dip below the
+    /// true count only while an append is in flight.
+    depth: AtomicI64,
+    max_events: u64,
+    metrics: Metrics,
+}
+
+impl Shared {
+    fn add_depth(&self, n: i64) -> i64 {
+        let depth = self.depth.fetch_add(n, Ordering::AcqRel) + n;
+        self.metrics.spool_depth.set(depth.max(0));
+        depth
+    }
+}
+
+/// The server's producer in Kafka mode: the broker when it answers, the spool when not.
+pub struct SpoolingProducer {
+    broker: Arc<dyn Producer>,
+    spool: EmbeddedProducer,
+    shared: Arc<Shared>,
+}
+
+impl SpoolingProducer {
+    /// Opens the spool (resuming whatever an earlier run left in it) and starts its drainer,
+    /// which runs until `shutdown`; what is left then stays on disk for the next start.
+    pub async fn open(broker: Arc<dyn Producer>, cfg: &SpoolConfig, metrics: Metrics, shutdown: CancellationToken) -> Result<Self, QueueError> {
+        let log = EmbeddedConfig { truncate_every: 1, ..cfg.log.clone() };
+        let wake = Arc::new(Notify::new());
+        let spool = EmbeddedProducer::open(&log, metrics.clone(), wake.clone())?;
+        let reader = EmbeddedConsumer::open(&log, wake)?;
+        let left = reader.backlog().await?;
+        if left > 0 {
+            tracing::warn!(events = left, "spool holds events from an earlier run; forwarding them first");
+        }
+        let shared = Arc::new(Shared {
+            spooling: AtomicBool::new(left > 0),
+            gate: RwLock::new(()),
+            depth: AtomicI64::new(0),
+            max_events: cfg.max_events,
+            metrics,
+        });
+        shared.add_depth(left as i64);
+        tokio::spawn(Drainer { reader, broker: broker.clone(), shared: shared.clone(), shutdown }.run());
+        Ok(Self { broker, spool, shared })
+    }
+
+    pub fn depth(&self) -> u64 {
+        self.shared.depth.load(Ordering::Acquire).max(0) as u64
+    }
+
+    async fn spool(&self, event: &PaymentEvent) -> Result<(), QueueError> {
+        let _appending = self.shared.gate.read().await;
+        // Set again under the gate: the drainer may just have resumed direct production, and
+        // whatever is acknowledged after this event must queue behind it.
+        self.shared.spooling.store(true, Ordering::Release);
+        if self.shared.add_depth(1) > self.shared.max_events as i64 {
+            self.shared.add_depth(-1);
+            return Err(QueueError::Unavailable("broker unreachable and the spool is full".into()));
+        }
+        let stored = self.spool.append(event).await;
+        if stored.is_err() {
+            self.shared.add_depth(-1);
+        }
+        stored
+    }
+}
+
+#[async_trait]
+impl Producer for SpoolingProducer {
+    async fn append(&self, event: &PaymentEvent) -> Result<(), QueueError> {
+        if !self.shared.spooling.load(Ordering::Acquire) {
+            match self.broker.append(event).await {
+                Ok(()) => return Ok(()),
+                Err(e) => tracing::warn!(error = %e, event_id = %event.event_id, "broker did not take the event; spooling it"),
+            }
+        }
+        self.spool(event).await
+    }
+
+    /// Ready while events can be stored somewhere: the broker may be down.
+    async fn ready(&self) -> Result<(), QueueError> {
+        self.spool.ready().await?;
+        if self.depth() >= self.shared.max_events {
+            return Err(QueueError::Unavailable("broker unreachable and the spool is full".into()));
+        }
+        Ok(())
+    }
+
+    fn spool_depth(&self) -> Option<u64> {
+        Some(self.depth())
+    }
+}
+
+struct Drainer {
+    reader: EmbeddedConsumer,
+    broker: Arc<dyn Producer>,
+    shared: Arc<Shared>,
+    shutdown: CancellationToken,
+}
+
+impl Drainer {
+    async fn run(mut self) {
+        let backoff = RetryPolicy { base: Duration::from_millis(200), cap: Duration::from_secs(5), max_attempts: u32::MAX };
+        let mut failures = 0;
+        while !self.shutdown.is_cancelled() {
+            let batch = match self.reader.poll(DRAIN_BATCH, Duration::from_millis(200)).await {
+                Ok(batch) => batch,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot read the spool");
+                    failures += 1;
+                    self.pause(backoff.delay(failures)).await;
+                    continue;
+                }
+            };
+            if batch.is_empty() {
+                self.resume_direct().await;
+                continue;
+            }
+            match forward(self.broker.as_ref(), &batch).await {
+                Ok(()) => {
+                    failures = 0;
+                    if let Err(e) = self.reader.commit(&batch).await {
+                        // The rows stay and are forwarded again: duplicates, which the worker skips.
+                        tracing::warn!(error = %e, "cannot truncate the spool");
+                    }
+                    self.shared.add_depth(-(batch.len() as i64));
+                }
+                Err(e) => {
+                    failures += 1;
+                    tracing::warn!(error = %e, spooled = self.shared.depth.load(Ordering::Relaxed), "broker still unreachable; spool kept");
+                    self.pause(backoff.delay(failures)).await;
+                }
+            }
+        }
+    }
+
+    /// Goes back to producing directly once nothing is spooled and no spool append is in flight.
+    async fn resume_direct(&self) {
+        if !self.shared.spooling.load(Ordering::Acquire) {
+            return;
+        }
+        let _alone = self.shared.gate.write().await;
+        match self.reader.backlog().await {
+            Ok(0) => {
+                self.shared.spooling.store(false, Ordering::Release);
+                tracing::info!("spool drained; producing to the broker directly again");
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "cannot read the spool"),
+        }
+    }
+
+    async fn pause(&self, d: Duration) {
+        tokio::select! {
+            _ = tokio::time::sleep(d) => {}
+            _ = self.shutdown.cancelled() => {}
+        }
+    }
+}
+
+/// Sends a batch in spool order: `join_all` polls the sends in order, so the producer
+/// queues them in that order, and per partition the broker keeps it.
+async fn forward(broker: &dyn Producer, batch: &[Delivery]) -> Result<(), QueueError> {
+    let events = batch.iter().filter_map(|d| match &d.event {
+        Ok(e) => Some(e),
+        Err(why) => {
+            tracing::error!(offset = d.position.offset, error = %why, "unreadable spool entry skipped");
+            None
+        }
+    });
+    futures_util::future::join_all(events.map(|e| broker.append(e))).await.into_iter().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+    use std::time::Instant;
+
+    use super::*;
+    use crate::queue::test_event as event;
+
+    /// A broker that can be switched off, and remembers what it took, in order.
+    #[derive(Default)]
+    struct Broker {
+        down: AtomicBool,
+        took: Mutex<Vec<String>>,
+    }
+
+    #[async_trait]
+    impl Producer for Broker {
+        async fn append(&self, event: &PaymentEvent) -> Result<(), QueueError> {
+            if self.down.load(Ordering::SeqCst) {
+                return Err(QueueError::Timeout);
+            }
+            self.took.lock().expect("lock").push(event.event_id.clone());
+            Ok(())
+        }
+
+        async fn ready(&self) -> Result<(), QueueError> {
+            Ok(())
+        }
+    }
+
+    async fn open(broker: &Arc<Broker>, dir: &std::path::Path, max_events: u64, stop: &CancellationToken) -> SpoolingProducer {
+        let cfg = SpoolConfig { log: EmbeddedConfig::in_dir(dir), max_events };
+        SpoolingProducer::open(broker.clone(), &cfg, Metrics::new(), stop.clone()).await.expect("spool opens")
+    }
+
+    async fn until(what: &str, mut done: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !done() {
+            assert!(Instant::now() < deadline, "timed out waiting until {what}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_outage_is_spooled_then_forwarded_in_acknowledgement_order() {
+        let (dir, stop, broker) = (tempfile::tempdir().expect("dir"), CancellationToken::new(), Arc::new(Broker::default()));
+        let producer = open(&broker, dir.path(), 1000, &stop).await;
+        producer.append(&event(0)).await.expect("direct");
+        broker.down.store(true, Ordering::SeqCst);
+        for i in 1..50 {
+            producer.append(&event(i)).await.expect("spooled, so acknowledged");
+        }
+        assert!(producer.depth() > 0, "the outage's events wait in the spool");
+        broker.down.store(false, Ordering::SeqCst);
+        // Sent while the backlog drains: they must queue behind it.
+        for i in 50..100 {
+            producer.append(&event(i)).await.expect("acknowledged");
+        }
+        until("the spool drains", || producer.depth() == 0 && broker.took.lock().expect("lock").len() >= 100).await;
+        let took = broker.took.lock().expect("lock").clone();
+        let mut firsts: Vec<&String> = Vec::new();
+        for id in &took {
+            if !firsts.contains(&id) {
+                firsts.push(id);
+            }
+        }
+        let expected: Vec<String> = (0..100).map(|i| format!("evt_{i}")).collect();
+        assert_eq!(firsts, expected.iter().collect::<Vec<_>>(), "first arrivals follow acknowledgement order");
+        until("direct production resumes", || !producer.shared.spooling.load(Ordering::SeqCst)).await;
+        producer.append(&event(100)).await.expect("direct");
+        assert_eq!(producer.depth(), 0, "back to the broker directly");
+        stop.cancel();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_full_spool_refuses_and_a_restart_forwards_what_was_left() {
+        let (dir, broker) = (tempfile::tempdir().expect("dir"), Arc::new(Broker::default()));
+        broker.down.store(true, Ordering::SeqCst);
+        let stop = CancellationToken::new();
+        let producer = open(&broker, dir.path(), 3, &stop).await;
+        for i in 0..3 {
+            producer.append(&event(i)).await.expect("spooled");
+        }
+        assert!(producer.append(&event(3)).await.is_err(), "no 200 past the spool's limit");
+        assert!(producer.ready().await.is_err(), "not ready while full");
+        stop.cancel();
+        drop(producer);
+
+        broker.down.store(false, Ordering::SeqCst);
+        let stop = CancellationToken::new();
+        let producer = open(&broker, dir.path(), 3, &stop).await;
+        until("the earlier run's spool is forwarded", || broker.took.lock().expect("lock").len() >= 3).await;
+        assert_eq!(broker.took.lock().expect("lock")[..3], ["evt_0", "evt_1", "evt_2"]);
+        until("the spool is empty", || producer.depth() == 0).await;
+        stop.cancel();
+    }
+}
