@@ -10,7 +10,7 @@ import sys
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 BEGIN, END = "<!-- tables:begin -->", "<!-- tables:end -->"
-ORDER = ["ci", "steady", "burst", "duplicates", "failures", "overload", "soak", "kafka"]
+ORDER = ["ci", "steady", "burst", "duplicates", "failures", "overload", "soak", "kafka", "postgres", "kafka-postgres"]
 
 
 def fmt(v, digits=1):
@@ -29,6 +29,7 @@ def row(name, r):
     wrong = v["wrong_payment_state"] + v["wrong_order_state"] + v["unexpected_applied"]
     return [
         name,
+        r["machine"]["cpu"].replace("(R)", "").replace(" Processor", ""),
         fmt(r["sent"]),
         f"{fmt(t['target_send_rate'], 0)} / {fmt(t['achieved_send_rate'], 0)}",
         fmt(t["accepted_per_s"], 0),
@@ -47,7 +48,7 @@ def row(name, r):
 
 
 HEADER = [
-    "scenario", "requests", "send/s target / achieved", "accepted/s", "applied/s",
+    "scenario", "CPU", "requests", "send/s target / achieved", "accepted/s", "applied/s",
     "ack ms p50 / p99 / p99.9", "service p99 ms", "e2e ms p50 / p99 / p99.9", "drain s",
     "lost / doubled / wrong", "unexpected status", "peak RSS MB", "system CPU s",
     "loadgen cores", "accepted / ceiling",

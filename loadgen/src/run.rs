@@ -29,6 +29,8 @@ pub struct Client {
     http: reqwest::Client,
     base: String,
     token: Option<String>,
+    /// Stats addresses of worker processes, whose counters the server cannot report.
+    workers: Vec<String>,
 }
 
 impl Client {
@@ -41,7 +43,7 @@ impl Client {
             .tcp_nodelay(true)
             .timeout(Duration::from_secs(30))
             .build()?;
-        Ok(Self { http, base: base.trim_end_matches('/').to_owned(), token })
+        Ok(Self { http, base: base.trim_end_matches('/').to_owned(), token, workers: Vec::new() })
     }
 
     fn authed(&self, r: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
@@ -55,6 +57,22 @@ impl Client {
         let r = self.authed(self.http.get(format!("{}{path}", self.base))).send().await?;
         anyhow::ensure!(r.status().is_success(), "GET {path}: {}", r.status());
         Ok(r.json().await?)
+    }
+
+    /// The system's /api/stats; a server-only target's worker side is filled in from its
+    /// workers' own stats when loadgen started them.
+    async fn stats(&self) -> Option<Value> {
+        let mut stats = self.get_json("/api/stats").await.ok()?;
+        if stats["worker"].is_null() && !self.workers.is_empty() {
+            let mut each = Vec::with_capacity(self.workers.len());
+            for w in &self.workers {
+                let r = self.http.get(format!("{w}/api/stats")).send().await.ok()?;
+                each.push(r.json::<Value>().await.ok()?);
+            }
+            stats["worker"] = crate::stats::merge_workers(&each);
+            stats["queue"]["depth"] = each.iter().map(|w| w["queue"]["depth"].as_u64()).sum::<Option<u64>>().map_or(Value::Null, Value::from);
+        }
+        Some(stats)
     }
 
     async fn post_json(&self, path: &str, body: &Value) -> anyhow::Result<(u16, Value)> {
@@ -83,7 +101,8 @@ pub async fn run(s: &Scenario, progress: bool) -> anyhow::Result<Measured> {
     };
     let base = system.as_ref().map(|sys| sys.base.clone()).or_else(|| s.target.url.clone()).context("no target")?;
     let token = s.target.admin_token.clone().or_else(|| s.target.env.get("ADMIN_TOKEN").cloned());
-    let client = Client::new(&base, token, s.load.max_in_flight)?;
+    let mut client = Client::new(&base, token, s.load.max_in_flight)?;
+    client.workers = system.as_ref().map(|sys| sys.workers.clone()).unwrap_or_default();
     if let Err(e) = wait_healthy(&client).await {
         let logs = system.as_ref().map(System::log_tail).unwrap_or_default();
         anyhow::bail!("{e}\n{logs}");
@@ -135,7 +154,7 @@ async fn experiment(s: &Scenario, client: &Client, progress: bool) -> anyhow::Re
     let setup_s = setup_started.elapsed().as_secs_f64();
 
     let ceiling_rps = if s.ceiling.enabled { Some(ceiling(client, s.ceiling.connections, s.ceiling.duration_s).await) } else { None };
-    let before = client.get_json("/api/stats").await.ok();
+    let before = client.stats().await;
 
     let cpu_before = own_cpu_seconds();
     let (mut recorder, generator, load) = load(s, client, generator, planned, progress).await?;
@@ -161,7 +180,7 @@ async fn experiment(s: &Scenario, client: &Client, progress: bool) -> anyhow::Re
             tokio::time::sleep(Duration::from_millis(500)).await;
         },
     };
-    let after = client.get_json("/api/stats").await.ok();
+    let after = client.stats().await;
     Ok(Measured::new(s, &recorder, load, setup_s, ceiling_rps, cpu_used, drain_s, drained, verdict, SystemSide::from_stats(after.as_ref())))
 }
 
@@ -346,7 +365,7 @@ async fn drain(c: &Client, before: Option<&Value>, deadline: Instant) -> Option<
     let accepted = |v: &Value| v["ingress"]["accepted"].as_u64().unwrap_or(0);
     let (seen0, accepted0) = before.map(|b| (seen(b), accepted(b))).unwrap_or((0, 0));
     while Instant::now() < deadline {
-        if let Ok(v) = c.get_json("/api/stats").await {
+        if let Some(v) = c.stats().await {
             if v["worker"].is_null() {
                 return None;
             }

@@ -47,6 +47,9 @@ pub struct Target {
     pub url: Option<String>,
     /// `standalone`, or `split` (server + worker processes on one data directory).
     pub spawn: Option<SpawnMode>,
+    /// Worker processes in `split` mode (default 1); more than one needs a queue that
+    /// shares partitions among a consumer group (Kafka in `args`).
+    pub workers: Option<usize>,
     /// Extra flags for the spawned process(es).
     #[serde(default)]
     pub args: Vec<String>,

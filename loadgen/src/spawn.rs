@@ -12,6 +12,8 @@ use crate::scenario::{Scheme, Scenario, SpawnMode};
 pub struct System {
     children: Vec<Child>,
     pub base: String,
+    /// Where each worker process serves its own /api/stats (split mode).
+    pub workers: Vec<String>,
     /// Kept alive for the children's data and logs.
     pub dir: tempfile::TempDir,
     pub rss: Arc<RssSamples>,
@@ -58,7 +60,7 @@ impl System {
             Scheme::Stripe => env.push(("STRIPE_WEBHOOK_SECRET".into(), s.signing.secret.clone())),
             Scheme::None => {}
         }
-        let start = |args: Vec<&str>, log: &str| -> anyhow::Result<Child> {
+        let start = |args: Vec<&str>, log: String| -> anyhow::Result<Child> {
             let out = std::fs::File::create(dir.path().join(log))?;
             let err = out.try_clone()?;
             Ok(Command::new(&bin)
@@ -71,23 +73,32 @@ impl System {
                 .stderr(err)
                 .spawn()?)
         };
+        let mut workers = Vec::new();
         let children = match mode {
-            SpawnMode::Standalone => vec![start(vec!["standalone", "--listen", &listen, "--data-dir", &data], "standalone.log")?],
-            SpawnMode::Split => vec![
-                start(vec!["server", "--listen", &listen, "--data-dir", &data], "server.log")?,
-                start(vec!["worker", "--data-dir", &data], "worker.log")?,
-            ],
+            SpawnMode::Standalone => vec![start(vec!["standalone", "--listen", &listen, "--data-dir", &data], "standalone.log".into())?],
+            SpawnMode::Split => {
+                let mut all = vec![start(vec!["server", "--listen", &listen, "--data-dir", &data], "server.log".into())?];
+                for n in 0..s.target.workers.unwrap_or(1).max(1) {
+                    let stats = format!("127.0.0.1:{}", free_port()?);
+                    all.push(start(vec!["worker", "--data-dir", &data, "--metrics-listen", &stats], format!("worker-{n}.log"))?);
+                    workers.push(format!("http://{stats}"));
+                }
+                all
+            }
         };
         let rss = Arc::new(RssSamples::default());
         let pids: Vec<u32> = children.iter().map(Child::id).collect();
         tokio::spawn(sample_rss(pids, rss.clone()));
-        Ok(Self { children, base: format!("http://{listen}"), dir, rss })
+        Ok(Self { children, base: format!("http://{listen}"), workers, dir, rss })
     }
 
     pub fn log_tail(&self) -> String {
         let mut out = String::new();
-        for name in ["standalone.log", "server.log", "worker.log"] {
-            if let Ok(text) = std::fs::read_to_string(self.dir.path().join(name)) {
+        let mut logs: Vec<PathBuf> = std::fs::read_dir(self.dir.path()).into_iter().flatten().flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "log")).collect();
+        logs.sort();
+        for path in logs {
+            let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            if let Ok(text) = std::fs::read_to_string(&path) {
                 let lines: Vec<&str> = text.lines().collect();
                 out.push_str(&format!("--- {name} ---\n{}\n", lines[lines.len().saturating_sub(20)..].join("\n")));
             }

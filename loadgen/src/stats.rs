@@ -198,6 +198,30 @@ impl Recorder {
     }
 }
 
+/// One worker side from several worker processes' `/api/stats`: counters add up; for
+/// latency percentiles, which cannot be merged exactly, the highest of the workers' values
+/// is an upper bound on the merged percentile.
+pub fn merge_workers(each: &[serde_json::Value]) -> serde_json::Value {
+    use serde_json::{Map, Value};
+    let mut out = Map::new();
+    let mut e2e = Map::new();
+    for w in each.iter().filter_map(|s| s["worker"].as_object()) {
+        for (k, v) in w {
+            if let Some(n) = v.as_u64() {
+                let sum = out.get(k).and_then(Value::as_u64).unwrap_or(0) + n;
+                out.insert(k.clone(), sum.into());
+            }
+        }
+        for (k, v) in w.get("e2e_latency_us").and_then(Value::as_object).into_iter().flatten() {
+            let prev = e2e.get(k).and_then(Value::as_u64).unwrap_or(0);
+            let n = v.as_u64().unwrap_or(0);
+            e2e.insert(k.clone(), if k == "count" { prev + n } else { prev.max(n) }.into());
+        }
+    }
+    out.insert("e2e_latency_us".into(), Value::Object(e2e));
+    Value::Object(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -242,5 +266,15 @@ mod tests {
         let t = r.timeline_out();
         assert_eq!(t.len(), 2);
         assert_eq!((t[1].sent, t[1].accepted), (4, 4));
+    }
+
+    #[test]
+    fn worker_stats_add_up_and_percentiles_take_the_highest() {
+        let w = |processed: u64, p99: u64| serde_json::json!({"worker": {"processed": processed, "duplicates": 1, "e2e_latency_us": {"count": processed, "p99": p99}}});
+        let merged = merge_workers(&[w(10, 500), w(5, 900)]);
+        assert_eq!(merged["processed"], 15);
+        assert_eq!(merged["duplicates"], 2);
+        assert_eq!(merged["e2e_latency_us"]["count"], 15);
+        assert_eq!(merged["e2e_latency_us"]["p99"], 900);
     }
 }
