@@ -27,6 +27,9 @@ cargo deny check licenses bans sources
 
 cargo bench --workspace --no-run
 
-# The CI load gate: strict correctness, loose speed floors (scenarios/ci.toml).
+# The CI load gate: strict correctness, loose speed floors (scenarios/ci.toml). The build
+# left gigabytes of dirty pages; flush them first, so that their writeback does not compete
+# with the fsyncs the gate measures.
+sync
 mkdir -p target/loadgen
 ./target/release/loadgen run scenarios/ci.toml --out target/loadgen/ci

@@ -23,6 +23,8 @@ const MAX_GROUP: usize = 2048;
 /// Consumed rows are deleted in steps of at least this many, to keep the file small
 /// without taking the write lock after every batch.
 const TRUNCATE_EVERY: i64 = 5_000;
+/// Truncations slower than this are logged.
+const SLOW_TRUNCATION: Duration = Duration::from_millis(200);
 /// Longest pause between polls of an empty log written by another process.
 const MAX_NAP: Duration = Duration::from_millis(20);
 
@@ -238,8 +240,12 @@ impl Consumer for EmbeddedConsumer {
             self.position = self.position.max(last);
         }
         if self.position - self.truncated_to >= self.truncate_every {
-            let upto = self.position;
+            let (upto, started) = (self.position, Instant::now());
             self.blocking(move |c| c.execute("DELETE FROM log WHERE seq <= ?1", params![upto])).await?;
+            if started.elapsed() > SLOW_TRUNCATION {
+                // The worker waits for this; a long wait shows as end-to-end latency.
+                tracing::warn!(ms = started.elapsed().as_millis() as u64, rows = upto - self.truncated_to, "queue truncation was slow");
+            }
             self.truncated_to = upto;
         }
         Ok(())
