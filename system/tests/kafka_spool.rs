@@ -27,10 +27,7 @@ async fn send_in_lanes(http: reqwest::Client, url: String, lanes: usize, stop: A
                 for (t, id) in [("payment.pending", format!("{p}-1")), ("payment.success", format!("{p}-2")), ("payment.success", format!("{p}-2"))] {
                     let (status, body) = post(&http, url.clone(), &event(t, &p, &o, 100, &id)).await;
                     assert_eq!(status, 200, "every webhook is acknowledged, broker or not: {body}");
-                    let ids = ledger.entry(p.clone()).or_default();
-                    if !ids.contains(&id) {
-                        ids.push(id);
-                    }
+                    note_accepted(&mut ledger, &p, &id);
                 }
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }

@@ -242,9 +242,10 @@ impl Consumer for EmbeddedConsumer {
         if self.position - self.truncated_to >= self.truncate_every {
             let (upto, started) = (self.position, Instant::now());
             self.blocking(move |c| c.execute("DELETE FROM log WHERE seq <= ?1", params![upto])).await?;
-            if started.elapsed() > SLOW_TRUNCATION {
+            let took = started.elapsed();
+            if took > SLOW_TRUNCATION {
                 // The worker waits for this; a long wait shows as end-to-end latency.
-                tracing::warn!(ms = started.elapsed().as_millis() as u64, rows = upto - self.truncated_to, "queue truncation was slow");
+                tracing::warn!(ms = took.as_millis() as u64, rows = upto - self.truncated_to, "queue truncation was slow");
             }
             self.truncated_to = upto;
         }

@@ -32,6 +32,10 @@ pub struct SpoolConfig {
     pub max_events: u64,
 }
 
+fn full() -> QueueError {
+    QueueError::Unavailable("broker unreachable and the spool is full".into())
+}
+
 struct Shared {
     /// While set, new events go to the spool rather than to the broker.
     spooling: AtomicBool,
@@ -95,7 +99,7 @@ impl SpoolingProducer {
         self.shared.spooling.store(true, Ordering::Release);
         if self.shared.add_depth(1) > self.shared.max_events as i64 {
             self.shared.add_depth(-1);
-            return Err(QueueError::Unavailable("broker unreachable and the spool is full".into()));
+            return Err(full());
         }
         let stored = self.spool.append(event).await;
         if stored.is_err() {
@@ -121,7 +125,7 @@ impl Producer for SpoolingProducer {
     async fn ready(&self) -> Result<(), QueueError> {
         self.spool.ready().await?;
         if self.depth() >= self.shared.max_events {
-            return Err(QueueError::Unavailable("broker unreachable and the spool is full".into()));
+            return Err(full());
         }
         Ok(())
     }

@@ -65,10 +65,7 @@ impl Snapshot {
             *recorded.entry(&e.payment_id).or_default() += 1;
             self.payments.insert(e.payment_id.clone(), effect.payment);
             plan.events.push((e, effect.outcome));
-            plan.outcomes.push(match effect.outcome {
-                Outcome::Applied => Applied::Applied,
-                Outcome::Stale => Applied::Stale,
-            });
+            plan.outcomes.push(effect.outcome.into());
         }
         plan.payments = recorded
             .into_iter()

@@ -41,6 +41,15 @@ pub enum Applied {
     DeadLettered(String),
 }
 
+impl From<crate::domain::Outcome> for Applied {
+    fn from(o: crate::domain::Outcome) -> Self {
+        match o {
+            crate::domain::Outcome::Applied => Self::Applied,
+            crate::domain::Outcome::Stale => Self::Stale,
+        }
+    }
+}
+
 /// An event the worker gave up on.
 #[derive(Debug, Clone)]
 pub struct DeadLetter {

@@ -147,10 +147,7 @@ fn apply_one(tx: &Transaction<'_>, e: &PaymentEvent, now: i64) -> Result<Applied
         tx.prepare_cached("UPDATE orders SET status = ?1, updated_at_us = ?2 WHERE id = ?3")?
             .execute(params![status.as_str(), now, e.order_id])?;
     }
-    Ok(match effect.outcome {
-        state::Outcome::Applied => Applied::Applied,
-        state::Outcome::Stale => Applied::Stale,
-    })
+    Ok(effect.outcome.into())
 }
 
 fn corrupt(what: &str, value: &str) -> rusqlite::Error {

@@ -206,10 +206,14 @@ pub async fn send_all(http: &reqwest::Client, base: &str, events: Vec<Value>) ->
 fn record(ledger: &mut Ledger, done: Option<Result<(u16, Value), tokio::task::JoinError>>) {
     let (status, e) = done.expect("a task").expect("task ran");
     assert_eq!(status, 200, "every valid event is accepted: {e}");
-    let ids = ledger.entry(e["payment_id"].as_str().unwrap().to_owned()).or_default();
-    let id = e["event_id"].as_str().unwrap().to_owned();
-    if !ids.contains(&id) {
-        ids.push(id);
+    note_accepted(ledger, e["payment_id"].as_str().unwrap(), e["event_id"].as_str().unwrap());
+}
+
+/// Records that `event_id` of `payment` got a 200; a resend adds nothing.
+pub fn note_accepted(ledger: &mut Ledger, payment: &str, event_id: &str) {
+    let ids = ledger.entry(payment.to_owned()).or_default();
+    if !ids.iter().any(|id| id == event_id) {
+        ids.push(event_id.to_owned());
     }
 }
 
