@@ -8,6 +8,7 @@
 //! batches and is told to commit only after the store has committed their effects.
 
 pub mod embedded;
+pub mod log;
 pub mod kafka;
 pub mod spool;
 
