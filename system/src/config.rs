@@ -58,7 +58,11 @@ impl StorageArgs {
 
     /// The broker-outage spool of a Kafka-mode server, when enabled.
     pub fn spool(&self, server: &ServerArgs) -> Option<SpoolConfig> {
-        let log = EmbeddedConfig { path: self.data_dir.join("spool.db"), ..self.embedded_queue(Some(server)) };
+        let log = EmbeddedConfig {
+            dir: self.data_dir.join("spool"),
+            legacy: self.data_dir.join("spool.db"),
+            ..self.embedded_queue(Some(server))
+        };
         (server.spool && self.kafka().is_some()).then_some(SpoolConfig { log, max_events: server.spool_max_events.max(1) })
     }
 

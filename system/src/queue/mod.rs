@@ -1,6 +1,6 @@
 //! The queue between ingress and the worker: one interface, two backends.
 //!
-//! - [`embedded`]: a durable log in a local SQLite file with group commit (the default).
+//! - [`embedded`]: a durable segment log ([`log`]) in the data directory, group commit (the default).
 //! - `kafka`: a partitioned Apache Kafka topic with a consumer group.
 //! - [`spool`]: in front of Kafka on the server, a local durable log for when the broker is down.
 //!
@@ -10,6 +10,7 @@
 pub mod embedded;
 pub mod log;
 pub mod kafka;
+mod legacy;
 pub mod spool;
 
 use std::time::Duration;

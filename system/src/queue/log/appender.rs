@@ -14,7 +14,7 @@ use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -33,27 +33,6 @@ pub struct AppenderConfig {
     pub max_pending: usize,
 }
 
-/// What is durable, shared with readers in the same process; readers in other processes
-/// read the same offset from the log's `durable` file ([`super::reader::DURABLE_FILE`]).
-#[derive(Default)]
-pub struct Durable {
-    last: AtomicU64,
-    failed: AtomicBool,
-    /// Woken after every synced group (one permit is kept if nobody waits).
-    pub wake: Notify,
-}
-
-impl Durable {
-    /// The offset of the last synced record; 0 when there is none.
-    pub fn last(&self) -> u64 {
-        self.last.load(Ordering::Acquire)
-    }
-
-    pub fn failed(&self) -> bool {
-        self.failed.load(Ordering::Acquire)
-    }
-}
-
 struct Request {
     payload: Vec<u8>,
     done: oneshot::Sender<Result<u64, LogError>>,
@@ -63,14 +42,14 @@ struct Request {
 /// was pending is written.
 pub struct Appender {
     tx: mpsc::Sender<Request>,
-    durable: Arc<Durable>,
+    /// Set when the thread stopped after a failed write or fsync.
+    failed: Arc<AtomicBool>,
 }
 
 impl Appender {
-    /// Recovers the log's tail, then starts the thread.
-    pub fn start(dir: &Path, cfg: &AppenderConfig, metrics: Metrics) -> Result<Self, LogError> {
+    /// Recovers the log's tail, then starts the thread, which wakes `wake` after every synced group.
+    pub fn start(dir: &Path, cfg: &AppenderConfig, metrics: Metrics, wake: Arc<Notify>) -> Result<Self, LogError> {
         let tail = recovery::recover(dir)?;
-        let durable = Arc::new(Durable { last: AtomicU64::new(tail.next - 1), ..Durable::default() });
         let hint = dir.join(super::reader::DURABLE_FILE);
         let hint = OpenOptions::new().create(true).truncate(false).write(true).open(&hint).map_err(LogError::io("open", &hint))?;
         let writer = Writer {
@@ -85,12 +64,13 @@ impl Appender {
         };
         writer.publish(tail.next - 1);
         let (tx, rx) = mpsc::channel(cfg.max_pending.max(1));
-        let shared = durable.clone();
+        let failed = Arc::new(AtomicBool::new(false));
+        let flag = failed.clone();
         std::thread::Builder::new()
             .name("log-appender".into())
-            .spawn(move || run(writer, rx, &shared, &metrics))
+            .spawn(move || run(writer, rx, &Group { failed: flag, wake, metrics }))
             .map_err(LogError::io("start appender for", dir))?;
-        Ok(Self { tx, durable })
+        Ok(Self { tx, failed })
     }
 
     /// Returns the record's offset once it is synced.
@@ -110,12 +90,8 @@ impl Appender {
         Ok(())
     }
 
-    pub fn durable(&self) -> Arc<Durable> {
-        self.durable.clone()
-    }
-
     fn stopped(&self) -> LogError {
-        if self.durable.failed() {
+        if self.failed.load(Ordering::Acquire) {
             LogError::Failed("an earlier write or fsync failed".into())
         } else {
             LogError::Stopped
@@ -123,7 +99,14 @@ impl Appender {
     }
 }
 
-fn run(mut writer: Writer, mut rx: mpsc::Receiver<Request>, durable: &Durable, metrics: &Metrics) {
+/// What the thread tells others after each group.
+struct Group {
+    failed: Arc<AtomicBool>,
+    wake: Arc<Notify>,
+    metrics: Metrics,
+}
+
+fn run(mut writer: Writer, mut rx: mpsc::Receiver<Request>, out: &Group) {
     let mut group = Vec::with_capacity(MAX_GROUP);
     while let Some(first) = rx.blocking_recv() {
         group.push(first);
@@ -135,17 +118,15 @@ fn run(mut writer: Writer, mut rx: mpsc::Receiver<Request>, durable: &Durable, m
         }
         let started = Instant::now();
         let outcome = writer.write(&group);
-        metrics.queue_append_latency.observe(started.elapsed().as_secs_f64());
-        metrics.queue_append_batch.observe(group.len() as f64);
+        out.metrics.queue_append_latency.observe(started.elapsed().as_secs_f64());
+        out.metrics.queue_append_batch.observe(group.len() as f64);
         match outcome {
             Ok(first) => {
-                let last = first + group.len() as u64 - 1;
-                durable.last.store(last, Ordering::Release);
-                writer.publish(last);
+                writer.publish(first + group.len() as u64 - 1);
                 for (i, r) in group.drain(..).enumerate() {
                     let _ = r.done.send(Ok(first + i as u64));
                 }
-                durable.wake.notify_one();
+                out.wake.notify_one();
             }
             Err(Fault::Unwritten(why)) => {
                 tracing::error!(error = %why, events = group.len(), "log write failed and was undone; answering 503");
@@ -155,7 +136,7 @@ fn run(mut writer: Writer, mut rx: mpsc::Receiver<Request>, durable: &Durable, m
             }
             Err(Fault::Fatal(why)) => {
                 tracing::error!(error = %why, events = group.len(), "log write or fsync failed; the log accepts nothing until restarted");
-                durable.failed.store(true, Ordering::Release);
+                out.failed.store(true, Ordering::Release);
                 for r in group.drain(..) {
                     let _ = r.done.send(Err(LogError::Failed(why.clone())));
                 }
@@ -176,7 +157,7 @@ enum Fault {
 
 /// The newest segment, which only this thread writes.
 struct Writer {
-    /// The last durable offset for readers in other processes. Written after each fsync and
+    /// The last durable offset, for readers ([`super::reader::DURABLE_FILE`]). Written after each fsync and
     /// never synced itself: whatever value survives a power cut is at most what is on disk.
     hint: File,
     dir: PathBuf,
@@ -247,7 +228,7 @@ mod tests {
     async fn concurrent_appends_share_fsyncs_and_get_consecutive_offsets() {
         let dir = tempfile::tempdir().expect("dir");
         let metrics = Metrics::new();
-        let appender = Arc::new(Appender::start(dir.path(), &cfg(1 << 20), metrics.clone()).expect("start"));
+        let appender = Arc::new(Appender::start(dir.path(), &cfg(1 << 20), metrics.clone(), Arc::default()).expect("start"));
         let tasks: Vec<_> = (0..300)
             .map(|i| {
                 let a = appender.clone();
@@ -260,7 +241,7 @@ mod tests {
         }
         offsets.sort_unstable();
         assert_eq!(offsets, (1..=300).collect::<Vec<u64>>());
-        assert_eq!(appender.durable().last(), 300);
+        assert_eq!(super::super::reader::durable(dir.path()).expect("durable"), 300);
         let groups = metrics.render().lines().find(|l| l.starts_with("webhooks_queue_append_batch_size_count")).map(str::to_owned);
         let groups: f64 = groups.and_then(|l| l.split_whitespace().last()?.parse().ok()).expect("group count");
         assert!(groups < 300.0, "{groups} fsyncs for 300 appends");
@@ -270,14 +251,14 @@ mod tests {
     async fn segments_roll_at_the_size_limit_and_a_restart_continues_the_numbering() {
         let dir = tempfile::tempdir().expect("dir");
         {
-            let appender = Appender::start(dir.path(), &cfg(100), Metrics::new()).expect("start");
+            let appender = Appender::start(dir.path(), &cfg(100), Metrics::new(), Arc::default()).expect("start");
             for _ in 0..10 {
                 appender.append(vec![b'x'; 40]).await.expect("append");
             }
         }
         let bases = segment::list(dir.path()).expect("list");
         assert_eq!(bases, (1..=10).step_by(2).collect::<Vec<u64>>(), "two 48-byte records per 100-byte segment");
-        let appender = Appender::start(dir.path(), &cfg(100), Metrics::new()).expect("restart");
+        let appender = Appender::start(dir.path(), &cfg(100), Metrics::new(), Arc::default()).expect("restart");
         assert_eq!(appender.append(b"more".to_vec()).await.expect("append"), 11);
     }
 }
