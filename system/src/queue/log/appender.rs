@@ -247,6 +247,32 @@ mod tests {
         assert!(groups < 300.0, "{groups} fsyncs for 300 appends");
     }
 
+    /// An appender whose segment is `/dev/full`: every write fails with ENOSPC, and the
+    /// partial write cannot be cut back (a device has no length), so the log must stop.
+    fn appender_on_a_full_device(dir: &Path) -> Appender {
+        let file = OpenOptions::new().append(true).open("/dev/full").expect("/dev/full");
+        let hint = File::create(dir.join(super::super::reader::DURABLE_FILE)).expect("hint");
+        let writer = Writer { hint, dir: dir.to_owned(), path: "/dev/full".into(), file, len: 0, next: 1, segment_bytes: 1 << 20, buf: Vec::new() };
+        let (tx, rx) = mpsc::channel(16);
+        let failed = Arc::new(AtomicBool::new(false));
+        let group = Group { failed: failed.clone(), wake: Arc::default(), metrics: Metrics::new() };
+        std::thread::spawn(move || run(writer, rx, &group));
+        Appender { tx, failed }
+    }
+
+    #[tokio::test]
+    async fn a_full_disk_is_an_error_and_a_write_that_cannot_be_undone_stops_the_log() {
+        let dir = tempfile::tempdir().expect("dir");
+        let appender = appender_on_a_full_device(dir.path());
+        assert!(matches!(appender.append(b"event".to_vec()).await, Err(LogError::Failed(_))));
+        let deadline = Instant::now() + std::time::Duration::from_secs(5);
+        while appender.ready().is_ok() {
+            assert!(Instant::now() < deadline, "the log still says it is ready");
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        assert!(matches!(appender.append(b"later".to_vec()).await, Err(LogError::Failed(_))), "nothing accepted until restarted");
+    }
+
     #[tokio::test]
     async fn segments_roll_at_the_size_limit_and_a_restart_continues_the_numbering() {
         let dir = tempfile::tempdir().expect("dir");
