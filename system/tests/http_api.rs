@@ -268,7 +268,15 @@ async fn overload_is_shed_with_429_and_nothing_accepted_is_lost() {
     }
     assert!(shed > 0, "300 concurrent requests over a limit of 2 must shed some");
     assert!(!accepted.is_empty());
-    drained(&app.http, &app.base).await;
+    let stats = drained(&app.http, &app.base).await;
+    assert_eq!(stats["ingress"]["rejected"]["too_many_requests"], shed, "every 429 counted once: {stats}");
+    let text = app.http.get(format!("{}/metrics", app.base)).send().await.unwrap().text().await.unwrap();
+    for line in [
+        format!("webhooks_rejected_total{{reason=\"too_many_requests\"}} {shed}"),
+        format!("webhooks_http_requests_total{{route=\"/api/webhooks/payment\",status=\"429\"}} {shed}"),
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line} missing from /metrics");
+    }
     for i in accepted {
         payment(&app, &format!("pl{i}"), |p| p["applied_events"] == 1).await;
     }
@@ -293,4 +301,8 @@ async fn slow_clients_cannot_hold_a_connection() {
     let mut buf = vec![0u8; 512];
     let n = tokio::time::timeout(Duration::from_secs(5), body.read(&mut buf)).await.expect("answered").unwrap();
     assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 408"), "{}", String::from_utf8_lossy(&buf[..n]));
+    let (_, stats) = get(&app.http, format!("{}/api/stats", app.base)).await;
+    assert_eq!(stats["ingress"]["rejected"]["timeout"], 1, "the 408 is counted: {stats}");
+    let text = app.http.get(format!("{}/metrics", app.base)).send().await.unwrap().text().await.unwrap();
+    assert!(text.contains("webhooks_http_requests_total{route=\"/api/webhooks/payment\",status=\"408\"} 1"), "{text}");
 }
