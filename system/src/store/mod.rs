@@ -9,6 +9,7 @@ pub mod sqlite;
 use async_trait::async_trait;
 use serde::Serialize;
 
+use crate::domain::redelivery::{self, Recorded};
 use crate::domain::{CreateOutcome, NewOrder, PaymentEvent};
 use crate::queue::Position;
 
@@ -37,6 +38,11 @@ pub enum Applied {
     Stale,
     /// Already processed before (same event id): skipped.
     Duplicate,
+    /// Recorded, but it disagrees with another event of the payment's rank on amount or
+    /// currency: the payment keeps the smaller pair and is marked conflicted.
+    Conflict,
+    /// Its id was recorded before for another event: recorded as a dead letter, never applied.
+    IdReused(String),
     /// Can never apply (for example the payment belongs to another order): recorded as a dead letter.
     DeadLettered(String),
 }
@@ -46,8 +52,15 @@ impl From<crate::domain::Outcome> for Applied {
         match o {
             crate::domain::Outcome::Applied => Self::Applied,
             crate::domain::Outcome::Stale => Self::Stale,
+            crate::domain::Outcome::Conflict => Self::Conflict,
         }
     }
+}
+
+/// An event whose id is already recorded: `None` for a redelivery (a duplicate), the dead
+/// letter to record when the id was reused for another event.
+pub fn reused_id(recorded: &Recorded, event: &PaymentEvent) -> Option<DeadLetter> {
+    redelivery::check(recorded, event).err().map(|c| DeadLetter::for_event(event, c.to_string(), 1))
 }
 
 /// An event the worker gave up on.
@@ -114,6 +127,14 @@ pub struct PaymentSummary {
     pub status: String,
     pub amount: i64,
     pub currency: String,
+    /// Events of its current rank disagree on amount or currency; see `Applied::Conflict`.
+    pub conflicted: bool,
+}
+
+impl PaymentSummary {
+    pub fn of(payment_id: String, p: crate::domain::Payment) -> Self {
+        Self { payment_id, status: p.status.as_str().into(), amount: p.amount, currency: p.currency, conflicted: p.conflicted }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -143,6 +164,7 @@ pub struct PaymentView {
     pub status: String,
     pub amount: i64,
     pub currency: String,
+    pub conflicted: bool,
     /// How many events' effects were applied to this payment; equals `events.len()` unless
     /// something applied an event twice.
     pub applied_events: i64,

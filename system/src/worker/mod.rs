@@ -131,7 +131,7 @@ impl Worker {
                 self.record(&events, &outcomes);
                 let decoded = batch.iter().filter(|d| d.event.is_ok());
                 for (d, outcome) in decoded.zip(&outcomes) {
-                    if let Applied::DeadLettered(error) = outcome {
+                    if let Applied::DeadLettered(error) | Applied::IdReused(error) = outcome {
                         self.publish_dead_letter(d, error).await;
                     }
                 }
@@ -231,10 +231,18 @@ impl Worker {
                 Applied::Applied => "applied",
                 Applied::Stale => "stale",
                 Applied::Duplicate => "duplicate",
+                Applied::Conflict | Applied::IdReused(_) => "conflict",
                 Applied::DeadLettered(_) => "dead_lettered",
             };
             self.metrics.worker_outcome(label, 1);
-            if matches!(o, Applied::Applied | Applied::Stale) {
+            match o {
+                Applied::Conflict => {
+                    tracing::warn!(event_id = %e.event_id, payment_id = %e.payment_id, amount = e.amount, currency = %e.currency, "payment conflicted: events of one rank disagree on amount or currency")
+                }
+                Applied::IdReused(error) => tracing::warn!(event_id = %e.event_id, %error, "event id reused for another event; dead-lettered"),
+                _ => {}
+            }
+            if matches!(o, Applied::Applied | Applied::Stale | Applied::Conflict) {
                 self.metrics.record_e2e(now.saturating_sub(e.received_at_us).max(0) as u64);
             }
         }
