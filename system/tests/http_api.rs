@@ -122,6 +122,28 @@ async fn a_payment_claimed_by_another_order_is_dead_lettered_and_the_queue_moves
 }
 
 #[tokio::test]
+async fn conflicts_are_counted_logged_and_visible() {
+    let app = TestApp::start(&[]).await;
+    post(&app.http, format!("{}/api/orders", app.base), &order("o9", 100)).await;
+    post(&app.http, hook(&app), &event("payment.success", "p9", "o9", 100, "k1")).await;
+    payment(&app, "p9", |_| true).await;
+    // The same id for another amount, then a second success for less under a new id.
+    post(&app.http, hook(&app), &event("payment.success", "p9", "o9", 1, "k1")).await;
+    post(&app.http, hook(&app), &event("payment.success", "p9", "o9", 90, "k2")).await;
+    let o = order_status(&app, "o9", "payment_conflict").await;
+    assert_eq!((o["payments"][0]["amount"].as_i64(), o["payments"][0]["conflicted"].as_bool()), (Some(90), Some(true)), "{o}");
+    let p = payment(&app, "p9", |p| p["applied_events"] == 2).await;
+    assert_eq!(p["events"][1]["outcome"], "conflict", "{p}");
+    let stats = drained(&app.http, &app.base).await;
+    assert_eq!((stats["worker"]["conflicts"].as_u64(), stats["worker"]["duplicates"].as_u64()), (Some(2), Some(0)), "{stats}");
+    let (_, dl) = get(&app.http, format!("{}/api/dead-letters", app.base)).await;
+    assert_eq!((dl["count"].as_u64(), dl["items"][0]["event_id"].as_str()), (Some(1), Some("k1")), "{dl}");
+    assert!(dl["items"][0]["error"].as_str().unwrap().starts_with("conflict: event id reused"), "{dl}");
+    let text = app.http.get(format!("{}/metrics", app.base)).send().await.unwrap().text().await.unwrap();
+    assert!(text.lines().any(|l| l == "webhooks_worker_events_total{outcome=\"conflict\"} 2"), "{text}");
+}
+
+#[tokio::test]
 async fn orders_are_idempotent_and_conflicts_are_refused() {
     let app = TestApp::start(&[]).await;
     let url = format!("{}/api/orders", app.base);
