@@ -15,9 +15,13 @@ use crate::queue::Position;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// Worth retrying: busy, locked, lost connection, serialization failure, I/O.
+    /// Worth retrying: busy, locked, serialization failure.
     #[error("transient store error: {0}")]
     Transient(String),
+    /// The store as a whole cannot work now (disk full, I/O error, server gone): waited out,
+    /// never a reason to dead-letter an event, because every event would fail alike.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
     /// Retrying will not help: constraint violations, corrupt data, bad configuration.
     #[error("store error: {0}")]
     Permanent(String),
@@ -25,7 +29,11 @@ pub enum StoreError {
 
 impl StoreError {
     pub fn is_transient(&self) -> bool {
-        matches!(self, Self::Transient(_))
+        matches!(self, Self::Transient(_) | Self::Unavailable(_))
+    }
+
+    pub fn is_outage(&self) -> bool {
+        matches!(self, Self::Unavailable(_))
     }
 }
 

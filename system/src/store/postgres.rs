@@ -57,20 +57,19 @@ pub struct PostgresStore {
 }
 
 fn classify(e: tokio_postgres::Error) -> StoreError {
-    let transient = match e.code() {
-        None => true, // I/O, closed connection: the server went away
-        Some(c) => {
-            [SqlState::T_R_SERIALIZATION_FAILURE, SqlState::T_R_DEADLOCK_DETECTED, SqlState::ADMIN_SHUTDOWN, SqlState::CRASH_SHUTDOWN, SqlState::CANNOT_CONNECT_NOW]
-                .contains(c)
-                || c.code().starts_with("08")
-                || c.code().starts_with("53")
-        }
-    };
     // Display of tokio_postgres errors never includes the connection string.
-    if transient {
-        StoreError::Transient(e.to_string())
-    } else {
-        StoreError::Permanent(e.to_string())
+    match e.code() {
+        // I/O, closed connection: the server went away.
+        None => StoreError::Unavailable(e.to_string()),
+        Some(c) if [SqlState::ADMIN_SHUTDOWN, SqlState::CRASH_SHUTDOWN, SqlState::CANNOT_CONNECT_NOW].contains(c) => {
+            StoreError::Unavailable(e.to_string())
+        }
+        // Connection exceptions, and insufficient resources (disk full, out of memory).
+        Some(c) if c.code().starts_with("08") || c.code().starts_with("53") => StoreError::Unavailable(e.to_string()),
+        Some(c) if [SqlState::T_R_SERIALIZATION_FAILURE, SqlState::T_R_DEADLOCK_DETECTED].contains(c) => {
+            StoreError::Transient(e.to_string())
+        }
+        Some(_) => StoreError::Permanent(e.to_string()),
     }
 }
 

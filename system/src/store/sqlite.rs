@@ -78,14 +78,13 @@ pub struct SqliteStore {
 }
 
 fn classify(e: rusqlite::Error) -> StoreError {
-    let transient = matches!(
-        e.sqlite_error_code(),
-        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked | ErrorCode::SystemIoFailure | ErrorCode::DiskFull | ErrorCode::CannotOpen)
-    );
-    if transient {
-        StoreError::Transient(e.to_string())
-    } else {
-        StoreError::Permanent(e.to_string())
+    match e.sqlite_error_code() {
+        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => StoreError::Transient(e.to_string()),
+        // The file system, not the event: a full disk still answers `SELECT 1`.
+        Some(ErrorCode::SystemIoFailure | ErrorCode::DiskFull | ErrorCode::CannotOpen | ErrorCode::ReadOnly) => {
+            StoreError::Unavailable(e.to_string())
+        }
+        _ => StoreError::Permanent(e.to_string()),
     }
 }
 
