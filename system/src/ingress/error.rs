@@ -51,7 +51,7 @@ impl ApiError {
             Self::BodyRead | Self::Malformed(_) => StatusCode::BAD_REQUEST,
             Self::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::Signature(_) => StatusCode::UNAUTHORIZED,
-            Self::Queue(_) | Self::Store(StoreError::Transient(_)) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Queue(_) | Self::Store(StoreError::Transient(_) | StoreError::Unavailable(_)) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Store(StoreError::Permanent(_)) => StatusCode::INTERNAL_SERVER_ERROR,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::Conflict(_) => StatusCode::CONFLICT,
