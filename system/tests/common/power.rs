@@ -97,11 +97,17 @@ pub struct Tally {
     pub ledger: Mutex<Ledger>,
     pub statuses: Mutex<BTreeMap<u16, u64>>,
     pub retry_after_missing: AtomicU64,
+    /// Requests that got no answer: in flight when the power went, or refused while down.
+    pub unanswered: AtomicU64,
 }
 
 impl Tally {
     pub fn acked(&self) -> usize {
         self.ledger.lock().expect("ledger").len()
+    }
+
+    pub fn unanswered(&self) -> u64 {
+        self.unanswered.load(Ordering::Relaxed)
     }
 
     pub fn count(&self, status: u16) -> u64 {
@@ -156,7 +162,10 @@ async fn send_until(url: &str, stop: &AtomicBool, tally: &Tally) {
                 }
             }
             // Refused or cut off: not acknowledged, so nothing is owed.
-            Err(_) => tokio::time::sleep(Duration::from_millis(5)).await,
+            Err(_) => {
+                tally.unanswered.fetch_add(1, Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(5)).await
+            }
         }
     }
 }
