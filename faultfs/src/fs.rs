@@ -85,6 +85,11 @@ impl State {
 
     fn forget_path(&mut self, rel: &Path) {
         if let Some(ino) = self.inos.remove(rel) {
+            // A hard link may still name the same file.
+            if let Some(other) = self.inos.iter().find(|(_, i)| **i == ino).map(|(p, _)| p.clone()) {
+                self.paths.insert(ino, other);
+                return;
+            }
             self.paths.remove(&ino);
             if !self.handles.values().any(|(i, _)| *i == ino) {
                 self.dirty.remove(&ino);
@@ -327,6 +332,16 @@ impl FaultFs {
         Ok(())
     }
 
+    fn do_link(&self, ino: INodeNo, newparent: INodeNo, newname: &OsStr) -> Result<FileAttr, Errno> {
+        let mut s = self.state();
+        let from = s.rel(ino)?;
+        let to = s.rel(newparent)?.join(newname);
+        std::fs::hard_link(self.full(&from), self.full(&to)).map_err(Errno::from)?;
+        // Both names are one inode, so unsynced data is shared as on a real file system.
+        s.inos.insert(to, ino.0);
+        self.attr(&s, ino.0, &from)
+    }
+
     fn do_mkdir(&self, parent: INodeNo, name: &OsStr, mode: u32) -> Result<FileAttr, Errno> {
         let mut s = self.state();
         let rel = s.rel(parent)?.join(name);
@@ -384,6 +399,13 @@ impl Filesystem for FaultFs {
 
     fn mkdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, mode: u32, _umask: u32, reply: ReplyEntry) {
         match self.do_mkdir(parent, name, mode) {
+            Ok(attr) => reply.entry(&TTL, &attr, Generation(0)),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn link(&self, _req: &Request, ino: INodeNo, newparent: INodeNo, newname: &OsStr, reply: ReplyEntry) {
+        match self.do_link(ino, newparent, newname) {
             Ok(attr) => reply.entry(&TTL, &attr, Generation(0)),
             Err(e) => reply.error(e),
         }

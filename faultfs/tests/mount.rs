@@ -87,3 +87,15 @@ fn directories_renames_and_truncation_pass_through() {
     std::fs::remove_file(fs.path().join("d/a")).expect("unlink");
     assert!(!backing.path().join("d/a").exists());
 }
+
+#[test]
+fn a_hard_link_names_the_same_file() {
+    let (_backing, _point, fs) = mounted();
+    let mut f = File::create(fs.path().join("id.tmp")).expect("create");
+    f.write_all(b"abc").expect("write");
+    f.sync_all().expect("fsync");
+    drop(f);
+    std::fs::hard_link(fs.path().join("id.tmp"), fs.path().join("id")).expect("link");
+    std::fs::remove_file(fs.path().join("id.tmp")).expect("unlink the temporary name");
+    assert_eq!(read(&fs.path().join("id")), b"abc");
+}
