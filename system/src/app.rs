@@ -8,6 +8,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{ConfigError, Database, ServerArgs, StorageArgs, WorkerArgs};
+use crate::datadir::{self, DirLock, LockError, Role};
 use crate::dlq::{self, DlqError, ReplayReport};
 use crate::ingress::{self, AppState, Verifier};
 use crate::metrics::Metrics;
@@ -32,6 +33,18 @@ pub enum AppError {
     Worker(#[from] WorkerError),
     #[error("I/O: {0}")]
     Io(#[from] std::io::Error),
+    #[error(transparent)]
+    DataDir(#[from] LockError),
+}
+
+/// Locks the data directory for those of `roles` that keep a log in it: the embedded queue
+/// (server and worker), the server's spool. A SQLite store guards itself, so Kafka workers
+/// sharing one, or keeping nothing here, may run side by side.
+fn lock_data_dir(storage: &StorageArgs, roles: &[Role], server: Option<&ServerArgs>) -> Result<DirLock, AppError> {
+    let embedded = storage.kafka().is_none();
+    let spool = server.and_then(|s| storage.spool(s)).is_some();
+    let roles: Vec<Role> = roles.iter().copied().filter(|r| embedded || (*r == Role::Server && spool)).collect();
+    Ok(datadir::lock(&storage.data_dir, &roles)?)
 }
 
 pub async fn open_store(storage: &StorageArgs) -> Result<Arc<dyn Store>, AppError> {
@@ -100,6 +113,7 @@ fn admin_token(server: &ServerArgs) -> Option<Arc<str>> {
 
 /// Server and worker in one process over the embedded queue.
 pub async fn standalone(storage: StorageArgs, server: ServerArgs, worker: WorkerArgs, listener: TcpListener, shutdown: CancellationToken) -> Result<(), AppError> {
+    let _lock = lock_data_dir(&storage, &[Role::Server, Role::Worker], Some(&server))?;
     let metrics = Metrics::new();
     let wake = Arc::new(Notify::new());
     let store = open_store(&storage).await?;
@@ -126,6 +140,7 @@ pub async fn standalone(storage: StorageArgs, server: ServerArgs, worker: Worker
 
 /// The HTTP half: validates, verifies, appends to the queue.
 pub async fn server(storage: StorageArgs, server: ServerArgs, listener: TcpListener, shutdown: CancellationToken) -> Result<(), AppError> {
+    let _lock = lock_data_dir(&storage, &[Role::Server], Some(&server))?;
     let metrics = Metrics::new();
     let state = AppState {
         producer: open_producer(&storage, Some(&server), &metrics, Arc::new(Notify::new()), &shutdown).await?,
@@ -140,6 +155,7 @@ pub async fn server(storage: StorageArgs, server: ServerArgs, listener: TcpListe
 
 /// The processing half: consumes the queue and applies events to the store.
 pub async fn worker(storage: StorageArgs, worker: WorkerArgs, shutdown: CancellationToken) -> Result<(), AppError> {
+    let _lock = lock_data_dir(&storage, &[Role::Worker], None)?;
     let store = open_store(&storage).await?;
     let consumer = open_consumer(&storage, &worker.consumer, Arc::new(Notify::new())).await?;
     let metrics = Metrics::new();
