@@ -1,6 +1,7 @@
 //! Wiring: builds the queue, the store, the HTTP app and the worker from the configuration,
 //! and runs them until shutdown.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
@@ -154,12 +155,13 @@ pub async fn server(storage: StorageArgs, server: ServerArgs, listener: TcpListe
 }
 
 /// The processing half: consumes the queue and applies events to the store.
-pub async fn worker(storage: StorageArgs, worker: WorkerArgs, shutdown: CancellationToken) -> Result<(), AppError> {
+/// `metrics_listen`: where this worker-only process serves /healthz, /metrics and /api/stats.
+pub async fn worker(storage: StorageArgs, worker: WorkerArgs, metrics_listen: Option<SocketAddr>, shutdown: CancellationToken) -> Result<(), AppError> {
     let _lock = lock_data_dir(&storage, &[Role::Worker], None)?;
     let store = open_store(&storage).await?;
     let consumer = open_consumer(&storage, &worker.consumer, Arc::new(Notify::new())).await?;
     let metrics = Metrics::new();
-    if let Some(addr) = worker.metrics_listen {
+    if let Some(addr) = metrics_listen {
         let listener = TcpListener::bind(addr).await?;
         tracing::info!(%addr, "worker metrics listening");
         let header_timeout = std::time::Duration::from_secs(10);

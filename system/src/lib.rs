@@ -25,6 +25,7 @@ pub mod datadir;
 pub mod dlq;
 pub mod domain;
 pub mod ingress;
+pub mod logging;
 pub mod metrics;
 pub mod queue;
 mod sqlite_conn;
