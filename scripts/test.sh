@@ -6,6 +6,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/services.sh up
+
+# The power-cut and disk-fault tests mount faultfs (FUSE): they need /dev/fuse and fusermount3.
+if ! command -v fusermount3 >/dev/null; then
+  DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends fuse3 >/dev/null
+fi
 # shellcheck source=scripts/env.sh
 source scripts/env.sh
 # Tests that need Kafka or PostgreSQL fail instead of skipping when these are missing.

@@ -79,7 +79,7 @@ pub fn expected_orders(orders: &[i64], specs: &[PaymentSpec], ledger: &Ledger) -
     for (p, events) in &ledger.applied {
         let spec = &specs[*p as usize];
         if let (OrderRef::Created(o), Some(status)) = (spec.order, expected_payment(events)) {
-            by_order.entry(o).or_default().push(Payment { order_id: String::new(), status, amount: spec.amount, currency: "USD".into() });
+            by_order.entry(o).or_default().push(Payment { order_id: String::new(), status, amount: spec.amount, currency: "USD".into(), conflicted: false });
         }
     }
     orders

@@ -169,6 +169,7 @@ impl MetricSet {
         let rejected = self.rejected_by_reason();
         let worker_here = self.worker_here.load(std::sync::atomic::Ordering::Relaxed);
         let (applied, stale, dead) = (self.worker_count("applied"), self.worker_count("stale"), self.worker_count("dead_lettered"));
+        let conflicts = self.worker_count("conflict");
         Stats {
             ingress: IngressStats {
                 accepted: self.webhooks_accepted.get(),
@@ -176,9 +177,10 @@ impl MetricSet {
                 ack_latency_us: Percentiles::of(&self.ack_hdr),
             },
             worker: worker_here.then(|| WorkerStats {
-                processed: applied + stale + dead,
+                processed: applied + stale + conflicts + dead,
                 applied,
                 stale,
+                conflicts,
                 duplicates: self.worker_count("duplicate"),
                 dead_lettered: dead,
                 batches: self.worker_batches.get(),
@@ -224,6 +226,8 @@ pub struct WorkerStats {
     pub processed: u64,
     pub applied: u64,
     pub stale: u64,
+    /// Events that disagree with their payment's rank, and event ids reused for another event.
+    pub conflicts: u64,
     pub duplicates: u64,
     pub dead_lettered: u64,
     pub batches: u64,

@@ -122,6 +122,28 @@ async fn a_payment_claimed_by_another_order_is_dead_lettered_and_the_queue_moves
 }
 
 #[tokio::test]
+async fn conflicts_are_counted_logged_and_visible() {
+    let app = TestApp::start(&[]).await;
+    post(&app.http, format!("{}/api/orders", app.base), &order("o9", 100)).await;
+    post(&app.http, hook(&app), &event("payment.success", "p9", "o9", 100, "k1")).await;
+    payment(&app, "p9", |_| true).await;
+    // The same id for another amount, then a second success for less under a new id.
+    post(&app.http, hook(&app), &event("payment.success", "p9", "o9", 1, "k1")).await;
+    post(&app.http, hook(&app), &event("payment.success", "p9", "o9", 90, "k2")).await;
+    let o = order_status(&app, "o9", "payment_conflict").await;
+    assert_eq!((o["payments"][0]["amount"].as_i64(), o["payments"][0]["conflicted"].as_bool()), (Some(90), Some(true)), "{o}");
+    let p = payment(&app, "p9", |p| p["applied_events"] == 2).await;
+    assert_eq!(p["events"][1]["outcome"], "conflict", "{p}");
+    let stats = drained(&app.http, &app.base).await;
+    assert_eq!((stats["worker"]["conflicts"].as_u64(), stats["worker"]["duplicates"].as_u64()), (Some(2), Some(0)), "{stats}");
+    let (_, dl) = get(&app.http, format!("{}/api/dead-letters", app.base)).await;
+    assert_eq!((dl["count"].as_u64(), dl["items"][0]["event_id"].as_str()), (Some(1), Some("k1")), "{dl}");
+    assert!(dl["items"][0]["error"].as_str().unwrap().starts_with("conflict: event id reused"), "{dl}");
+    let text = app.http.get(format!("{}/metrics", app.base)).send().await.unwrap().text().await.unwrap();
+    assert!(text.lines().any(|l| l == "webhooks_worker_events_total{outcome=\"conflict\"} 2"), "{text}");
+}
+
+#[tokio::test]
 async fn orders_are_idempotent_and_conflicts_are_refused() {
     let app = TestApp::start(&[]).await;
     let url = format!("{}/api/orders", app.base);
@@ -268,7 +290,15 @@ async fn overload_is_shed_with_429_and_nothing_accepted_is_lost() {
     }
     assert!(shed > 0, "300 concurrent requests over a limit of 2 must shed some");
     assert!(!accepted.is_empty());
-    drained(&app.http, &app.base).await;
+    let stats = drained(&app.http, &app.base).await;
+    assert_eq!(stats["ingress"]["rejected"]["too_many_requests"], shed, "every 429 counted once: {stats}");
+    let text = app.http.get(format!("{}/metrics", app.base)).send().await.unwrap().text().await.unwrap();
+    for line in [
+        format!("webhooks_rejected_total{{reason=\"too_many_requests\"}} {shed}"),
+        format!("webhooks_http_requests_total{{route=\"/api/webhooks/payment\",status=\"429\"}} {shed}"),
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line} missing from /metrics");
+    }
     for i in accepted {
         payment(&app, &format!("pl{i}"), |p| p["applied_events"] == 1).await;
     }
@@ -293,6 +323,10 @@ async fn slow_clients_cannot_hold_a_connection() {
     let mut buf = vec![0u8; 512];
     let n = tokio::time::timeout(Duration::from_secs(5), body.read(&mut buf)).await.expect("answered").unwrap();
     assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 408"), "{}", String::from_utf8_lossy(&buf[..n]));
+    let (_, stats) = get(&app.http, format!("{}/api/stats", app.base)).await;
+    assert_eq!(stats["ingress"]["rejected"]["timeout"], 1, "the 408 is counted: {stats}");
+    let text = app.http.get(format!("{}/metrics", app.base)).send().await.unwrap().text().await.unwrap();
+    assert!(text.contains("webhooks_http_requests_total{route=\"/api/webhooks/payment\",status=\"408\"} 1"), "{text}");
 }
 
 #[tokio::test]

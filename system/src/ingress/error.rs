@@ -58,7 +58,7 @@ impl ApiError {
             Self::BodyRead | Self::Malformed(_) | Self::WrongShape(_) => StatusCode::BAD_REQUEST,
             Self::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::Signature(_) => StatusCode::UNAUTHORIZED,
-            Self::Queue(_) | Self::Store(StoreError::Transient(_)) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Queue(_) | Self::Store(StoreError::Transient(_) | StoreError::Unavailable(_)) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Store(StoreError::Permanent(_)) => StatusCode::INTERNAL_SERVER_ERROR,
             Self::NotFound(_) | Self::NoRoute(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,

@@ -31,6 +31,9 @@ use crate::metrics::{Metrics, RouteLabels};
 use crate::queue::Producer;
 use crate::store::Store;
 
+/// The route whose refusals count as rejected webhooks.
+const WEBHOOK_ROUTE: &str = "/api/webhooks/payment";
+
 /// Webhook bodies above this are refused (413): real payment events are a few hundred bytes.
 pub const DEFAULT_MAX_BODY: usize = 64 * 1024;
 
@@ -74,7 +77,7 @@ pub fn router(state: AppState, limits: Limits) -> Router {
         .route("/api/stats", get(ops::stats))
         .route_layer(middleware::from_fn_with_state(state.clone(), admin::require_token));
     Router::new()
-        .route("/api/webhooks/payment", post(webhook::receive))
+        .route(WEBHOOK_ROUTE, post(webhook::receive))
         .merge(admin)
         .merge(ops::routes())
         .fallback(no_route)
@@ -82,7 +85,10 @@ pub fn router(state: AppState, limits: Limits) -> Router {
         .route_layer(middleware::from_fn_with_state(state.clone(), count_requests))
         .layer(
             ServiceBuilder::new()
-                .layer(HandleErrorLayer::new(overloaded))
+                .layer(HandleErrorLayer::new({
+                    let metrics = state.metrics.clone();
+                    move |path: Option<MatchedPath>, err: BoxError| refused(metrics.clone(), path, err)
+                }))
                 .load_shed()
                 // Global: `Router::layer` copies layers per route, and the bound is for the process.
                 .layer(GlobalConcurrencyLimitLayer::new(limits.max_in_flight.max(1)))
@@ -91,12 +97,16 @@ pub fn router(state: AppState, limits: Limits) -> Router {
         .with_state(state)
 }
 
-async fn overloaded(err: BoxError) -> ApiError {
-    if err.is::<tower::timeout::error::Elapsed>() {
-        ApiError::Timeout
-    } else {
-        ApiError::Overloaded
+/// Shedding and timeouts answer outside the routes, where `count_requests` never sees the
+/// response, so they are counted here: per route and status, and as rejected webhooks.
+async fn refused(metrics: Metrics, path: Option<MatchedPath>, err: BoxError) -> ApiError {
+    let error = if err.is::<tower::timeout::error::Elapsed>() { ApiError::Timeout } else { ApiError::Overloaded };
+    let route = path.map(|p| p.as_str().to_owned()).unwrap_or_default();
+    if route == WEBHOOK_ROUTE {
+        metrics.reject(error.code());
     }
+    metrics.http_requests.get_or_create(&RouteLabels { route, status: error.status().as_u16() }).inc();
+    error
 }
 
 /// Unknown routes and wrong methods answer in the same JSON error shape as every other error.

@@ -4,6 +4,10 @@
 //! while it commits one batch, the next requests pile up and go in the next commit, so
 //! concurrent requests share one fsync (group commit). The server and the worker may be
 //! separate processes on the same data directory: SQLite's locking keeps them consistent.
+//!
+//! Every connection that can checkpoint syncs `queue.db` before the WAL restarts: a checkpoint
+//! that copied frames without syncing (as the consumer once did, on `synchronous=OFF`) let the
+//! appender's next commit overwrite the only synced copy, and a power cut then corrupted the log.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -27,6 +31,9 @@ const TRUNCATE_EVERY: i64 = 5_000;
 const SLOW_TRUNCATION: Duration = Duration::from_millis(200);
 /// Longest pause between polls of an empty log written by another process.
 const MAX_NAP: Duration = Duration::from_millis(20);
+/// After a failed write, the appender tries to reopen and verify the log at most this often,
+/// answering 503 in between.
+const RECOVERY_INTERVAL: Duration = Duration::from_millis(100);
 
 #[derive(Debug, Clone)]
 pub struct EmbeddedConfig {
@@ -52,9 +59,11 @@ enum Role {
     /// Group commits: fsync on every commit, and no checkpoint work on this hot path
     /// except as a backstop when no consumer has checkpointed for a long time.
     Appender,
-    /// Reads and truncation: deletions need no fsync (rows reappearing after a crash are
-    /// skipped by the stored position, and the appender's next commit syncs the WAL
-    /// anyway), and checkpoints run here, off the appender's path.
+    /// Reads and truncation: deletions need no fsync of their own (rows reappearing after a
+    /// crash are skipped by the stored position, and the appender's next commit syncs the
+    /// WAL anyway), and checkpoints run here, off the appender's path. `NORMAL`, not `OFF`:
+    /// in WAL mode it syncs the WAL before a checkpoint and `queue.db` after it, before the
+    /// WAL may restart.
     Consumer,
 }
 
@@ -67,14 +76,41 @@ fn open(path: &Path, role: Role) -> Result<Connection, QueueError> {
          CREATE TABLE IF NOT EXISTS log (
              seq INTEGER PRIMARY KEY AUTOINCREMENT, -- AUTOINCREMENT: never reuse a consumed seq
              payload BLOB NOT NULL
-         );",
+         );
+         CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);",
     )
     .map_err(storage)?;
     let tuning = match role {
         Role::Appender => "PRAGMA wal_autocheckpoint=20000;",
-        Role::Consumer => "PRAGMA synchronous=OFF; PRAGMA wal_autocheckpoint=1000;",
+        Role::Consumer => "PRAGMA synchronous=NORMAL; PRAGMA wal_autocheckpoint=1000;",
     };
     conn.execute_batch(tuning).map_err(storage)?;
+    Ok(conn)
+}
+
+/// The log's identity, made with it: stored queue positions name it, so that a position
+/// from another log (a replaced data directory, another instance) is never used.
+fn log_id(conn: &Connection) -> Result<String, QueueError> {
+    let fresh = format!("{:032x}", rand::random::<u128>());
+    conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('log_id', ?1)", params![fresh]).map_err(storage)?;
+    conn.query_row("SELECT value FROM meta WHERE key = 'log_id'", [], |r| r.get(0)).map_err(storage)
+}
+
+/// Opens the appender's connection anew after a failed write and proves the log sound
+/// before it takes another append. A failed fsync may have dropped data that the page
+/// cache still shows (PostgreSQL's "fsyncgate"), so nothing is retried on the old
+/// connection: the new one copies every committed frame into `queue.db` and syncs it
+/// (a `TRUNCATE` checkpoint, which also restarts the WAL), then checks the file.
+fn reopen_verified(path: &Path) -> Result<Connection, QueueError> {
+    let conn = open(path, Role::Appender)?;
+    let busy: i64 = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0)).map_err(storage)?;
+    if busy != 0 {
+        return Err(QueueError::Storage("log checkpoint could not complete".into()));
+    }
+    let check: String = conn.query_row("PRAGMA quick_check", [], |r| r.get(0)).map_err(storage)?;
+    if check != "ok" {
+        return Err(QueueError::Storage(format!("log failed its integrity check: {check}")));
+    }
     Ok(conn)
 }
 
@@ -98,10 +134,12 @@ impl EmbeddedProducer {
     /// after the last producer handle is dropped and every pending append is written.
     pub fn open(cfg: &EmbeddedConfig, metrics: Metrics, wake: Arc<Notify>) -> Result<Self, QueueError> {
         let conn = open(&cfg.path, Role::Appender)?;
+        log_id(&conn)?;
         let (tx, rx) = mpsc::channel(cfg.max_pending.max(1));
+        let appender = Appender { path: cfg.path.clone(), conn: Some(conn), last_recovery: None };
         std::thread::Builder::new()
             .name("queue-appender".into())
-            .spawn(move || run_appender(conn, rx, metrics, wake))
+            .spawn(move || appender.run(rx, metrics, wake))
             .map_err(|e| QueueError::Unavailable(e.to_string()))?;
         Ok(Self { tx, append_timeout: cfg.append_timeout })
     }
@@ -132,29 +170,68 @@ impl Producer for EmbeddedProducer {
     }
 }
 
-fn run_appender(conn: Connection, mut rx: mpsc::Receiver<Append>, metrics: Metrics, wake: Arc<Notify>) {
-    let mut group = Vec::with_capacity(MAX_GROUP);
-    while let Some(first) = rx.blocking_recv() {
-        group.push(first);
-        while group.len() < MAX_GROUP {
-            match rx.try_recv() {
-                Ok(a) => group.push(a),
-                Err(_) => break,
+/// The thread that owns the write connection; `conn` is `None` after a failed write, until
+/// the log has been reopened and verified.
+struct Appender {
+    path: PathBuf,
+    conn: Option<Connection>,
+    last_recovery: Option<Instant>,
+}
+
+impl Appender {
+    fn run(mut self, mut rx: mpsc::Receiver<Append>, metrics: Metrics, wake: Arc<Notify>) {
+        let mut group = Vec::with_capacity(MAX_GROUP);
+        while let Some(first) = rx.blocking_recv() {
+            group.push(first);
+            while group.len() < MAX_GROUP {
+                match rx.try_recv() {
+                    Ok(a) => group.push(a),
+                    Err(_) => break,
+                }
+            }
+            let started = Instant::now();
+            let result = self.write(&group);
+            metrics.queue_append_latency.observe(started.elapsed().as_secs_f64());
+            metrics.queue_append_batch.observe(group.len() as f64);
+            for a in group.drain(..) {
+                let _ = a.done.send(result.clone());
+            }
+            wake.notify_one();
+        }
+        tracing::debug!("queue appender stopped");
+    }
+
+    fn write(&mut self, group: &[Append]) -> Result<(), QueueError> {
+        let conn = self.usable()?;
+        let written = write_group(conn, group);
+        written.map_err(|e| {
+            tracing::error!(error = %e, events = group.len(), "queue group commit failed; answering 503 and reopening the log");
+            // Never commit again on a connection whose write or fsync failed.
+            self.conn = None;
+            QueueError::Storage(e.to_string())
+        })
+    }
+
+    /// The connection, reopened and verified first if the last write failed.
+    fn usable(&mut self) -> Result<&Connection, QueueError> {
+        if self.conn.is_none() {
+            if self.last_recovery.is_some_and(|t| t.elapsed() < RECOVERY_INTERVAL) {
+                return Err(QueueError::Unavailable("the log is recovering from a failed write".into()));
+            }
+            self.last_recovery = Some(Instant::now());
+            match reopen_verified(&self.path) {
+                Ok(conn) => {
+                    tracing::info!("queue log reopened and verified; accepting appends again");
+                    self.conn = Some(conn);
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "queue log cannot be reopened yet; answering 503");
+                    return Err(e);
+                }
             }
         }
-        let started = Instant::now();
-        let result = write_group(&conn, &group);
-        metrics.queue_append_latency.observe(started.elapsed().as_secs_f64());
-        metrics.queue_append_batch.observe(group.len() as f64);
-        if let Err(e) = &result {
-            tracing::error!(error = %e, events = group.len(), "queue group commit failed; answering 503");
-        }
-        for a in group.drain(..) {
-            let _ = a.done.send(result.as_ref().map(|_| ()).map_err(|e| QueueError::Storage(e.to_string())));
-        }
-        wake.notify_one();
+        self.conn.as_ref().ok_or_else(|| QueueError::Unavailable("no log connection".into()))
     }
-    tracing::debug!("queue appender stopped");
 }
 
 fn write_group(conn: &Connection, group: &[Append]) -> Result<(), rusqlite::Error> {
@@ -171,6 +248,7 @@ fn write_group(conn: &Connection, group: &[Append]) -> Result<(), rusqlite::Erro
 /// The worker's handle: reads the log in order from the position the store recorded.
 pub struct EmbeddedConsumer {
     conn: SharedConn,
+    log_id: String,
     position: i64,
     truncated_to: i64,
     truncate_every: i64,
@@ -181,7 +259,8 @@ pub struct EmbeddedConsumer {
 impl EmbeddedConsumer {
     pub fn open(cfg: &EmbeddedConfig, wake: Arc<Notify>) -> Result<Self, QueueError> {
         let conn = open(&cfg.path, Role::Consumer)?;
-        Ok(Self { conn: SharedConn::new(conn), position: 0, truncated_to: 0, truncate_every: cfg.truncate_every.max(1), wake })
+        let log_id = log_id(&conn)?;
+        Ok(Self { conn: SharedConn::new(conn), log_id, position: 0, truncated_to: 0, truncate_every: cfg.truncate_every.max(1), wake })
     }
 
     async fn blocking<T: Send + 'static>(
@@ -213,6 +292,10 @@ impl EmbeddedConsumer {
 
 #[async_trait]
 impl Consumer for EmbeddedConsumer {
+    fn log_id(&self) -> Option<String> {
+        Some(self.log_id.clone())
+    }
+
     async fn resume(&mut self, stored: &[Position]) -> Result<(), QueueError> {
         self.position = stored.iter().filter(|p| p.partition == 0).map(|p| p.offset).max().unwrap_or(0);
         self.truncated_to = self.position;

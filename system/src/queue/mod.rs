@@ -17,7 +17,7 @@ use async_trait::async_trait;
 
 use crate::domain::PaymentEvent;
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum QueueError {
     /// Too many appends are waiting: shed load rather than grow memory.
     #[error("queue is full")]
@@ -72,6 +72,11 @@ pub trait Producer: Send + Sync {
 /// The worker's side: read batches, commit positions after their effects are durable.
 #[async_trait]
 pub trait Consumer: Send + Sync {
+    /// The identity of the log this consumer reads, when positions into it are kept by the
+    /// store: they are stored under it, so a position into another log is never used.
+    fn log_id(&self) -> Option<String> {
+        None
+    }
     /// Continues after the positions the store recorded with the last applied batch.
     /// Backends that keep their own committed offsets (Kafka) may ignore them.
     async fn resume(&mut self, stored: &[Position]) -> Result<(), QueueError>;
