@@ -17,6 +17,13 @@ on_failure() {
 }
 trap on_failure ERR
 
+# The console's browser test (system/tests/console.rs) drives headless Chromium through
+# chromedriver; Debian packages both.
+if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
+  DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver
+fi
+
 cargo build --release --workspace --bins
 cargo test --release --workspace
 
