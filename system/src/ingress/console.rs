@@ -34,7 +34,8 @@ fn asset(content_type: &'static str, body: &'static str) -> impl IntoResponse {
             (header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP)),
             (header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")),
             (header::REFERRER_POLICY, HeaderValue::from_static("no-referrer")),
-            // Assets change only with the binary; revalidating each load costs one small request.
+            // No validators, so each load fetches them again: about 20 KB, and a new binary's
+            // console is in use at once, never mixed with a cached older script.
             (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
             (HeaderName::from_static("x-frame-options"), HeaderValue::from_static("DENY")),
         ],
