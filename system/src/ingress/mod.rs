@@ -2,6 +2,7 @@
 
 mod admin;
 mod body;
+mod console;
 pub mod error;
 mod ops;
 pub use ops::worker_routes;
@@ -63,7 +64,8 @@ pub struct Limits {
 
 pub fn router(state: AppState, limits: Limits) -> Router {
     // Management and read endpoints sit behind the admin token; webhooks are guarded by
-    // signatures; liveness, readiness and metrics stay open for orchestrators and scrapers.
+    // signatures; liveness, readiness and metrics stay open for orchestrators and scrapers,
+    // and so do the console's static assets, which hold no data.
     let admin = Router::new()
         .route("/api/orders", post(reads::create_order))
         .route("/api/orders/lookup", post(reads::orders_lookup))
@@ -80,6 +82,7 @@ pub fn router(state: AppState, limits: Limits) -> Router {
         .route(WEBHOOK_ROUTE, post(webhook::receive))
         .merge(admin)
         .merge(ops::routes())
+        .merge(console::routes())
         .fallback(no_route)
         .method_not_allowed_fallback(wrong_method)
         .route_layer(middleware::from_fn_with_state(state.clone(), count_requests))
