@@ -23,7 +23,16 @@ on_failure() {
 }
 trap on_failure ERR
 
-cargo build --release --workspace --bins
+# The console's browser test (system/tests/console.rs) drives headless Chromium through
+# chromedriver; Debian packages both.
+if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
+  DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver
+fi
+
+# One build. `cargo test` also builds the binaries, with the features the dev-dependencies
+# add (tokio's test-util and others); a separate `cargo build` without them compiled tokio,
+# serde and their dependents a second time. The load gate below runs these same binaries.
 cargo test --release --workspace
 
 # Dependency policy (deny.toml): licenses, bans and sources. Advisories need the RustSec

@@ -16,13 +16,16 @@
 //!                                  what an event does is decided in domain/state.rs
 //! ```
 //!
-//! `app.rs` wires these from the configuration (`config.rs`); `main.rs` only parses flags.
+//! `app.rs` wires these from the configuration (`config.rs`); `main.rs` only parses flags;
+//! `datadir.rs` keeps a data directory to one process per role.
 
 pub mod app;
 pub mod config;
+pub mod datadir;
 pub mod dlq;
 pub mod domain;
 pub mod ingress;
+pub mod logging;
 pub mod metrics;
 pub mod queue;
 mod sqlite_conn;

@@ -187,7 +187,7 @@ impl MetricSet {
                 retries: self.worker_retries.get(),
                 e2e_latency_us: Percentiles::of(&self.e2e_hdr),
             }),
-            queue: QueueStats { depth: worker_here.then(|| self.queue_depth.get().max(0) as u64) },
+            queue: QueueStats { depth: worker_here.then(|| self.queue_depth.get().max(0) as u64), spool_depth: None },
         }
     }
 
@@ -238,6 +238,9 @@ pub struct WorkerStats {
 #[derive(Debug, Serialize)]
 pub struct QueueStats {
     pub depth: Option<u64>,
+    /// Events acknowledged while the broker was down, still in the local spool; `None` where
+    /// there is no spool (embedded queue, worker-only process).
+    pub spool_depth: Option<u64>,
 }
 
 #[derive(Debug, Default, Serialize)]

@@ -172,7 +172,7 @@ async fn bad_input_gets_a_clear_error_and_nothing_is_enqueued() {
         ("unknown type", valid.replace("payment.success", "payment.stolen"), "application/json", 422, "event_type"),
         ("empty payment id", valid.replace("\"p\"", "\"\""), "application/json", 422, "payment_id"),
         ("control char in id", valid.replace("\"o\"", "\"o\\u0000\""), "application/json", 422, "order_id"),
-        ("deep nesting", format!("{}{}", "[".repeat(10_000), "]".repeat(10_000)), "application/json", 400, "malformed"),
+        ("deep nesting", format!("{}{}", "[".repeat(10_000), "]".repeat(10_000)), "application/json", 400, "must be a JSON object"),
         ("wrong content type", valid.into(), "text/plain", 415, "application/json"),
         ("too large", huge, "application/json", 413, "larger than"),
     ];
@@ -327,4 +327,39 @@ async fn slow_clients_cannot_hold_a_connection() {
     assert_eq!(stats["ingress"]["rejected"]["timeout"], 1, "the 408 is counted: {stats}");
     let text = app.http.get(format!("{}/metrics", app.base)).send().await.unwrap().text().await.unwrap();
     assert!(text.contains("webhooks_http_requests_total{route=\"/api/webhooks/payment\",status=\"408\"} 1"), "{text}");
+}
+
+#[tokio::test]
+async fn shape_errors_speak_of_the_api_not_of_rust() {
+    let app = TestApp::start(&[]).await;
+    let valid = r#"{"event_type":"payment.success","payment_id":"p","order_id":"o","amount":1,"currency":"USD"}"#;
+    let types = "one of payment.pending, payment.success, payment.failed, payment.refunded";
+    let cases: Vec<(String, &str, String)> = vec![
+        (valid.replace("\"event_type\"", "\"status\""), "wrong_shape", format!("event_type is required: {types}")),
+        (valid.replace("\"amount\":1", "\"amount\":\"1\""), "wrong_shape", "amount must be an integer in minor units (cents)".into()),
+        (valid.replace("\"p\"", "7"), "wrong_shape", "payment_id must be a string".into()),
+        (valid.replace(",\"currency\":\"USD\"", ""), "wrong_shape", "missing field currency".into()),
+        ("[1]".into(), "wrong_shape", "the body must be a JSON object, not an array".into()),
+        (valid[..40].into(), "malformed", "malformed JSON: the body ends before the JSON is complete (line 1, column 40)".into()),
+    ];
+    for (body, code, message) in cases {
+        let r = app.http.post(hook(&app)).header("content-type", "application/json").body(body.clone()).send().await.unwrap();
+        assert_eq!(r.status().as_u16(), 400, "{body}");
+        let err: Value = r.json().await.unwrap();
+        assert_eq!((err["error"].as_str(), err["message"].as_str()), (Some(code), Some(message.as_str())), "{body}");
+    }
+}
+
+#[tokio::test]
+async fn unknown_routes_and_wrong_methods_answer_json() {
+    let app = TestApp::start(&[]).await;
+    let r = app.http.get(format!("{}/api/nothing-here", app.base)).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 404);
+    let err: Value = r.json().await.unwrap();
+    assert_eq!((err["error"].as_str(), err["message"].as_str()), (Some("not_found"), Some("no route GET /api/nothing-here")));
+    let r = app.http.get(hook(&app)).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 405);
+    assert_eq!(r.headers().get("allow").and_then(|v| v.to_str().ok()), Some("POST"));
+    let err: Value = r.json().await.unwrap();
+    assert_eq!(err["error"].as_str(), Some("method_not_allowed"), "{err}");
 }

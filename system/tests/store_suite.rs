@@ -10,7 +10,7 @@ use webhooks::domain::{CreateOutcome, EventType, NewOrder, PaymentEvent};
 use webhooks::queue::Position;
 use webhooks::store::postgres::PostgresStore;
 use webhooks::store::sqlite::SqliteStore;
-use webhooks::store::{Applied, DeadLetterFilter, Store};
+use webhooks::store::{Applied, DeadLetter, DeadLetterFilter, Store};
 
 /// Two handles on one database, as two workers would have.
 struct Backend {
@@ -105,6 +105,35 @@ async fn orders_mismatches_late_orders_and_conflicts() {
         s.mark_replayed(&[items[0].id]).await.unwrap();
         assert_eq!(s.dead_letters(&DeadLetterFilter::default()).await.unwrap().0, 0, "{}", b.name);
         assert!(s.ping().await.is_ok());
+    }
+    finish(all).await;
+}
+
+/// The console shows a payment's dead letters among its events and filters the list.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letters_filter_by_payment_order_and_error() {
+    let all = backends().await;
+    for b in &all {
+        let s = &b.a;
+        let letters = [
+            DeadLetter::for_event(&ev("d1", EventType::Success, "pa", "oa", 10), "conflict: event id reused with another payload".into(), 1),
+            DeadLetter::for_event(&ev("d2", EventType::Success, "pa", "oa", 10), "payment belongs to another order".into(), 1),
+            DeadLetter::for_event(&ev("d3", EventType::Success, "pb", "ob", 10), "conflict: event id reused with another payload".into(), 1),
+        ];
+        s.dead_letter("c", &letters, &[]).await.unwrap();
+        let ids = |f: DeadLetterFilter| async move {
+            let (n, items) = s.dead_letters(&f).await.unwrap();
+            (n, items.into_iter().map(|d| d.event_id).collect::<Vec<_>>())
+        };
+        let of = |p: &str| DeadLetterFilter { payment_id: Some(p.into()), ..Default::default() };
+        assert_eq!(ids(of("pa")).await, (2, vec!["d2".into(), "d1".into()]), "{}", b.name);
+        assert_eq!(ids(of("nobody")).await, (0, vec![]), "{}", b.name);
+        let by_order = DeadLetterFilter { order_id: Some("ob".into()), ..Default::default() };
+        assert_eq!(ids(by_order).await, (1, vec!["d3".into()]), "{}", b.name);
+        let conflicts = DeadLetterFilter { error_prefix: Some("conflict:".into()), limit: Some(1), ..Default::default() };
+        assert_eq!(ids(conflicts).await, (2, vec!["d3".into()]), "{}: count is of all matches, items up to the limit", b.name);
+        let both = DeadLetterFilter { error_prefix: Some("conflict:".into()), payment_id: Some("pa".into()), ..Default::default() };
+        assert_eq!(ids(both).await, (1, vec!["d1".into()]), "{}", b.name);
     }
     finish(all).await;
 }

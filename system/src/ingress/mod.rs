@@ -2,6 +2,7 @@
 
 mod admin;
 mod body;
+mod console;
 pub mod error;
 mod ops;
 pub use ops::worker_routes;
@@ -16,6 +17,7 @@ use std::time::Duration;
 
 use axum::error_handling::HandleErrorLayer;
 use axum::extract::{MatchedPath, Request, State};
+use axum::http::{Method, Uri};
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::{get, post};
@@ -62,7 +64,8 @@ pub struct Limits {
 
 pub fn router(state: AppState, limits: Limits) -> Router {
     // Management and read endpoints sit behind the admin token; webhooks are guarded by
-    // signatures; liveness, readiness and metrics stay open for orchestrators and scrapers.
+    // signatures; liveness, readiness and metrics stay open for orchestrators and scrapers,
+    // and so do the console's static assets, which hold no data.
     let admin = Router::new()
         .route("/api/orders", post(reads::create_order))
         .route("/api/orders/lookup", post(reads::orders_lookup))
@@ -79,6 +82,9 @@ pub fn router(state: AppState, limits: Limits) -> Router {
         .route(WEBHOOK_ROUTE, post(webhook::receive))
         .merge(admin)
         .merge(ops::routes())
+        .merge(console::routes())
+        .fallback(no_route)
+        .method_not_allowed_fallback(wrong_method)
         .route_layer(middleware::from_fn_with_state(state.clone(), count_requests))
         .layer(
             ServiceBuilder::new()
@@ -104,6 +110,15 @@ async fn refused(metrics: Metrics, path: Option<MatchedPath>, err: BoxError) -> 
     }
     metrics.http_requests.get_or_create(&RouteLabels { route, status: error.status().as_u16() }).inc();
     error
+}
+
+/// Unknown routes and wrong methods answer in the same JSON error shape as every other error.
+async fn no_route(method: Method, uri: Uri) -> ApiError {
+    ApiError::NoRoute(format!("{method} {}", uri.path()))
+}
+
+async fn wrong_method(method: Method) -> ApiError {
+    ApiError::MethodNotAllowed(method.to_string())
 }
 
 async fn count_requests(State(state): State<AppState>, req: Request, next: Next) -> Response {

@@ -119,6 +119,11 @@ pub struct DeadLetterFilter {
     #[serde(default)]
     pub include_replayed: bool,
     pub limit: Option<u32>,
+    /// Only those of this payment (the console's event history of one payment).
+    pub payment_id: Option<String>,
+    pub order_id: Option<String>,
+    /// Only those whose error starts with this, e.g. `conflict:`.
+    pub error_prefix: Option<String>,
 }
 
 impl DeadLetterFilter {

@@ -364,18 +364,19 @@ impl Store for PostgresStore {
     }
 
     async fn dead_letters(&self, f: &DeadLetterFilter) -> Result<(u64, Vec<DeadLetterView>), StoreError> {
-        const MATCH: &str = "($1::BIGINT IS NULL OR id = $1) AND ($2::BIGINT IS NULL OR failed_at_us >= $2) AND ($3 OR replayed_at_us IS NULL)";
+        const MATCH: &str = "($1::BIGINT IS NULL OR id = $1) AND ($2::BIGINT IS NULL OR failed_at_us >= $2) AND ($3 OR replayed_at_us IS NULL)
+            AND ($4::TEXT IS NULL OR payment_id = $4) AND ($5::TEXT IS NULL OR order_id = $5) AND ($6::TEXT IS NULL OR left(error, length($6)) = $6)";
         let client = self.pool.get().await.map_err(pool_error)?;
         let count: i64 = client
-            .query_one(&format!("SELECT COUNT(*) FROM dead_letters WHERE {MATCH}"), &[&f.id, &f.since_us, &f.include_replayed])
+            .query_one(&format!("SELECT COUNT(*) FROM dead_letters WHERE {MATCH}"), &[&f.id, &f.since_us, &f.include_replayed, &f.payment_id, &f.order_id, &f.error_prefix])
             .await
             .map_err(classify)?
             .get(0);
         let limit = i64::from(f.limit());
         let rows = client
             .query(
-                &format!("SELECT id, event_id, payment_id, order_id, error, attempts, failed_at_us, payload, replayed_at_us FROM dead_letters WHERE {MATCH} ORDER BY id DESC LIMIT $4"),
-                &[&f.id, &f.since_us, &f.include_replayed, &limit],
+                &format!("SELECT id, event_id, payment_id, order_id, error, attempts, failed_at_us, payload, replayed_at_us FROM dead_letters WHERE {MATCH} ORDER BY id DESC LIMIT $7"),
+                &[&f.id, &f.since_us, &f.include_replayed, &f.payment_id, &f.order_id, &f.error_prefix, &limit],
             )
             .await
             .map_err(classify)?;

@@ -296,15 +296,16 @@ fn read_payment(conn: &Connection, id: &str) -> Result<Option<PaymentView>, rusq
 }
 
 fn read_dead_letters(conn: &Connection, f: &DeadLetterFilter) -> Result<(u64, Vec<DeadLetterView>), rusqlite::Error> {
-    const MATCH: &str = "(?1 IS NULL OR id = ?1) AND (?2 IS NULL OR failed_at_us >= ?2) AND (?3 OR replayed_at_us IS NULL)";
-    let args = params![f.id, f.since_us, f.include_replayed];
+    const MATCH: &str = "(?1 IS NULL OR id = ?1) AND (?2 IS NULL OR failed_at_us >= ?2) AND (?3 OR replayed_at_us IS NULL)
+        AND (?4 IS NULL OR payment_id = ?4) AND (?5 IS NULL OR order_id = ?5) AND (?6 IS NULL OR substr(error, 1, length(?6)) = ?6)";
+    let args = params![f.id, f.since_us, f.include_replayed, f.payment_id, f.order_id, f.error_prefix];
     let count: i64 = conn.prepare_cached(&format!("SELECT COUNT(*) FROM dead_letters WHERE {MATCH}"))?.query_row(args, |r| r.get(0))?;
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT id, event_id, payment_id, order_id, error, attempts, failed_at_us, payload, replayed_at_us
-         FROM dead_letters WHERE {MATCH} ORDER BY id DESC LIMIT ?4"
+         FROM dead_letters WHERE {MATCH} ORDER BY id DESC LIMIT ?7"
     ))?;
     let items = stmt
-        .query_map(params![f.id, f.since_us, f.include_replayed, f.limit()], |r| {
+        .query_map(params![f.id, f.since_us, f.include_replayed, f.payment_id, f.order_id, f.error_prefix, f.limit()], |r| {
             Ok(DeadLetterView {
                 id: r.get(0)?,
                 event_id: r.get(1)?,
