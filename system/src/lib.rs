@@ -7,7 +7,7 @@
 //!                      |           (ingress/webhook.rs, ingress/signature.rs, domain/event.rs)
 //!                      v
 //!                    queue        append durably, then 200; not stored -> 503 Retry-After
-//!                      |           (queue/mod.rs: the interface; queue/embedded.rs: SQLite log, group commit)
+//!                      |           (queue/mod.rs: the interface; queue/embedded.rs over queue/log/: segment log, group commit)
 //!                      v
 //!                    worker       poll a batch -> store.apply_batch in one transaction -> commit position
 //!                      |           retries with backoff, dead letters (worker/)
