@@ -28,8 +28,9 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// Worth retrying this batch a few times; an outage is waited out instead.
     pub fn is_transient(&self) -> bool {
-        matches!(self, Self::Transient(_) | Self::Unavailable(_))
+        matches!(self, Self::Transient(_))
     }
 
     pub fn is_outage(&self) -> bool {

@@ -201,7 +201,7 @@ impl Worker {
             attempt += 1;
             match op().await {
                 Ok(v) => return Ok(v),
-                Err(e) if e.is_transient() && !e.is_outage() && attempt < self.cfg.retry.max_attempts => {
+                Err(e) if e.is_transient() && attempt < self.cfg.retry.max_attempts => {
                     tracing::debug!(error = %e, attempt, "transient store error; retrying");
                 }
                 Err(e) if !e.is_outage() && self.store.ping().await.is_ok() => return Err(Failure::Poison(e)),
