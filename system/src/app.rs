@@ -18,7 +18,7 @@ use crate::queue::kafka::{KafkaConsumer, KafkaProducer};
 use crate::queue::spool::SpoolingProducer;
 use crate::queue::{Consumer, Producer, QueueError};
 use crate::store::postgres::PostgresStore;
-use crate::store::sqlite::SqliteStore;
+use crate::store::sqlite::{Durability, SqliteStore};
 use crate::store::{DeadLetterFilter, Store, StoreError};
 use crate::worker::{Worker, WorkerError};
 
@@ -48,12 +48,16 @@ fn lock_data_dir(storage: &StorageArgs, roles: &[Role], server: Option<&ServerAr
     Ok(datadir::lock(&storage.data_dir, &roles)?)
 }
 
+/// With the embedded log a SQLite store syncs at checkpoints only: the log keeps every event
+/// until the worker has made the store durable behind it. Kafka forgets what the worker
+/// commits, so there every commit is synced.
 pub async fn open_store(storage: &StorageArgs) -> Result<Arc<dyn Store>, AppError> {
     match storage.database()? {
         Database::Postgres(url) => Ok(Arc::new(PostgresStore::connect(&url, storage.database_pool_size).await?)),
         Database::Sqlite(path) => {
             std::fs::create_dir_all(&storage.data_dir)?;
-            let store = tokio::task::spawn_blocking(move || SqliteStore::open(&path))
+            let durability = if storage.kafka().is_some() { Durability::EveryCommit } else { Durability::Checkpoint };
+            let store = tokio::task::spawn_blocking(move || SqliteStore::open_with(&path, durability))
                 .await
                 .map_err(|e| std::io::Error::other(e.to_string()))??;
             Ok(Arc::new(store))

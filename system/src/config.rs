@@ -66,6 +66,7 @@ impl StorageArgs {
         if let Some(s) = server {
             cfg.max_pending = s.queue_max_pending;
             cfg.append_timeout = Duration::from_millis(s.append_timeout_ms);
+            cfg.segment_bytes = s.queue_segment_bytes;
         }
         cfg
     }
@@ -156,6 +157,11 @@ pub struct ServerArgs {
     #[arg(help_heading = "Embedded queue", long, env = "APPEND_TIMEOUT_MS", default_value_t = 5_000)]
     pub append_timeout_ms: u64,
 
+    /// The embedded log rolls to a new segment file past this many bytes; consumed events
+    /// are deleted a whole segment at a time, after the store has synced their effects.
+    #[arg(help_heading = "Embedded queue", long, env = "QUEUE_SEGMENT_BYTES", default_value_t = crate::queue::log::DEFAULT_SEGMENT_BYTES)]
+    pub queue_segment_bytes: u64,
+
     /// Bearer token required by management and read endpoints (orders, payments, stats,
     /// dead letters); unset leaves them open.
     #[arg(long, env = "ADMIN_TOKEN", hide_env_values = true)]
@@ -205,6 +211,12 @@ pub struct WorkerArgs {
     #[arg(long, env = "WORKER_BATCH_SIZE", default_value_t = 1000)]
     pub batch_size: usize,
 
+    /// While events keep arriving, a batch waits up to this many milliseconds to fill, so
+    /// that one transaction carries many events; after a quiet moment an event is applied
+    /// at once. 0 applies whatever one poll returns.
+    #[arg(long, env = "WORKER_BATCH_LINGER_MS", default_value_t = 2)]
+    pub batch_linger_ms: u64,
+
     /// Attempts on transient errors before an event is dead-lettered.
     #[arg(long, env = "WORKER_MAX_ATTEMPTS", default_value_t = 8)]
     pub max_attempts: u32,
@@ -223,6 +235,7 @@ impl WorkerArgs {
         WorkerConfig {
             consumer: self.consumer.clone(),
             batch_size: self.batch_size.max(1),
+            linger: Duration::from_millis(self.batch_linger_ms),
             poll_wait: Duration::from_millis(100),
             retry: RetryPolicy {
                 base: Duration::from_millis(self.retry_base_ms.max(1)),

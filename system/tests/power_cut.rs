@@ -15,11 +15,19 @@ const CLIENTS: usize = 16;
 /// The files the embedded queue fsyncs on every group commit: its segments.
 const QUEUE_LOG: &str = ".seg";
 
+/// Small segments, so that the log deletes consumed ones (after a store checkpoint) while
+/// the power is cut: the store syncs only at those checkpoints.
+const SMALL_SEGMENTS: [&str; 2] = ["--queue-segment-bytes", "65536"];
+
+fn start_all(machine: &mut Machine, roles: &[&str]) -> Vec<Proc> {
+    roles.iter().map(|r| machine.start(r, if *r == "worker" { &[] } else { &SMALL_SEGMENTS })).collect()
+}
+
 /// Load, cut, restart, several times over; then verify everything acknowledged in any round.
 async fn repeated_cuts(machine: &mut Machine, roles: &[&str], rounds: usize) -> Arc<Tally> {
     let tally = Arc::new(Tally::default());
     for round in 0..rounds {
-        let mut procs: Vec<Proc> = roles.iter().map(|r| machine.start(r, &[])).collect();
+        let mut procs = start_all(machine, roles);
         wait_healthy(&client(), &machine.base).await;
         let (before, unanswered) = (tally.acked(), tally.unanswered());
         let load = Load::start(&machine.base, CLIENTS, tally.clone());
@@ -35,9 +43,21 @@ async fn repeated_cuts(machine: &mut Machine, roles: &[&str], rounds: usize) -> 
             cut.files
         );
     }
-    let _procs: Vec<Proc> = roles.iter().map(|r| machine.start(r, &[])).collect();
+    let _procs = start_all(machine, roles);
     verify(machine, &tally).await;
+    let first = first_segment(machine);
+    assert!(first > 1, "consumed segments were deleted during the run (the first left starts at offset {first})");
     tally
+}
+
+/// The first offset of the oldest segment on the disk.
+fn first_segment(machine: &Machine) -> u64 {
+    let dir = machine.disk().join("data/log");
+    let names = std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("read {}: {e}", dir.display()));
+    names
+        .filter_map(|e| e.ok()?.file_name().to_str()?.strip_suffix(QUEUE_LOG)?.parse().ok())
+        .min()
+        .expect("the log has a segment")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3,8 +3,9 @@
 //! The server appends (group commit, one fsync per group); the worker reads behind it, in
 //! the same process (woken after each group) or in another one on the same data directory
 //! (polling the log's `durable` file). Segments are deleted once the consumer's committed
-//! position is past them; the store has made that position durable by then, since the
-//! SQLite store syncs each commit and PostgreSQL keeps its own durability.
+//! position is past them and the store has made that position durable: the worker asks for
+//! [`Consumer::release`] after a store checkpoint. A consumer that keeps its own position
+//! (the spool's, whose events are on the broker once committed) deletes at commit.
 
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
@@ -195,10 +196,17 @@ impl Consumer for EmbeddedConsumer {
         if let Some(last) = batch.iter().map(|d| d.position.offset.max(0) as u64).max() {
             self.position = self.position.max(last);
         }
-        if let Some(f) = &self.own {
-            let path = self.dir.join(POSITION_FILE);
-            f.write_all_at(&self.position.to_le_bytes(), 0).map_err(|e| storage(LogError::io("write", &path)(e)))?;
-        }
+        let Some(f) = &self.own else { return Ok(()) };
+        let path = self.dir.join(POSITION_FILE);
+        f.write_all_at(&self.position.to_le_bytes(), 0).map_err(|e| storage(LogError::io("write", &path)(e)))?;
+        self.delete_consumed()
+    }
+
+    fn wants_release(&self) -> bool {
+        self.own.is_none() && self.reader.segment_base().is_some_and(|base| base > self.deleted_before && self.position >= base - 1)
+    }
+
+    async fn release(&mut self) -> Result<(), QueueError> {
         self.delete_consumed()
     }
 
@@ -276,7 +284,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn committed_segments_are_deleted_and_a_resumed_consumer_reads_on() {
+    async fn released_segments_are_deleted_and_a_resumed_consumer_reads_on() {
         let dir = tempfile::tempdir().unwrap();
         let cfg = EmbeddedConfig { segment_bytes: 1024, ..EmbeddedConfig::in_dir(dir.path()) };
         let wake = Arc::new(Notify::new());
@@ -290,6 +298,10 @@ mod tests {
         consumer.resume(&[]).await.unwrap();
         let batch = consumer.poll(60, Duration::from_millis(10)).await.unwrap();
         consumer.commit(&batch).await.unwrap();
+        assert_eq!(segment::list(&cfg.dir).unwrap().len(), segments, "nothing goes before the store is durable");
+        assert!(consumer.wants_release());
+        consumer.release().await.unwrap();
+        assert!(!consumer.wants_release());
         let left = segment::list(&cfg.dir).unwrap();
         assert!(left.len() < segments && left[0] <= 61, "only segments wholly behind offset 60 go: {left:?}");
 

@@ -86,6 +86,16 @@ pub trait Consumer: Send + Sync {
     async fn poll(&mut self, max: usize, wait: Duration) -> Result<Vec<Delivery>, QueueError>;
     /// Marks everything in `batch` as done. Called only after the store committed it.
     async fn commit(&mut self, batch: &[Delivery]) -> Result<(), QueueError>;
+    /// Whether committed events hold storage that [`Consumer::release`] would free.
+    fn wants_release(&self) -> bool {
+        false
+    }
+    /// Frees the storage of committed events. Called only once the store has made the
+    /// effects of every committed batch durable (`Store::make_durable`), because the events
+    /// are gone for good afterwards.
+    async fn release(&mut self) -> Result<(), QueueError> {
+        Ok(())
+    }
     /// Events appended but not yet committed, when the backend knows.
     async fn depth(&mut self) -> Option<u64>;
     /// Finishes cleanly: commits what is pending and leaves any group.

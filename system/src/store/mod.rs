@@ -191,7 +191,9 @@ pub type ConsumerName = str;
 #[async_trait]
 pub trait Store: Send + Sync {
     /// Applies a batch in one transaction, together with the consumer's new positions:
-    /// either all of it is durable or none of it.
+    /// all of it or none of it. Durable when it returns, unless the store defers syncing to
+    /// [`Store::make_durable`] (SQLite under [`sqlite::Durability::Checkpoint`]); then a power
+    /// cut may roll back the effects and the positions together.
     async fn apply_batch(
         &self,
         consumer: &ConsumerName,
@@ -213,6 +215,13 @@ pub trait Store: Send + Sync {
     /// Notes that these dead letters were put back on the queue.
     async fn mark_replayed(&self, ids: &[i64]) -> Result<(), StoreError>;
     async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Makes every committed transaction durable. The worker calls it before the queue may
+    /// forget events behind the stored positions. A store whose commits are durable already
+    /// has nothing to do.
+    async fn make_durable(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
 }
 
 pub fn now_us() -> i64 {

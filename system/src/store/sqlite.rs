@@ -1,5 +1,8 @@
-//! The SQLite store: one file, WAL, full fsync; one writer connection (SQLite allows one
-//! writer at a time anyway) and one reader so that API reads do not queue behind batches.
+//! The SQLite store: one file in WAL mode; one writer connection (SQLite allows one writer
+//! at a time anyway) and one reader so that API reads do not queue behind batches.
+//!
+//! When commits reach the disk is the caller's choice ([`Durability`]): each commit, or
+//! only at checkpoints when the queue keeps every event until the store has synced it.
 
 use std::path::Path;
 use std::time::Duration;
@@ -12,7 +15,7 @@ use crate::domain::redelivery::Recorded;
 use crate::domain::state::{self, status_from_payments};
 use crate::domain::{CreateOutcome, EventType, NewOrder, OrderStatus, OrderTerms, Payment, PaymentEvent, PaymentStatus};
 use crate::queue::Position;
-use crate::sqlite_conn::SharedConn;
+use crate::sqlite_conn::ConnThread;
 
 /// Schema versions, applied in order at start-up; the index + 1 is the version number.
 const MIGRATIONS: &[&str] = &[r#"
@@ -72,9 +75,23 @@ CREATE TABLE consumer_positions (
     "ALTER TABLE payments ADD COLUMN conflicted INTEGER NOT NULL DEFAULT 0;",
 ];
 
+/// When the worker's commits reach the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// Every commit is synced: for queues that forget what the worker commits (Kafka).
+    EveryCommit,
+    /// Batches commit without a sync (`synchronous=NORMAL`) and are synced at checkpoints
+    /// ([`Store::make_durable`]): for the embedded log, which keeps every event until the
+    /// worker releases it after such a checkpoint. A power cut rolls effects and stored
+    /// positions back together, and the log delivers those events again. Orders and
+    /// operators' writes are still synced when they commit: they are on no log.
+    Checkpoint,
+}
+
 pub struct SqliteStore {
-    writer: SharedConn,
-    reader: SharedConn,
+    writer: ConnThread,
+    reader: ConnThread,
+    durability: Durability,
 }
 
 fn classify(e: rusqlite::Error) -> StoreError {
@@ -88,11 +105,43 @@ fn classify(e: rusqlite::Error) -> StoreError {
     }
 }
 
-fn connect(path: &Path) -> Result<Connection, rusqlite::Error> {
+fn connect(path: &Path, durability: Durability) -> Result<Connection, rusqlite::Error> {
     let conn = Connection::open(path)?;
     conn.busy_timeout(Duration::from_secs(5))?;
-    conn.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA cache_size=-16384; PRAGMA temp_store=MEMORY; PRAGMA foreign_keys=ON;")?;
+    conn.execute_batch("PRAGMA journal_mode=WAL; PRAGMA cache_size=-16384; PRAGMA temp_store=MEMORY; PRAGMA foreign_keys=ON;")?;
+    conn.pragma_update(None, "synchronous", synchronous(durability))?;
     Ok(conn)
+}
+
+/// In WAL mode NORMAL still syncs the WAL before every checkpoint and the database after
+/// it, so the file is never corrupted; it only lets the last commits be lost at a power cut.
+fn synchronous(durability: Durability) -> &'static str {
+    match durability {
+        Durability::EveryCommit => "FULL",
+        Durability::Checkpoint => "NORMAL",
+    }
+}
+
+/// Runs `f` (which commits) with every commit synced, whatever the connection's setting:
+/// for writes no log can repeat. The sync also makes earlier unsynced commits durable.
+fn synced<T>(c: &mut Connection, durability: Durability, f: impl FnOnce(&mut Connection) -> Result<T, rusqlite::Error>) -> Result<T, rusqlite::Error> {
+    if durability == Durability::EveryCommit {
+        return f(c);
+    }
+    c.pragma_update(None, "synchronous", "FULL")?;
+    let result = f(c);
+    c.pragma_update(None, "synchronous", synchronous(durability))?;
+    result
+}
+
+/// A FULL checkpoint syncs the WAL and then the database file; it waits (busy timeout) for
+/// the reader to leave older snapshots, and a checkpoint that could not finish is an error.
+fn checkpoint(c: &mut Connection) -> Result<(), rusqlite::Error> {
+    let busy: i64 = c.query_row("PRAGMA wal_checkpoint(FULL)", [], |r| r.get(0))?;
+    if busy != 0 {
+        return Err(rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_BUSY), Some("checkpoint blocked by a reader".into())));
+    }
+    Ok(())
 }
 
 fn migrate(conn: &mut Connection) -> Result<(), rusqlite::Error> {
@@ -107,11 +156,17 @@ fn migrate(conn: &mut Connection) -> Result<(), rusqlite::Error> {
 }
 
 impl SqliteStore {
+    /// A store whose every commit is durable when it returns.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let mut writer = connect(path).map_err(classify)?;
+        Self::open_with(path, Durability::EveryCommit)
+    }
+
+    pub fn open_with(path: &Path, durability: Durability) -> Result<Self, StoreError> {
+        let mut writer = connect(path, durability).map_err(classify)?;
         migrate(&mut writer).map_err(classify)?;
-        let reader = connect(path).map_err(classify)?;
-        Ok(Self { writer: SharedConn::new(writer), reader: SharedConn::new(reader) })
+        let reader = connect(path, durability).map_err(classify)?;
+        let thread = |name, conn| ConnThread::spawn(name, conn).map_err(|e| StoreError::Permanent(format!("start {name}: {e}")));
+        Ok(Self { writer: thread("store-writer", writer)?, reader: thread("store-reader", reader)?, durability })
     }
 }
 
@@ -368,8 +423,8 @@ impl Store for SqliteStore {
     }
 
     async fn create_order(&self, order: &NewOrder) -> Result<CreateOutcome, StoreError> {
-        let order = order.clone();
-        self.writer.run(move |c| create_order(c, &order)).await.map_err(classify)
+        let (order, durability) = (order.clone(), self.durability);
+        self.writer.run(move |c| synced(c, durability, |c| create_order(c, &order))).await.map_err(classify)
     }
 
     async fn order(&self, id: &str) -> Result<Option<OrderView>, StoreError> {
@@ -388,18 +443,27 @@ impl Store for SqliteStore {
     }
 
     async fn mark_replayed(&self, ids: &[i64]) -> Result<(), StoreError> {
-        let ids = ids.to_vec();
+        let (ids, durability) = (ids.to_vec(), self.durability);
         self.writer
             .run(move |c| {
-                let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-                let now = super::now_us();
-                for id in &ids {
-                    tx.prepare_cached("UPDATE dead_letters SET replayed_at_us = ?1 WHERE id = ?2")?.execute(params![now, id])?;
-                }
-                tx.commit()
+                synced(c, durability, |c| {
+                    let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                    let now = super::now_us();
+                    for id in &ids {
+                        tx.prepare_cached("UPDATE dead_letters SET replayed_at_us = ?1 WHERE id = ?2")?.execute(params![now, id])?;
+                    }
+                    tx.commit()
+                })
             })
             .await
             .map_err(classify)
+    }
+
+    async fn make_durable(&self) -> Result<(), StoreError> {
+        match self.durability {
+            Durability::EveryCommit => Ok(()),
+            Durability::Checkpoint => self.writer.run(checkpoint).await.map_err(classify),
+        }
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -22,6 +22,8 @@ pub struct WorkerConfig {
     /// The name positions are stored under (the consumer group for Kafka).
     pub consumer: String,
     pub batch_size: usize,
+    /// How long a batch may wait to fill while events keep arriving.
+    pub linger: Duration,
     /// How long one poll waits for the first event.
     pub poll_wait: Duration,
     pub retry: RetryPolicy,
@@ -29,7 +31,7 @@ pub struct WorkerConfig {
 
 impl Default for WorkerConfig {
     fn default() -> Self {
-        Self { consumer: "webhooks-worker".into(), batch_size: 1000, poll_wait: Duration::from_millis(100), retry: RetryPolicy::default() }
+        Self { consumer: "webhooks-worker".into(), batch_size: 1000, linger: Duration::from_millis(2), poll_wait: Duration::from_millis(100), retry: RetryPolicy::default() }
     }
 }
 
@@ -39,6 +41,8 @@ pub struct Worker {
     metrics: Metrics,
     cfg: WorkerConfig,
     shutdown: CancellationToken,
+    /// When the last batch was taken: a batch within a linger of it means events keep coming.
+    last_batch: Option<tokio::time::Instant>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -61,7 +65,7 @@ enum Failure {
 impl Worker {
     pub fn new(consumer: Box<dyn Consumer>, store: Arc<dyn Store>, metrics: Metrics, cfg: WorkerConfig, shutdown: CancellationToken) -> Self {
         metrics.mark_worker_here();
-        Self { consumer, store, metrics, cfg, shutdown }
+        Self { consumer, store, metrics, cfg, shutdown, last_batch: None }
     }
 
     /// Runs until shutdown; the batch in hand when shutdown comes is finished and committed.
@@ -71,9 +75,10 @@ impl Worker {
         self.consumer.resume(&stored).await?;
         let mut poll_failures = 0;
         while !self.shutdown.is_cancelled() {
+            let shutdown = self.shutdown.clone();
             let polled = tokio::select! {
-                polled = self.consumer.poll(self.cfg.batch_size, self.cfg.poll_wait) => polled,
-                _ = self.shutdown.cancelled() => break,
+                polled = self.next_batch() => polled,
+                _ = shutdown.cancelled() => break,
             };
             let batch = match polled {
                 Ok(batch) => batch,
@@ -94,6 +99,9 @@ impl Worker {
                 if let Err(e) = self.consumer.commit(&batch).await {
                     tracing::warn!(error = %e, "queue commit failed; the batch may be redelivered and deduplicated");
                 }
+                if self.consumer.wants_release() {
+                    self.release().await;
+                }
             }
             // An empty poll means the worker caught up; a full one, that it may be lagging.
             if batch.is_empty() || batch.len() == self.cfg.batch_size {
@@ -105,6 +113,32 @@ impl Worker {
         self.consumer.close().await;
         tracing::info!("worker stopped");
         Ok(())
+    }
+
+    /// A poll's events; while events keep arriving (the previous batch was taken less than a
+    /// linger ago), more polls fill the batch until it is full or the linger is over.
+    async fn next_batch(&mut self) -> Result<Vec<Delivery>, QueueError> {
+        let max = self.cfg.batch_size;
+        let mut batch = self.consumer.poll(max, self.cfg.poll_wait).await?;
+        if batch.is_empty() {
+            return Ok(batch);
+        }
+        let busy = self.last_batch.is_some_and(|at| at.elapsed() < self.cfg.linger);
+        let deadline = tokio::time::Instant::now() + self.cfg.linger;
+        while busy && batch.len() < max {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            let more = self.consumer.poll(max - batch.len(), left).await?;
+            // A poll comes back empty only once it has waited out what was left.
+            if more.is_empty() {
+                break;
+            }
+            batch.extend(more);
+        }
+        self.last_batch = Some(tokio::time::Instant::now());
+        Ok(batch)
     }
 
     /// Positions into a log are stored under the consumer's name and the log's identity, so
@@ -122,6 +156,18 @@ impl Worker {
             tracing::info!(consumer = %self.cfg.consumer, "no stored position for this log: reading it from its beginning");
         }
         Ok(())
+    }
+
+    /// Lets the queue free committed events once the store has synced their effects. A
+    /// failure only keeps them (and delays reclaiming the disk); it is tried again later.
+    async fn release(&mut self) {
+        if let Err(e) = self.store.make_durable().await {
+            tracing::warn!(error = %e, "store checkpoint failed; keeping the consumed events on the queue");
+            return;
+        }
+        if let Err(e) = self.consumer.release().await {
+            tracing::warn!(error = %e, "could not free consumed events on the queue");
+        }
     }
 
     async fn pause(&self, d: Duration) {

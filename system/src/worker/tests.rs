@@ -144,10 +144,16 @@ async fn run(store: Arc<FakeStore>, batches: Vec<Vec<Delivery>>) -> Vec<i64> {
 }
 
 async fn run_with(store: Arc<FakeStore>, batches: Vec<Vec<Delivery>>, failing_commits: u32) -> Vec<i64> {
+    // Each prepared batch is one transaction: no lingering merges them.
+    run_config(store, batches, failing_commits, Duration::ZERO).await
+}
+
+async fn run_config(store: Arc<FakeStore>, batches: Vec<Vec<Delivery>>, failing_commits: u32, linger: Duration) -> Vec<i64> {
     let done = CancellationToken::new();
     let committed = Arc::new(Mutex::new(Vec::new()));
     let queue = FakeQueue { batches: Mutex::new(batches.into()), committed: committed.clone(), done: done.clone(), failing_commits };
-    let cfg = WorkerConfig { retry: RetryPolicy { base: Duration::from_millis(10), cap: Duration::from_secs(1), max_attempts: 4 }, ..Default::default() };
+    let retry = RetryPolicy { base: Duration::from_millis(10), cap: Duration::from_secs(1), max_attempts: 4 };
+    let cfg = WorkerConfig { retry, linger, ..Default::default() };
     Worker::new(Box::new(queue), store, Metrics::new(), cfg, done).run().await.expect("worker ran");
     let c = committed.lock().unwrap().clone();
     c
@@ -222,4 +228,15 @@ async fn a_full_disk_is_waited_out_although_the_store_answers_pings() {
     assert_eq!(*store.applied.lock().unwrap(), ["e1", "e2"]);
     assert!(store.dead.lock().unwrap().is_empty(), "a full disk is not a poison event");
     assert_eq!(committed, [1, 2]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_first_event_is_applied_at_once_and_events_that_keep_coming_fill_one_batch() {
+    let store = FakeStore::new(None, 0);
+    let polls = vec![vec![delivery(1)], vec![delivery(2)], vec![delivery(3)], vec![delivery(4)]];
+    let committed = run_config(store.clone(), polls, 0, Duration::from_millis(2)).await;
+    assert_eq!(committed, [1, 2, 3, 4]);
+    // One stored position per transaction: the first event alone, then the rest together.
+    let positions: Vec<i64> = store.positions.lock().unwrap().iter().map(|p| p.offset).collect();
+    assert_eq!(positions, [1, 4]);
 }
