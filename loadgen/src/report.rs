@@ -120,11 +120,21 @@ pub struct Measured {
     pub ceiling_ratio: Option<f64>,
     pub loadgen_cpu_s: f64,
     pub loadgen_cores_used: f64,
+    /// loadgen's CPU over the load (planning, rendering, signing, sending, recording) per request sent.
+    pub loadgen_us_per_request: f64,
+    /// How late requests went while their connection was free: the generator's own lateness.
+    pub send_lag_ms: Percentiles,
+    /// The shortfall, if any, is the generator's: it sent late with connections free.
+    pub generator_limited: bool,
     pub verification: Verdict,
     pub system: SystemSide,
     pub timeline: Vec<Second>,
     pub gates: Vec<GateResult>,
 }
+
+/// A send-lag p99 above this, with connections free, means the generator could not keep the
+/// schedule; tokio's timer alone is late by up to a millisecond.
+const GENERATOR_LAG_MS: f64 = 5.0;
 
 impl Measured {
     #[allow(clippy::too_many_arguments)]
@@ -192,6 +202,9 @@ impl Measured {
             ceiling_ratio: ceiling_rps.filter(|c| *c > 0.0).map(|c| accepted_per_s / c),
             loadgen_cpu_s: cpu_s,
             loadgen_cores_used: cpu_s / load.wall_s,
+            loadgen_us_per_request: cpu_s * 1e6 / r.sent.max(1) as f64,
+            send_lag_ms: r.send_lag(),
+            generator_limited: r.send_lag().p99_ms > GENERATOR_LAG_MS,
             verification,
             system,
             timeline: r.timeline_out(),
@@ -256,6 +269,18 @@ impl Measured {
         let _ = writeln!(s, "scenario {} on {} cores ({})", self.scenario.name, self.machine.cores, self.machine.cpu);
         let _ = writeln!(s, "  sent {} / planned {}, accepted {}, statuses {:?}", self.sent, self.planned, self.accepted, self.statuses);
         let _ = writeln!(s, "  send rate {:.0}/s of {:.0}/s target (shortfall {:.1}%), accepted {:.0}/s, applied {:.0}/s end to end", t.achieved_send_rate, t.target_send_rate, t.send_shortfall_pct, t.accepted_per_s, t.applied_per_s);
+        let _ = writeln!(
+            s,
+            "  loadgen cores {:.2}, {:.1} µs CPU per request; send lag with a free connection p99 {:.2} ms{}",
+            self.loadgen_cores_used,
+            self.loadgen_us_per_request,
+            self.send_lag_ms.p99_ms,
+            match (self.generator_limited, t.send_shortfall_pct > 1.0) {
+                (true, _) => " (GENERATOR-LIMITED: the shortfall and latency include loadgen's own limit)",
+                (false, true) => " (shortfall with connections busy: the system's limit)",
+                (false, false) => "",
+            }
+        );
         let _ = writeln!(s, "  ack latency (from schedule) p50 {:.2} p99 {:.2} p99.9 {:.2} max {:.2} ms; service time p99 {:.2} ms", ack.p50_ms, ack.p99_ms, ack.p999_ms, ack.max_ms, self.service_time_ms.p99_ms);
         let _ = writeln!(s, "  end-to-end (system) p50 {} p99 {} p99.9 {} ms; drain {:.2} s{}", e2e("p50"), e2e("p99"), e2e("p999"), self.drain_s, if self.drained { "" } else { " (NOT drained)" });
         if let (Some(c), Some(r)) = (self.ceiling_rps, self.ceiling_ratio) {
@@ -264,12 +289,11 @@ impl Measured {
         let _ = writeln!(s, "  verified {} payments, {} orders: lost {}, double-applied {}, wrong state {}, unexpected applied {}, dead letters {}", v.payments_checked, v.orders_checked, v.lost, v.double_applied, v.wrong_state(), v.unexpected_applied, v.dead_letters_found);
         let _ = writeln!(
             s,
-            "  unexpected statuses {}, invalid accepted {}; system peak RSS {}, CPU {}; loadgen used {:.2} cores",
+            "  unexpected statuses {}, invalid accepted {}; system peak RSS {}, CPU {}",
             self.unexpected_status,
             self.invalid_accepted,
             self.system.rss_peak_mb.map_or("-".into(), |m| format!("{m:.0} MB")),
             self.system.cpu_s.map_or("-".into(), |c| format!("{c:.1} s")),
-            self.loadgen_cores_used
         );
         for g in &self.gates {
             let _ = writeln!(s, "  gate {:<28} {:>12.2} vs {:>10.2}  {}", g.gate, g.value, g.limit, if g.pass { "ok" } else { "FAILED" });

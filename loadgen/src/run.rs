@@ -9,19 +9,19 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::{json, Value};
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
-use crate::plan::{self, Slot};
+use crate::engine::{self, Live};
+use crate::plan::{self, Schedule};
 use crate::report::{Measured, SystemSide};
 use crate::scenario::Scenario;
 use crate::spawn::{own_cpu_seconds, System};
-use crate::stats::{Outcome, Recorder};
+use crate::sign::Signer;
+use crate::stats::Recorder;
 use crate::verify::{self, Verdict};
-use crate::workload::{Generator, OrderRef, Prepared};
+use crate::workload::{Generator, OrderRef, Planned, Renderer};
 
-/// Requests prepared ahead of the dispatcher: enough for about half a second at high rates.
-const PREPARED_AHEAD: usize = 20_000;
 const LOOKUP_CHUNK: usize = 1000;
 
 #[derive(Clone)]
@@ -81,12 +81,14 @@ impl Client {
         Ok((status, r.json().await.unwrap_or(Value::Null)))
     }
 
-    async fn send(&self, p: &Prepared) -> Option<u16> {
-        let mut r = self.http.post(format!("{}/api/webhooks/payment", self.base)).header("content-type", "application/json");
-        for (k, v) in &p.headers {
-            r = r.header(*k, v);
+    /// Sends one rendered request through the control client (setup only; the load goes
+    /// through the engine's own connections).
+    async fn send(&self, r: &Renderer) -> Option<u16> {
+        let mut req = self.http.post(format!("{}/api/webhooks/payment", self.base)).header("content-type", "application/json");
+        for (k, v) in r.headers() {
+            req = req.header(k, v);
         }
-        r.body(p.body.clone()).send().await.ok().map(|resp| resp.status().as_u16())
+        req.body(r.body.clone()).send().await.ok().map(|resp| resp.status().as_u16())
     }
 }
 
@@ -146,18 +148,20 @@ async fn wait_healthy(c: &Client) -> anyhow::Result<()> {
 async fn experiment(s: &Scenario, client: &Client, progress: bool) -> anyhow::Result<Measured> {
     let prefix = format!("{}-{}-{:x}", s.name, s.seed, unix_now() % 0xFF_FFFF);
     let planned = s.planned_requests();
-    let mut generator = Generator::new(&s.workload, &s.signing, s.seed, prefix, planned);
+    let mut generator = Generator::new(&s.workload, s.seed, prefix, planned);
+    let signer = Signer::new(s.signing.scheme, &s.signing.secret)?;
     let setup_started = Instant::now();
     create_orders(client, &generator).await?;
     let claims = generator.claims(unix_now());
-    let claimed_ledger = send_claims(client, &generator, claims).await?;
+    let mut renderer = Renderer::new(generator.ids.clone(), signer);
+    let claimed_ledger = send_claims(client, &generator, &mut renderer, claims).await?;
     let setup_s = setup_started.elapsed().as_secs_f64();
 
     let ceiling_rps = if s.ceiling.enabled { Some(ceiling(client, s.ceiling.connections, s.ceiling.duration_s).await) } else { None };
     let before = client.stats().await;
 
     let cpu_before = own_cpu_seconds();
-    let (mut recorder, generator, load) = load(s, client, generator, planned, progress).await?;
+    let (mut recorder, generator, load) = load(s, client, generator, renderer, planned, progress).await?;
     let cpu_used = own_cpu_seconds() - cpu_before;
     for e in claimed_ledger {
         recorder.ledger.accept(e, false);
@@ -210,12 +214,13 @@ async fn create_orders(c: &Client, g: &Generator) -> anyhow::Result<()> {
 
 /// Claims payments for their owner orders and waits until they are applied, so that the
 /// load's events naming another order are dead letters whatever the arrival order.
-async fn send_claims(c: &Client, g: &Generator, claims: Vec<Prepared>) -> anyhow::Result<Vec<crate::workload::EventRef>> {
+async fn send_claims(c: &Client, g: &Generator, r: &mut Renderer, claims: Vec<Planned>) -> anyhow::Result<Vec<crate::workload::EventRef>> {
     let mut accepted = Vec::new();
     for p in claims {
-        let status = c.send(&p).await;
+        r.render(&p);
+        let status = c.send(r).await;
         anyhow::ensure!(status == Some(200), "setup event refused: {status:?}");
-        accepted.extend(p.event);
+        accepted.extend(p.event());
     }
     let ids: Vec<String> = accepted.iter().map(|e| g.ids.payment(e.payment)).collect();
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -262,97 +267,58 @@ pub struct LoadTiming {
     pub wall_s: f64,
 }
 
-struct Live {
-    sent: AtomicU64,
-    in_flight: AtomicU64,
-    errors: AtomicU64,
-    p99_us: AtomicU64,
-    phase: AtomicU64,
-}
-
-async fn load(s: &Scenario, client: &Client, mut generator: Generator, planned: u64, progress: bool) -> anyhow::Result<(Recorder, Generator, LoadTiming)> {
-    let start_unix = unix_now() + 1;
+async fn load(s: &Scenario, client: &Client, generator: Generator, renderer: Renderer, planned: u64, progress: bool) -> anyhow::Result<(Recorder, Generator, LoadTiming)> {
+    let threads = s.load.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let live: Vec<Arc<Live>> = (0..threads).map(|_| Arc::default()).collect();
     let t0 = Instant::now() + Duration::from_millis(500);
-    let phases = s.load.phases.clone();
-    // The feeder prepares bodies and signatures ahead of the dispatcher, off the timed path.
-    let (prepared_tx, mut prepared_rx) = mpsc::channel::<(Slot, Prepared)>(PREPARED_AHEAD);
-    let feeder = tokio::task::spawn_blocking(move || {
-        for slot in plan::slots(&phases) {
-            let p = generator.next(start_unix + slot.at.as_secs() as i64);
-            if prepared_tx.blocking_send((slot, p)).is_err() {
-                break;
-            }
-        }
-        generator
-    });
-    let (results_tx, mut results_rx) = mpsc::unbounded_channel::<Outcome>();
-    let live = Arc::new(Live { sent: 0.into(), in_flight: 0.into(), errors: 0.into(), p99_us: 0.into(), phase: 0.into() });
-    let collector = {
-        let (live, mut recorder) = (live.clone(), Recorder::new(s.load.phases.len(), s.load.allow_shedding));
-        tokio::spawn(async move {
-            while let Some(o) = results_rx.recv().await {
-                recorder.record(&o);
-                if recorder.sent % 1000 == 0 {
-                    live.p99_us.store((recorder.p99_ms() * 1000.0) as u64, Ordering::Relaxed);
-                    live.errors.store(recorder.errors() + recorder.unexpected_status, Ordering::Relaxed);
-                }
-            }
-            recorder
-        })
+    let load = engine::Load {
+        base: client.base.clone(),
+        schedule: Schedule::new(&s.load.phases),
+        generator,
+        renderer,
+        connections: s.load.max_in_flight,
+        threads,
+        phases: s.load.phases.len(),
+        allow_shedding: s.load.allow_shedding,
+        start_unix: unix_now() + 1,
+        t0,
     };
     let bar = progress_bar(s, planned, progress, live.clone());
-    let sem = Arc::new(Semaphore::new(s.load.max_in_flight));
-    let mut last_send = t0;
-    while let Some((slot, p)) = prepared_rx.recv().await {
-        let due = t0 + slot.at;
-        tokio::time::sleep_until(due).await;
-        let permit = sem.clone().acquire_owned().await?;
-        live.sent.fetch_add(1, Ordering::Relaxed);
-        live.in_flight.fetch_add(1, Ordering::Relaxed);
-        live.phase.store(slot.phase as u64, Ordering::Relaxed);
-        let (client, results, live) = (client.clone(), results_tx.clone(), live.clone());
-        last_send = Instant::now();
-        tokio::spawn(async move {
-            let sent = Instant::now();
-            let status = client.send(&p).await;
-            let done = Instant::now();
-            live.in_flight.fetch_sub(1, Ordering::Relaxed);
-            drop(permit);
-            let _ = results.send(Outcome { phase: slot.phase, scheduled: slot.at, latency: done - due, service: done - sent, status, expect: p.expect, event: p.event });
-        });
-    }
-    drop(results_tx);
-    let generator = feeder.await?;
-    let recorder = collector.await?;
+    let (recorder, generator) = {
+        let live = live.clone();
+        tokio::task::spawn_blocking(move || engine::run(load, &live)).await??
+    };
     bar.finish_and_clear();
-    let timing = LoadTiming { send_window_s: (last_send - t0).as_secs_f64().max(1e-3), wall_s: t0.elapsed().as_secs_f64() };
+    let timing = LoadTiming { send_window_s: recorder.last_send.as_secs_f64().max(1e-3), wall_s: t0.elapsed().as_secs_f64() };
     Ok((recorder, generator, timing))
 }
 
-fn progress_bar(s: &Scenario, planned: u64, enabled: bool, live: Arc<Live>) -> ProgressBar {
+fn progress_bar(s: &Scenario, planned: u64, enabled: bool, live: Vec<Arc<Live>>) -> ProgressBar {
     let bar = ProgressBar::new(planned);
     if !enabled {
         bar.set_draw_target(ProgressDrawTarget::hidden());
         return bar;
     }
-    bar.set_style(ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} {msg}").unwrap_or_else(|_| ProgressStyle::default_bar()));
+    // `wide_msg` takes what the terminal has left, so the line never wraps.
+    bar.set_style(ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:20} {pos}/{len} {wide_msg}").unwrap_or_else(|_| ProgressStyle::default_bar()));
     let phases: Vec<(String, f64)> = s.load.phases.iter().enumerate().map(|(i, p)| (if p.name.is_empty() { format!("phase {i}") } else { p.name.clone() }, plan::target_rate(p))).collect();
     let ticker = bar.clone();
     tokio::spawn(async move {
         let mut last = 0;
         while !ticker.is_finished() {
             tokio::time::sleep(Duration::from_millis(500)).await;
-            let sent = live.sent.load(Ordering::Relaxed);
-            let (name, target) = phases.get(live.phase.load(Ordering::Relaxed) as usize).cloned().unwrap_or_default();
-            ticker.set_position(sent);
+            let sum = |f: fn(&Live) -> u64| live.iter().map(|l| f(l)).sum::<u64>();
+            let done = sum(|l| l.done.load(Ordering::Relaxed));
+            let phase = live.iter().map(|l| l.phase.load(Ordering::Relaxed)).max().unwrap_or(0);
+            let (name, target) = phases.get(phase as usize).cloned().unwrap_or_default();
+            ticker.set_position(done);
             ticker.set_message(format!(
-                "{name}: target {target:.0}/s achieved {}/s in-flight {} p99 {:.1} ms errors {}",
-                (sent - last) * 2,
-                live.in_flight.load(Ordering::Relaxed),
-                live.p99_us.load(Ordering::Relaxed) as f64 / 1000.0,
-                live.errors.load(Ordering::Relaxed)
+                "{name}: target {target:.0}/s done {}/s p99 {:.1} ms errors {}",
+                (done - last) * 2,
+                live.iter().map(|l| l.p99_us.load(Ordering::Relaxed)).max().unwrap_or(0) as f64 / 1000.0,
+                sum(|l| l.errors.load(Ordering::Relaxed))
             ));
-            last = sent;
+            last = done;
         }
     });
     bar

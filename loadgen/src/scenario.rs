@@ -143,13 +143,18 @@ impl Default for Stories {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Load {
-    /// Requests in flight at most; beyond it the send waits, but latency still counts from
+    /// Connections, each with one request in flight at most and its share of the schedule;
+    /// a request due while its connection is busy waits, but its latency still counts from
     /// the scheduled time.
     #[serde(default = "default_in_flight")]
     pub max_in_flight: usize,
     /// 429/503 answers are expected (overload scenarios) rather than unexpected.
     #[serde(default)]
     pub allow_shedding: bool,
+    /// Threads running the connection loops; by default one per core. One thread sends
+    /// tens of thousands of requests a second.
+    #[serde(default)]
+    pub threads: Option<usize>,
     pub phases: Vec<Phase>,
 }
 

@@ -27,6 +27,13 @@ impl Ledger {
             self.applied.entry(e.payment).or_default().insert(e.id, e.ty);
         }
     }
+
+    pub fn merge(&mut self, other: Ledger) {
+        for (p, events) in other.applied {
+            self.applied.entry(p).or_default().extend(events);
+        }
+        self.dead.extend(other.dead);
+    }
 }
 
 #[derive(Debug, Default, Clone, Serialize)]

@@ -7,11 +7,13 @@ use std::collections::VecDeque;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{RngExt, SeedableRng};
-use serde_json::json;
 use webhooks::domain::EventType;
-use webhooks::ingress::signature::sign;
 
-use crate::scenario::{Scheme, Signing, Workload};
+use std::fmt::Write as _;
+use std::io::Write as _;
+
+use crate::scenario::{Scheme, Workload};
+use crate::sign::{SigHeaders, Signer};
 
 /// What the system must do with a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,14 +26,35 @@ pub enum Expect {
     Refuse,
 }
 
-/// A request ready to send: body and headers are final, signatures included.
-#[derive(Debug, Clone)]
-pub struct Prepared {
-    pub body: Vec<u8>,
-    pub headers: Vec<(&'static str, String)>,
+/// One request of the stream, decided but not yet written: rendering it into bytes is
+/// left to the connection that sends it, into its own reused buffers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Planned {
+    pub kind: Kind,
     pub expect: Expect,
+    /// The unix second it is signed for; a resend keeps its original's, so it is byte-identical.
+    pub ts: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// A valid event; `order` is the order it names (another than its payment's for a
+    /// dead-letter event).
+    Event { e: EventRef, order: OrderRef, amount: i64 },
+    /// One of the malformed bodies, numbered `n` in the stream.
+    Invalid { variant: u8, n: u64 },
+    /// A valid body signed with a key the system does not know.
+    Forged { n: u64 },
+}
+
+impl Planned {
     /// The event it carries, for the ledger, when it is a valid or dead-letter event.
-    pub event: Option<EventRef>,
+    pub fn event(&self) -> Option<EventRef> {
+        match self.kind {
+            Kind::Event { e, .. } => Some(e),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,10 +85,7 @@ pub struct Ids {
 
 impl Ids {
     pub fn order(&self, o: OrderRef) -> String {
-        match o {
-            OrderRef::Created(i) => format!("{}-o{i}", self.prefix),
-            OrderRef::Unknown(i) => format!("{}-u{i}", self.prefix),
-        }
+        OrderName(&self.prefix, o).to_string()
     }
     pub fn payment(&self, p: u32) -> String {
         format!("{}-p{p}", self.prefix)
@@ -83,7 +103,6 @@ const GROUP: usize = 32;
 pub struct Generator {
     rng: StdRng,
     w: Workload,
-    signing: Signing,
     pub ids: Ids,
     /// Total amount of each created order.
     pub orders: Vec<i64>,
@@ -92,20 +111,19 @@ pub struct Generator {
     /// load-phase events name (so those events must be dead-lettered).
     pub claimed: Vec<(u32, u32)>,
     upcoming: VecDeque<(u32, EventType)>,
-    resends: VecDeque<(usize, Prepared)>,
+    resends: VecDeque<(usize, Planned)>,
     next_event: u64,
     unknown_orders: u32,
     sent: usize,
 }
 
 impl Generator {
-    pub fn new(w: &Workload, signing: &Signing, seed: u64, prefix: String, expected_events: u64) -> Self {
+    pub fn new(w: &Workload, seed: u64, prefix: String, expected_events: u64) -> Self {
         let mut rng = StdRng::seed_from_u64(seed);
         let orders = (0..w.orders).map(|_| rng.random_range(100..100_000i64)).collect();
         let mut g = Self {
             rng,
             w: w.clone(),
-            signing: signing.clone(),
             ids: Ids { prefix },
             orders,
             payments: Vec::new(),
@@ -134,13 +152,13 @@ impl Generator {
     }
 
     /// The setup events that claim payments for their owner orders, sent before the load.
-    pub fn claims(&mut self, ts: i64) -> Vec<Prepared> {
+    pub fn claims(&mut self, ts: i64) -> Vec<Planned> {
         let claimed = self.claimed.clone();
         claimed.into_iter().map(|(p, _)| self.event(p, EventType::Pending, None, ts, Expect::Apply)).collect()
     }
 
     /// The next request of the stream, signed for `ts` (the unix second it is due).
-    pub fn next(&mut self, ts: i64) -> Prepared {
+    pub fn next(&mut self, ts: i64) -> Planned {
         self.sent += 1;
         if let Some(pos) = self.resends.iter().position(|(due, _)| *due <= self.sent) {
             if let Some((_, r)) = self.resends.remove(pos) {
@@ -151,10 +169,11 @@ impl Generator {
         let (invalid, bad_sig, failing) = (w.invalid_fraction, w.bad_signature_fraction, w.failing_fraction);
         let u: f64 = self.rng.random();
         if u < invalid {
-            return self.invalid(ts);
+            let variant = self.rng.random_range(0..INVALID_BODIES);
+            return Planned { kind: Kind::Invalid { variant, n: self.sent as u64 }, expect: Expect::Refuse, ts };
         }
         if u < invalid + bad_sig {
-            return self.bad_signature(ts);
+            return Planned { kind: Kind::Forged { n: self.sent as u64 }, expect: Expect::Refuse, ts };
         }
         if u < invalid + bad_sig + failing && !self.claimed.is_empty() {
             let (p, other) = self.claimed[self.rng.random_range(0..self.claimed.len())];
@@ -164,7 +183,7 @@ impl Generator {
         let r = self.event(p, ty, None, ts, Expect::Apply);
         if self.rng.random::<f64>() < self.w.duplicate_fraction {
             let gap = if self.rng.random::<f64>() < self.w.concurrent_duplicate_fraction { 0 } else { self.rng.random_range(1..RESEND_WINDOW) };
-            self.resends.push_back((self.sent + gap, r.clone()));
+            self.resends.push_back((self.sent + gap, r));
         }
         r
     }
@@ -220,61 +239,97 @@ impl Generator {
         (self.new_payment(order, amount), life)
     }
 
-    fn event(&mut self, p: u32, ty: EventType, order: Option<OrderRef>, ts: i64, expect: Expect) -> Prepared {
+    fn event(&mut self, p: u32, ty: EventType, order: Option<OrderRef>, ts: i64, expect: Expect) -> Planned {
         let id = self.next_event;
         self.next_event += 1;
         let spec = &self.payments[p as usize];
-        let body = json!({
-            "event_type": ty.as_str(),
-            "payment_id": self.ids.payment(p),
-            "order_id": self.ids.order(order.unwrap_or(spec.order)),
-            "amount": spec.amount,
-            "currency": "USD",
-            "event_id": self.ids.event(id),
-        })
-        .to_string()
-        .into_bytes();
-        let headers = self.sign(&self.ids.event(id), ts, &body, false);
-        Prepared { body, headers, expect, event: Some(EventRef { payment: p, id, ty }) }
+        let (order, amount) = (order.unwrap_or(spec.order), spec.amount);
+        Planned { kind: Kind::Event { e: EventRef { payment: p, id, ty }, order, amount }, expect, ts }
+    }
+}
+
+/// Kinds of malformed body in the stream.
+const INVALID_BODIES: u8 = 5;
+
+/// Turns planned requests into bytes: the body written into a reused buffer from the ids
+/// and amounts that change, then signed; one per connection, so nothing is shared per send.
+#[derive(Clone)]
+pub struct Renderer {
+    ids: Ids,
+    signer: Signer,
+    pub body: Vec<u8>,
+    pub id: String,
+    pub sig: SigHeaders,
+}
+
+impl Renderer {
+    pub fn new(ids: Ids, signer: Signer) -> Self {
+        Self { ids, signer, body: Vec::with_capacity(256), id: String::with_capacity(64), sig: SigHeaders::default() }
     }
 
-    fn invalid(&mut self, ts: i64) -> Prepared {
-        let p = self.ids.payment(0);
-        let o = self.ids.order(OrderRef::Created(0));
-        let bodies = [
-            json!({"event_type": "payment.success", "payment_id": p, "order_id": o, "amount": -5, "currency": "USD"}).to_string(),
-            json!({"event_type": "payment.success", "payment_id": p, "order_id": o, "amount": 5, "currency": "usd"}).to_string(),
-            json!({"event_type": "payment.stolen", "payment_id": p, "order_id": o, "amount": 5, "currency": "USD"}).to_string(),
-            json!({"event_type": "payment.success", "payment_id": p, "order_id": o, "currency": "USD"}).to_string(),
-            format!(r#"{{"event_type":"payment.success","payment_id":"{p}","amount":"#),
-        ];
-        let body = bodies[self.rng.random_range(0..bodies.len())].clone().into_bytes();
-        let id = format!("{}-bad{}", self.ids.prefix, self.sent);
-        let headers = self.sign(&id, ts, &body, false);
-        Prepared { body, headers, expect: Expect::Refuse, event: None }
+    pub fn scheme(&self) -> Scheme {
+        self.signer.scheme()
     }
 
-    fn bad_signature(&mut self, ts: i64) -> Prepared {
-        let body = json!({"event_type": "payment.success", "payment_id": self.ids.payment(0),
-                          "order_id": self.ids.order(OrderRef::Created(0)), "amount": 1, "currency": "USD"})
-        .to_string()
-        .into_bytes();
-        let id = format!("{}-forged{}", self.ids.prefix, self.sent);
-        let headers = self.sign(&id, ts, &body, true);
-        Prepared { body, headers, expect: Expect::Refuse, event: None }
+    /// Writes `p`'s body, message id and signature into this renderer's buffers.
+    pub fn render(&mut self, p: &Planned) {
+        self.body.clear();
+        self.id.clear();
+        let pfx = &self.ids.prefix;
+        // Writing into a Vec or String cannot fail.
+        let _ = match p.kind {
+            Kind::Event { e, order, amount } => {
+                let _ = write!(self.id, "{pfx}-e{}", e.id);
+                write!(
+                    self.body,
+                    r#"{{"event_type":"{}","payment_id":"{pfx}-p{}","order_id":"{}","amount":{amount},"currency":"USD","event_id":"{}"}}"#,
+                    e.ty.as_str(),
+                    e.payment,
+                    OrderName(pfx, order),
+                    self.id
+                )
+            }
+            Kind::Invalid { variant, n } => {
+                let _ = write!(self.id, "{pfx}-bad{n}");
+                let (ty, rest) = match variant {
+                    0 => ("payment.success", r#","amount":-5,"currency":"USD"}"#),
+                    1 => ("payment.success", r#","amount":5,"currency":"usd"}"#),
+                    2 => ("payment.stolen", r#","amount":5,"currency":"USD"}"#),
+                    _ => ("payment.success", r#","currency":"USD"}"#),
+                };
+                if variant >= INVALID_BODIES - 1 {
+                    write!(self.body, r#"{{"event_type":"payment.success","payment_id":"{pfx}-p0","amount":"#)
+                } else {
+                    write!(self.body, r#"{{"event_type":"{ty}","payment_id":"{pfx}-p0","order_id":"{pfx}-o0"{rest}"#)
+                }
+            }
+            Kind::Forged { n } => {
+                let _ = write!(self.id, "{pfx}-forged{n}");
+                write!(self.body, r#"{{"event_type":"payment.success","payment_id":"{pfx}-p0","order_id":"{pfx}-o0","amount":1,"currency":"USD"}}"#)
+            }
+        };
+        self.signer.sign(&self.id, p.ts, &self.body, matches!(p.kind, Kind::Forged { .. }), &mut self.sig);
     }
 
-    fn sign(&self, id: &str, ts: i64, body: &[u8], forge: bool) -> Vec<(&'static str, String)> {
-        // A forger signs with a key of its own.
-        let secret = if forge { "whsec_Zm9yZ2VkLWtleS1mb3ItdGVzdHM=" } else { self.signing.secret.as_str() };
-        match self.signing.scheme {
-            Scheme::None => Vec::new(),
-            Scheme::Standard => vec![
-                ("webhook-id", id.to_owned()),
-                ("webhook-timestamp", ts.to_string()),
-                ("webhook-signature", sign::standard(secret, id, ts, body).unwrap_or_default()),
-            ],
-            Scheme::Stripe => vec![("stripe-signature", sign::stripe(secret, ts, body).unwrap_or_default())],
+    /// The signature headers of the last rendered request, by name; no allocation.
+    pub fn headers(&self) -> impl Iterator<Item = (&'static str, &str)> {
+        let (sig, ts, id) = (self.sig.signature.as_str(), self.sig.timestamp.as_str(), self.id.as_str());
+        let (list, n) = match self.scheme() {
+            Scheme::None => ([("", ""); 3], 0),
+            Scheme::Standard => ([("webhook-id", id), ("webhook-timestamp", ts), ("webhook-signature", sig)], 3),
+            Scheme::Stripe => ([("stripe-signature", sig), ("", ""), ("", "")], 1),
+        };
+        list.into_iter().take(n)
+    }
+}
+
+struct OrderName<'a>(&'a str, OrderRef);
+
+impl std::fmt::Display for OrderName<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.1 {
+            OrderRef::Created(i) => write!(f, "{}-o{i}", self.0),
+            OrderRef::Unknown(i) => write!(f, "{}-u{i}", self.0),
         }
     }
 }
@@ -299,13 +354,28 @@ mod tests {
         }
     }
 
-    fn signing() -> Signing {
-        Signing { scheme: Scheme::Standard, secret: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into() }
+    fn renderer(g: &Generator) -> Renderer {
+        let signer = Signer::new(Scheme::Standard, "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap();
+        Renderer::new(g.ids.clone(), signer)
     }
 
-    fn stream(seed: u64) -> Vec<(Vec<u8>, Vec<(&'static str, String)>)> {
-        let mut g = Generator::new(&workload(), &signing(), seed, "t".into(), 2000);
-        (0..2000).map(|i| g.next(1_700_000_000 + i / 100)).map(|p| (p.body, p.headers)).collect()
+    type Bytes = (Vec<u8>, String, SigHeaders);
+
+    fn rendered(g: &mut Generator, n: i64) -> Vec<(Planned, Bytes)> {
+        let planned: Vec<Planned> = (0..n).map(|i| g.next(1_700_000_000 + i / 100)).collect();
+        let mut r = renderer(g);
+        planned
+            .into_iter()
+            .map(|p| {
+                r.render(&p);
+                (p, (r.body.clone(), r.id.clone(), r.sig.clone()))
+            })
+            .collect()
+    }
+
+    fn stream(seed: u64) -> Vec<Bytes> {
+        let mut g = Generator::new(&workload(), seed, "t".into(), 2000);
+        rendered(&mut g, 2000).into_iter().map(|(_, b)| b).collect()
     }
 
     #[test]
@@ -316,13 +386,13 @@ mod tests {
 
     #[test]
     fn the_mix_has_every_kind_in_about_the_asked_proportions() {
-        let mut g = Generator::new(&workload(), &signing(), 1, "t".into(), 10_000);
-        let all: Vec<Prepared> = (0..10_000).map(|_| g.next(1_700_000_000)).collect();
+        let mut g = Generator::new(&workload(), 1, "t".into(), 10_000);
+        let all: Vec<Planned> = (0..10_000).map(|_| g.next(1_700_000_000)).collect();
         let count = |e: Expect| all.iter().filter(|p| p.expect == e).count();
         let refused = count(Expect::Refuse);
         assert!((700..1300).contains(&refused), "{refused} refused of 10000 (10% asked)");
         assert!(count(Expect::DeadLetter) > 50);
-        let mut ids: Vec<u64> = all.iter().filter_map(|p| p.event.map(|e| e.id)).collect();
+        let mut ids: Vec<u64> = all.iter().filter_map(|p| p.event().map(|e| e.id)).collect();
         let events = ids.len();
         ids.sort();
         ids.dedup();
@@ -333,13 +403,39 @@ mod tests {
 
     #[test]
     fn resends_are_byte_identical() {
-        let mut g = Generator::new(&workload(), &signing(), 3, "t".into(), 5000);
-        let all: Vec<Prepared> = (0..5000).map(|_| g.next(1_700_000_000)).collect();
+        let mut g = Generator::new(&workload(), 3, "t".into(), 5000);
         let mut by_id = std::collections::HashMap::new();
-        for p in all.iter().filter(|p| p.event.is_some()) {
-            let prev = by_id.insert(p.event.map(|e| e.id), (&p.body, &p.headers));
-            if let Some(prev) = prev {
-                assert_eq!(prev, (&p.body, &p.headers));
+        for (p, bytes) in rendered(&mut g, 5000).into_iter().filter(|(p, _)| p.event().is_some()) {
+            if let Some(prev) = by_id.insert(p.event().map(|e| e.id), bytes.clone()) {
+                assert_eq!(prev, bytes);
+            }
+        }
+    }
+
+    /// Every rendered valid body is JSON with the fields the system reads, and every
+    /// malformed one is refused for the reason it was made for.
+    #[test]
+    fn rendered_bodies_are_what_they_claim() {
+        let mut g = Generator::new(&workload(), 5, "t".into(), 3000);
+        for (p, (body, id, sig)) in rendered(&mut g, 3000) {
+            let parsed: Result<serde_json::Value, _> = serde_json::from_slice(&body);
+            assert!(sig.signature.starts_with("v1,"), "{sig:?}");
+            match p.kind {
+                Kind::Event { e, order, .. } => {
+                    let v = parsed.expect("valid event body");
+                    assert_eq!(v["event_id"], id.as_str());
+                    assert_eq!(v["payment_id"], g.ids.payment(e.payment));
+                    assert_eq!(v["order_id"], g.ids.order(order));
+                    assert_eq!(v["event_type"], e.ty.as_str());
+                    assert_eq!(v["amount"], g.payments[e.payment as usize].amount);
+                }
+                Kind::Invalid { variant, .. } if variant == INVALID_BODIES - 1 => assert!(parsed.is_err()),
+                Kind::Invalid { .. } => {
+                    let v = parsed.expect("well-formed JSON with a bad field");
+                    let bad = v["amount"].as_i64().is_none_or(|a| a < 0) || v["currency"] != "USD" || v["event_type"] == "payment.stolen";
+                    assert!(bad, "{v}");
+                }
+                Kind::Forged { .. } => assert!(parsed.is_ok() && id.contains("forged")),
             }
         }
     }
