@@ -6,11 +6,13 @@
 //! - `workload`: the seeded stream of events and what the system must do with each.
 //! - `run`: spawn or reach the system, set up, fire, drain, verify; `engine`: the
 //!   connection loops that fire; `sign`: loadgen's own request signing.
-//! - `stats`: histograms and timelines; `verify`: the expected end state; `report`: files
+//! - `oracle`: loadgen's own model of the payment and order rules; `stats`: histograms
+//!   and timelines; `verify`: the expected end state against the stored one; `report`: files
 //!   and gates; `compare`: regression checks between two reports; `spawn`: child processes.
 
 pub mod compare;
 pub mod engine;
+pub mod oracle;
 pub mod plan;
 pub mod report;
 pub mod run;

@@ -268,11 +268,12 @@ pub struct LoadTiming {
 }
 
 async fn load(s: &Scenario, client: &Client, generator: Generator, renderer: Renderer, planned: u64, progress: bool) -> anyhow::Result<(Recorder, Generator, LoadTiming)> {
-    let threads = s.load.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let threads = s.load.threads.unwrap_or(1);
     let live: Vec<Arc<Live>> = (0..threads).map(|_| Arc::default()).collect();
     let t0 = Instant::now() + Duration::from_millis(500);
     let load = engine::Load {
         base: client.base.clone(),
+        path: s.target.webhook_path.clone().unwrap_or_else(|| "/api/webhooks/payment".into()),
         schedule: Schedule::new(&s.load.phases),
         generator,
         renderer,
@@ -374,7 +375,7 @@ async fn verify_all(c: &Client, g: &Generator, r: &Recorder) -> anyhow::Result<V
     let payments: Vec<u32> = r.ledger.applied.keys().copied().collect();
     let stored = lookup(c, "/api/payments/lookup", payments.iter().map(|p| g.ids.payment(*p)).collect()).await?;
     for p in &payments {
-        verify::check_payment(&mut v, &g.ids, &r.ledger.applied[p], stored.get(&g.ids.payment(*p)));
+        verify::check_payment(&mut v, &g.ids, &g.payments[*p as usize], &r.ledger.applied[p], stored.get(&g.ids.payment(*p)));
     }
     let expected = verify::expected_orders(&g.orders, &g.payments, &r.ledger);
     let order_ids: Vec<String> = (0..g.orders.len()).map(|i| g.ids.order(OrderRef::Created(i as u32))).collect();

@@ -283,7 +283,7 @@ pub fn merge_workers(each: &[serde_json::Value]) -> serde_json::Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use webhooks::domain::EventType;
+    use crate::oracle::EventType;
 
     fn outcome(status: Option<u16>, expect: Expect, latency_ms: u64) -> Outcome {
         Outcome {

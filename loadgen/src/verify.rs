@@ -5,8 +5,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 
 use serde::Serialize;
 use serde_json::Value;
-use webhooks::domain::state::{status_from_payments, OrderStatus, OrderTerms, Payment, PaymentStatus};
-use webhooks::domain::EventType;
+use crate::oracle::{self, Charge, EventType, OrderStatus, PaymentState};
 
 use crate::workload::{EventRef, Ids, OrderRef, PaymentSpec};
 
@@ -66,41 +65,28 @@ impl Verdict {
     }
 }
 
-fn status_of(ty: EventType) -> PaymentStatus {
-    match ty {
-        EventType::Pending => PaymentStatus::Pending,
-        EventType::Failed => PaymentStatus::Failed,
-        EventType::Success => PaymentStatus::Success,
-        EventType::Refunded => PaymentStatus::Refunded,
-    }
+/// Orders and payments in this workload are all in USD.
+const CURRENCY: &str = "USD";
+
+/// The final state the oracle predicts for a payment from its accepted events.
+pub fn expected_payment(spec: &PaymentSpec, events: &HashMap<u64, EventType>) -> Option<PaymentState> {
+    oracle::payment(events.values().map(|ty| Charge { ty: *ty, amount: spec.amount, currency: CURRENCY }))
 }
 
-/// The final status the model predicts: the highest-rank accepted event.
-pub fn expected_payment(events: &HashMap<u64, EventType>) -> Option<PaymentStatus> {
-    events.values().map(|t| status_of(*t)).max()
-}
-
-/// The final order statuses the model predicts, for created orders.
+/// The final order statuses the oracle predicts, for created orders.
 pub fn expected_orders(orders: &[i64], specs: &[PaymentSpec], ledger: &Ledger) -> Vec<OrderStatus> {
-    let mut by_order: HashMap<u32, Vec<Payment>> = HashMap::new();
+    let mut by_order: HashMap<u32, Vec<PaymentState>> = HashMap::new();
     for (p, events) in &ledger.applied {
         let spec = &specs[*p as usize];
-        if let (OrderRef::Created(o), Some(status)) = (spec.order, expected_payment(events)) {
-            by_order.entry(o).or_default().push(Payment { order_id: String::new(), status, amount: spec.amount, currency: "USD".into() });
+        if let (OrderRef::Created(o), Some(state)) = (spec.order, expected_payment(spec, events)) {
+            by_order.entry(o).or_default().push(state);
         }
     }
-    orders
-        .iter()
-        .enumerate()
-        .map(|(i, total)| {
-            let terms = OrderTerms { total_amount: *total, currency: "USD".into(), status: OrderStatus::Pending };
-            status_from_payments(&terms, by_order.get(&(i as u32)).into_iter().flatten())
-        })
-        .collect()
+    orders.iter().enumerate().map(|(i, total)| oracle::order(*total, CURRENCY, by_order.get(&(i as u32)).into_iter().flatten())).collect()
 }
 
 /// Compares one stored payment (`GET /api/payments/{id}` shape) with the ledger.
-pub fn check_payment(v: &mut Verdict, ids: &Ids, accepted: &HashMap<u64, EventType>, stored: Option<&Value>) {
+pub fn check_payment(v: &mut Verdict, ids: &Ids, spec: &PaymentSpec, accepted: &HashMap<u64, EventType>, stored: Option<&Value>) {
     v.payments_checked += 1;
     let Some(stored) = stored else {
         v.lost += accepted.len() as u64;
@@ -120,7 +106,7 @@ pub fn check_payment(v: &mut Verdict, ids: &Ids, accepted: &HashMap<u64, EventTy
     if missing + extra + doubled > 0 {
         v.note(format!("{}: missing {missing}, unexpected {extra}, doubled {doubled}", stored["id"]));
     }
-    let expected = expected_payment(accepted).map(PaymentStatus::as_str);
+    let expected = expected_payment(spec, accepted).map(|p| p.rank.status());
     if stored["status"].as_str() != expected {
         v.wrong_payment_state += 1;
         v.note(format!("{}: status {} expected {expected:?}", stored["id"], stored["status"]));
@@ -163,6 +149,10 @@ mod tests {
         Ids { prefix: "t".into() }
     }
 
+    fn spec() -> PaymentSpec {
+        PaymentSpec { order: OrderRef::Created(0), amount: 100 }
+    }
+
     fn accepted(events: &[(u64, EventType)]) -> HashMap<u64, EventType> {
         events.iter().copied().collect()
     }
@@ -170,8 +160,9 @@ mod tests {
     #[test]
     fn the_model_takes_the_highest_rank_whatever_the_order() {
         use EventType::*;
-        assert_eq!(expected_payment(&accepted(&[(1, Refunded), (2, Pending), (3, Success)])), Some(PaymentStatus::Refunded));
-        assert_eq!(expected_payment(&accepted(&[(1, Failed), (2, Pending)])), Some(PaymentStatus::Failed));
+        let spec = PaymentSpec { order: OrderRef::Created(0), amount: 100 };
+        assert_eq!(expected_payment(&spec, &accepted(&[(1, Refunded), (2, Pending), (3, Success)])).map(|p| p.rank), Some(Refunded));
+        assert_eq!(expected_payment(&spec, &accepted(&[(1, Failed), (2, Pending)])).map(|p| p.rank), Some(Failed));
         let specs = vec![
             PaymentSpec { order: OrderRef::Created(0), amount: 100 },
             PaymentSpec { order: OrderRef::Created(1), amount: 99 },
@@ -189,15 +180,15 @@ mod tests {
         use EventType::*;
         let acc = accepted(&[(1, Pending), (2, Success)]);
         let mut v = Verdict::default();
-        check_payment(&mut v, &ids(), &acc, Some(&json!({"id": "t-p0", "status": "success", "applied_events": 2,
+        check_payment(&mut v, &ids(), &spec(), &acc, Some(&json!({"id": "t-p0", "status": "success", "applied_events": 2,
             "events": [{"event_id": "t-e1"}, {"event_id": "t-e2"}]})));
         assert_eq!((v.lost, v.double_applied, v.unexpected_applied, v.wrong_payment_state), (0, 0, 0, 0));
 
-        check_payment(&mut v, &ids(), &acc, Some(&json!({"id": "t-p0", "status": "pending", "applied_events": 3,
+        check_payment(&mut v, &ids(), &spec(), &acc, Some(&json!({"id": "t-p0", "status": "pending", "applied_events": 3,
             "events": [{"event_id": "t-e1"}, {"event_id": "t-e9"}]})));
         assert_eq!((v.lost, v.double_applied, v.unexpected_applied, v.wrong_payment_state), (1, 1, 1, 1));
 
-        check_payment(&mut v, &ids(), &acc, None);
+        check_payment(&mut v, &ids(), &spec(), &acc, None);
         assert_eq!(v.lost, 3);
         check_order(&mut v, OrderStatus::Paid, Some(&json!({"id": "t-o0", "status": "pending"})));
         assert_eq!(v.wrong_order_state, 1);

@@ -7,7 +7,7 @@ use std::collections::VecDeque;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{RngExt, SeedableRng};
-use webhooks::domain::EventType;
+use crate::oracle::EventType;
 
 use std::fmt::Write as _;
 use std::io::Write as _;
