@@ -17,6 +17,10 @@ on_failure() {
 }
 trap on_failure ERR
 
+# loadgen's oracle test (loadgen/tests/oracle.rs) needs a deliberately wrong system: built
+# with the test-only feature and kept apart, before the real one is built over it.
+cargo build --release -p system --features fault-injection --bin webhooks
+cp target/release/webhooks target/release/webhooks-fault
 cargo build --release --workspace --bins
 cargo test --release --workspace
 

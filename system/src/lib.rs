@@ -22,6 +22,7 @@ pub mod app;
 pub mod config;
 pub mod dlq;
 pub mod domain;
+pub mod fault;
 pub mod ingress;
 pub mod metrics;
 pub mod queue;

@@ -15,6 +15,10 @@ use webhooks::config::{ServerArgs, StorageArgs, WorkerArgs};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Test-only: apply stale events (see `webhooks::fault`).
+    #[cfg(feature = "fault-injection")]
+    #[arg(long, hide = true, global = true, env = "WEBHOOKS_FAULT_SKIP_STALE_RULE")]
+    fault_skip_stale_rule: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -86,6 +90,11 @@ async fn main() -> anyhow::Result<()> {
         .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
         .init();
     let cli = Cli::parse();
+    #[cfg(feature = "fault-injection")]
+    if cli.fault_skip_stale_rule {
+        tracing::warn!("fault injection: the stale-event rule is OFF; this system is wrong on purpose");
+        webhooks::fault::skip_stale_rule();
+    }
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));
     match cli.command {

@@ -130,7 +130,7 @@ pub fn decide(event: &PaymentEvent, payment: Option<&Payment>, order: Option<&Or
                 claimed: event.order_id.clone(),
             })
         }
-        Some(current) if incoming <= current.status => (current.clone(), Outcome::Stale),
+        Some(current) if incoming <= current.status && !crate::fault::skips_stale_rule() => (current.clone(), Outcome::Stale),
         _ => (
             Payment {
                 order_id: event.order_id.clone(),
