@@ -109,6 +109,7 @@ struct Shared {
 /// The load's inputs.
 pub struct Load {
     pub base: String,
+    pub path: String,
     pub schedule: Schedule,
     pub generator: Generator,
     pub renderer: Renderer,
@@ -137,7 +138,7 @@ pub fn run(load: Load, live: &[Arc<Live>]) -> Result<(Recorder, Generator), Engi
         },
         addr,
         host,
-        uri: Uri::from_static("/api/webhooks/payment"),
+        uri: load.path.parse().map_err(|_| EngineError::Target(load.path.clone()))?,
         t0: load.t0,
     });
     let threads = load.threads.clamp(1, load.connections.max(1));

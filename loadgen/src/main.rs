@@ -25,8 +25,12 @@ enum Command {
         #[arg(long, env = "LOADGEN_OUT")]
         out: Option<PathBuf>,
         /// Override the scenario's target with a running system.
-        #[arg(long)]
+        #[arg(long, env = "LOADGEN_URL")]
         url: Option<String>,
+        /// Send the load to this path instead (setup and checks keep theirs): with a cheap
+        /// one such as /healthz, the report's loadgen CPU is the generator's cost alone.
+        #[arg(long, env = "LOADGEN_WEBHOOK_PATH")]
+        webhook_path: Option<String>,
     },
     /// Compare two report.json files; exits 99 on a regression beyond the tolerance.
     Compare {
@@ -52,8 +56,9 @@ fn main() {
 
 fn real_main() -> anyhow::Result<i32> {
     match Cli::parse().command {
-        Command::Run { scenario, out, url } => {
+        Command::Run { scenario, out, url, webhook_path } => {
             let mut s = Scenario::load(&scenario)?;
+            s.target.webhook_path = webhook_path.or(s.target.webhook_path);
             if let Some(url) = url {
                 s.target.url = Some(url);
                 s.target.spawn = None;

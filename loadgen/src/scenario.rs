@@ -59,6 +59,9 @@ pub struct Target {
     pub bin: Option<String>,
     /// Bearer token for reads when the system has ADMIN_TOKEN set.
     pub admin_token: Option<String>,
+    /// Where the load's requests go (default /api/webhooks/payment). A cheap path such as
+    /// /healthz (its 405 answers fail the run) measures the generator's own cost apart.
+    pub webhook_path: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -151,8 +154,8 @@ pub struct Load {
     /// 429/503 answers are expected (overload scenarios) rather than unexpected.
     #[serde(default)]
     pub allow_shedding: bool,
-    /// Threads running the connection loops; by default one per core. One thread sends
-    /// tens of thousands of requests a second.
+    /// Threads running the connection loops (default 1): one sends tens of thousands of
+    /// requests a second, and a second one takes a core from the system it measures.
     #[serde(default)]
     pub threads: Option<usize>,
     pub phases: Vec<Phase>,
