@@ -1,6 +1,7 @@
 //! The open-loop sender, shaped like wrk2: a few threads, each running a fixed set of
 //! connection loops; each loop owns one HTTP/1.1 keep-alive connection (hyper's client
-//! connection API) and every `connections`-th slot of the schedule. A request is rendered
+//! connection API) and, when free, claims the next due slot of the schedule (one queue
+//! served by every connection, so one slow answer holds back no other slot). A request is rendered
 //! into the loop's reused buffers when it is due, and its outcome is recorded in its
 //! thread's recorder; the recorders are merged at the end. Nothing is spawned, sent over a
 //! channel or locked per request: the plan is shared in chunks, taken once per chunk.
@@ -24,8 +25,8 @@ use crate::plan::{Schedule, Slot};
 use crate::stats::{Outcome, Recorder};
 use crate::workload::{Generator, Planned, Renderer};
 
-/// Slots planned per connection and chunk: a chunk is taken under the plan's lock once by
-/// each connection, so the lock is held once per this many requests of a connection.
+/// Slots planned per connection and chunk: a connection takes the plan's lock only when its
+/// claims move into another chunk, about once per this many of its requests.
 const SLOTS_PER_CONNECTION_AND_CHUNK: u64 = 32;
 /// A request with no answer by then counts as a transport error.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -55,8 +56,10 @@ pub struct Live {
 struct Plan {
     schedule: Schedule,
     chunk: u64,
-    connections: u64,
     start_unix: i64,
+    /// The next unclaimed slot: a free connection claims the next due slot, so one slow
+    /// answer does not hold back slots another connection could send (one queue, many servers).
+    next: AtomicU64,
     state: Mutex<PlanState>,
 }
 
@@ -66,13 +69,23 @@ type Chunk = Arc<[(Slot, Planned)]>;
 struct PlanState {
     generator: Generator,
     next: u64,
-    /// Chunk index, its slots, and how many connections have taken it.
+    /// Chunk index, its slots, and how many of its slots connections have finished with.
     ready: VecDeque<(u64, Chunk, u64)>,
 }
 
 impl Plan {
-    fn take(&self, k: u64) -> Option<Chunk> {
+    /// Chunk `k`, after `done` slots of chunk `left` were used; a chunk is dropped once all
+    /// its slots are.
+    fn take(&self, k: u64, left: Option<(u64, u64)>) -> Option<Chunk> {
         let mut st = self.state.lock().ok()?;
+        if let Some((old, done)) = left {
+            if let Some(pos) = st.ready.iter().position(|(i, _, _)| *i == old) {
+                st.ready[pos].2 += done;
+                if st.ready[pos].2 >= st.ready[pos].1.len() as u64 {
+                    st.ready.remove(pos);
+                }
+            }
+        }
         while st.next <= k {
             let first = st.next * self.chunk;
             let last = (first + self.chunk).min(self.schedule.len());
@@ -86,14 +99,7 @@ impl Plan {
             st.ready.push_back((n, made, 0));
             st.next += 1;
         }
-        let pos = st.ready.iter().position(|(i, _, _)| *i == k)?;
-        let entry = &mut st.ready[pos];
-        entry.2 += 1;
-        let slots = entry.1.clone();
-        if entry.2 == self.connections {
-            st.ready.remove(pos);
-        }
-        Some(slots)
+        st.ready.iter().find(|(i, _, _)| *i == k).map(|(_, c, _)| c.clone())
     }
 }
 
@@ -131,7 +137,7 @@ pub fn run(load: Load, live: &[Arc<Live>]) -> Result<(Recorder, Generator), Engi
     let shared = Arc::new(Shared {
         plan: Plan {
             chunk: connections * SLOTS_PER_CONNECTION_AND_CHUNK,
-            connections,
+            next: AtomicU64::new(0),
             start_unix: load.start_unix,
             state: Mutex::new(PlanState { generator: load.generator, next: 0, ready: VecDeque::new() }),
             schedule: load.schedule,
@@ -146,11 +152,11 @@ pub fn run(load: Load, live: &[Arc<Live>]) -> Result<(Recorder, Generator), Engi
     for t in 0..threads {
         let (shared, renderer, live) = (shared.clone(), load.renderer.clone(), live.get(t).cloned().unwrap_or_default());
         let (phases, shedding) = (load.phases, load.allow_shedding);
-        let mine: Vec<u64> = (t as u64..connections).step_by(threads).collect();
+        let mine = (t as u64..connections).step_by(threads).count();
         handles.push(std::thread::Builder::new().name(format!("loadgen-{t}")).spawn(move || -> std::io::Result<Recorder> {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
             let rec = RefCell::new(Recorder::new(phases, shedding));
-            rt.block_on(futures_util::future::join_all(mine.into_iter().map(|c| connection(c, &shared, renderer.clone(), &rec, &live))));
+            rt.block_on(futures_util::future::join_all((0..mine).map(|_| connection(&shared, renderer.clone(), &rec, &live))));
             Ok(rec.into_inner())
         })?);
     }
@@ -167,31 +173,49 @@ pub fn run(load: Load, live: &[Arc<Live>]) -> Result<(Recorder, Generator), Engi
     Ok((merged.unwrap_or_else(|| Recorder::new(load.phases, load.allow_shedding)), generator))
 }
 
-/// A connection's position in the schedule and its current chunk of the plan.
+/// A connection's claimed slot and its current chunk of the plan, with how many of that
+/// chunk's slots it used.
 struct Cursor {
-    i: u64,
-    step: u64,
-    chunk: Option<(u64, Chunk)>,
+    claimed: Option<u64>,
+    chunk: Option<(u64, Chunk, u64)>,
 }
 
 impl Cursor {
+    /// The slot this connection holds, claiming the next one first if it holds none.
     fn current(&mut self, plan: &Plan) -> Option<(Slot, Planned)> {
-        if self.i >= plan.schedule.len() {
+        let i = match self.claimed {
+            Some(i) => i,
+            None => {
+                let i = plan.next.fetch_add(1, Ordering::Relaxed);
+                self.claimed = Some(i);
+                i
+            }
+        };
+        if i >= plan.schedule.len() {
             return None;
         }
-        let k = self.i / plan.chunk;
-        if self.chunk.as_ref().map(|(n, _)| *n) != Some(k) {
-            self.chunk = Some((k, plan.take(k)?));
+        let k = i / plan.chunk;
+        if self.chunk.as_ref().map(|(n, _, _)| *n) != Some(k) {
+            let left = self.chunk.take().map(|(n, _, used)| (n, used));
+            self.chunk = Some((k, plan.take(k, left)?, 0));
         }
-        let (_, slots) = self.chunk.as_ref()?;
-        slots.get((self.i % plan.chunk) as usize).copied()
+        let (_, slots, _) = self.chunk.as_ref()?;
+        slots.get((i % plan.chunk) as usize).copied()
+    }
+
+    /// The held slot is done with (sent or failed).
+    fn advance(&mut self) {
+        self.claimed = None;
+        if let Some((_, _, used)) = self.chunk.as_mut() {
+            *used += 1;
+        }
     }
 }
 
 /// One connection loop: connect, send its slots in turn on that connection, and reconnect
 /// after a transport error or a close by the server.
-async fn connection(c: u64, sh: &Shared, mut renderer: Renderer, rec: &RefCell<Recorder>, live: &Live) {
-    let mut cur = Cursor { i: c, step: sh.plan.connections, chunk: None };
+async fn connection(sh: &Shared, mut renderer: Renderer, rec: &RefCell<Recorder>, live: &Live) {
+    let mut cur = Cursor { claimed: None, chunk: None };
     while let Some((slot, _)) = cur.current(&sh.plan) {
         match connect(&sh.addr).await {
             Ok((sender, conn)) => {
@@ -210,7 +234,7 @@ async fn connection(c: u64, sh: &Shared, mut renderer: Renderer, rec: &RefCell<R
                     let now = Instant::now();
                     record(rec, live, outcome(slot, &p, now - due, Duration::ZERO, Duration::ZERO, None), now - sh.t0);
                 }
-                cur.i += cur.step;
+                cur.advance();
             }
         }
     }
@@ -249,7 +273,7 @@ async fn send_on(mut sender: SendRequest<Full<Bytes>>, cur: &mut Cursor, sh: &Sh
         let lag = sent.saturating_duration_since(due.max(free_at));
         record(rec, live, outcome(slot, &p, done - due, done - sent, lag, status), sent - sh.t0);
         free_at = done;
-        cur.i += cur.step;
+        cur.advance();
         if status.is_none() {
             return;
         }
