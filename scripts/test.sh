@@ -6,6 +6,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/services.sh up
+
+# The power-cut and disk-fault tests mount faultfs (FUSE): they need /dev/fuse and fusermount3.
+if ! command -v fusermount3 >/dev/null; then
+  DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends fuse3 >/dev/null
+fi
 # shellcheck source=scripts/env.sh
 source scripts/env.sh
 # Tests that need Kafka or PostgreSQL fail instead of skipping when these are missing.
@@ -21,7 +27,17 @@ trap on_failure ERR
 # with the test-only feature and kept apart, before the real one is built over it.
 cargo build --release -p system --features fault-injection --bin webhooks
 cp target/release/webhooks target/release/webhooks-fault
-cargo build --release --workspace --bins
+
+# The console's browser test (system/tests/console.rs) drives headless Chromium through
+# chromedriver; Debian packages both.
+if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
+  DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver
+fi
+
+# One build. `cargo test` also builds the binaries, with the features the dev-dependencies
+# add (tokio's test-util and others); a separate `cargo build` without them compiled tokio,
+# serde and their dependents a second time. The load gate below runs these same binaries.
 cargo test --release --workspace
 
 # Dependency policy (deny.toml): licenses, bans and sources. Advisories need the RustSec

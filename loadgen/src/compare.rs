@@ -1,6 +1,15 @@
 //! `loadgen compare BASE.json NEW.json`: the differences that matter, and a verdict.
 
+use std::path::Path;
+
+use anyhow::Context;
 use serde_json::Value;
+
+/// Reads a report.json; every error names the file.
+pub fn read_report(path: &Path) -> anyhow::Result<Value> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("{} is not a loadgen report.json", path.display()))
+}
 
 /// A metric, where it is in report.json, and whether more is better.
 const METRICS: &[(&str, &str, bool)] = &[
@@ -53,6 +62,18 @@ mod tests {
     fn report(rate: f64, p99: f64, lost: u64) -> Value {
         json!({"throughput": {"accepted_per_s": rate, "applied_per_s": rate}, "ack_latency_ms": {"2xx": {"p99_ms": p99}},
                "verification": {"lost": lost}})
+    }
+
+    #[test]
+    fn file_errors_name_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("base").join("report.json");
+        let e = format!("{:#}", read_report(&missing).unwrap_err());
+        assert!(e.contains(&missing.display().to_string()) && e.contains("No such file"), "{e}");
+        let garbage = dir.path().join("report.json");
+        std::fs::write(&garbage, "not json").unwrap();
+        let e = format!("{:#}", read_report(&garbage).unwrap_err());
+        assert!(e.contains(&garbage.display().to_string()), "{e}");
     }
 
     #[test]

@@ -3,8 +3,10 @@
 use std::io::IsTerminal;
 use std::path::PathBuf;
 
+use anyhow::Context;
 use clap::{Parser, Subcommand};
 use loadgen::scenario::Scenario;
+use loadgen::spawn::unless_signalled;
 use loadgen::{compare, run, GATES_FAILED};
 
 /// Open-loop load, honest latency and end-state verification for the webhooks system.
@@ -43,7 +45,7 @@ enum Command {
 }
 
 fn main() {
-    tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into())).init();
+    webhooks::logging::init(webhooks::logging::LogFormat::Text, "warn");
     let code = match real_main() {
         Ok(code) => code,
         Err(e) => {
@@ -64,18 +66,24 @@ fn real_main() -> anyhow::Result<i32> {
                 s.target.spawn = None;
             }
             let runtime = tokio::runtime::Runtime::new()?;
-            let mut m = runtime.block_on(run::run(&s, std::io::stdout().is_terminal()))?;
+            let run = runtime.block_on(unless_signalled(run::run(&s, std::io::stdout().is_terminal())))?;
+            let mut m = match run {
+                Ok(m) => m?,
+                Err(signalled) => {
+                    eprintln!("loadgen: {signalled}");
+                    return Ok(signalled.exit_code);
+                }
+            };
             let pass = m.judge(&s.gates);
             print!("{}", m.summary());
             if let Some(dir) = out {
-                m.write(&dir)?;
+                m.write(&dir).with_context(|| format!("cannot write the reports to {}", dir.display()))?;
                 println!("  reports written to {}", dir.display());
             }
             Ok(if pass { 0 } else { GATES_FAILED })
         }
         Command::Compare { base, new, tolerance } => {
-            let read = |p: &PathBuf| -> anyhow::Result<serde_json::Value> { Ok(serde_json::from_str(&std::fs::read_to_string(p)?)?) };
-            let (table, ok) = compare::compare(&read(&base)?, &read(&new)?, tolerance);
+            let (table, ok) = compare::compare(&compare::read_report(&base)?, &compare::read_report(&new)?, tolerance);
             print!("{table}");
             Ok(if ok { 0 } else { GATES_FAILED })
         }

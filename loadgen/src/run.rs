@@ -151,10 +151,13 @@ async fn experiment(s: &Scenario, client: &Client, progress: bool) -> anyhow::Re
     let mut generator = Generator::new(&s.workload, s.seed, prefix, planned);
     let signer = Signer::new(s.signing.scheme, &s.signing.secret)?;
     let setup_started = Instant::now();
+    let step = Step::start(progress, format!("creating {} orders", generator.orders.len()));
     create_orders(client, &generator).await?;
+    step.next("claiming payments for their orders");
     let claims = generator.claims(unix_now());
     let mut renderer = Renderer::new(generator.ids.clone(), signer);
     let claimed_ledger = send_claims(client, &generator, &mut renderer, claims).await?;
+    step.done();
     let setup_s = setup_started.elapsed().as_secs_f64();
 
     let ceiling_rps = if s.ceiling.enabled { Some(ceiling(client, s.ceiling.connections, s.ceiling.duration_s).await) } else { None };
@@ -169,7 +172,10 @@ async fn experiment(s: &Scenario, client: &Client, progress: bool) -> anyhow::Re
 
     let drain_started = Instant::now();
     let deadline = drain_started + Duration::from_secs_f64(s.drain.timeout_s);
-    let (drained, drain_s, verdict) = match drain(client, before.as_ref(), deadline).await {
+    let step = Step::start(progress, "draining: waiting until the system has applied what it accepted");
+    let drained = drain(client, before.as_ref(), deadline).await;
+    step.next(format!("verifying the final state of {} orders and every payment sent", generator.orders.len()));
+    let (drained, drain_s, verdict) = match drained {
         Some(drained) => {
             let drain_s = drain_started.elapsed().as_secs_f64();
             (drained, drain_s, verify_all(client, &generator, &recorder).await?)
@@ -184,6 +190,7 @@ async fn experiment(s: &Scenario, client: &Client, progress: bool) -> anyhow::Re
             tokio::time::sleep(Duration::from_millis(500)).await;
         },
     };
+    step.done();
     let after = client.stats().await;
     Ok(Measured::new(s, &recorder, load, setup_s, ceiling_rps, cpu_used, drain_s, drained, verdict, SystemSide::from_stats(after.as_ref())))
 }
@@ -300,7 +307,7 @@ fn progress_bar(s: &Scenario, planned: u64, enabled: bool, live: Vec<Arc<Live>>)
         bar.set_draw_target(ProgressDrawTarget::hidden());
         return bar;
     }
-    // `wide_msg` takes what the terminal has left, so the line never wraps.
+    // `wide_msg` takes what the terminal has left and cuts the rest, so the line never wraps.
     bar.set_style(ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:20} {pos}/{len} {wide_msg}").unwrap_or_else(|_| ProgressStyle::default_bar()));
     let phases: Vec<(String, f64)> = s.load.phases.iter().enumerate().map(|(i, p)| (if p.name.is_empty() { format!("phase {i}") } else { p.name.clone() }, plan::target_rate(p))).collect();
     let ticker = bar.clone();
@@ -314,7 +321,7 @@ fn progress_bar(s: &Scenario, planned: u64, enabled: bool, live: Vec<Arc<Live>>)
             let (name, target) = phases.get(phase as usize).cloned().unwrap_or_default();
             ticker.set_position(done);
             ticker.set_message(format!(
-                "{name}: target {target:.0}/s done {}/s p99 {:.1} ms errors {}",
+                "{name} {target:.0}/s: done {}/s, p99 {:.1} ms, {} errors",
                 (done - last) * 2,
                 live.iter().map(|l| l.p99_us.load(Ordering::Relaxed)).max().unwrap_or(0) as f64 / 1000.0,
                 sum(|l| l.errors.load(Ordering::Relaxed))
@@ -323,6 +330,28 @@ fn progress_bar(s: &Scenario, planned: u64, enabled: bool, live: Vec<Arc<Live>>)
         }
     });
     bar
+}
+
+/// A spinner saying what loadgen is doing between the load phases, where it would otherwise
+/// be silent; hidden when progress is off (not a terminal).
+struct Step(ProgressBar);
+
+impl Step {
+    fn start(enabled: bool, what: impl Into<std::borrow::Cow<'static, str>>) -> Self {
+        let bar = if enabled { ProgressBar::new_spinner() } else { ProgressBar::hidden() };
+        bar.set_style(ProgressStyle::with_template("{spinner} [{elapsed_precise}] {wide_msg}").unwrap_or_else(|_| ProgressStyle::default_spinner()));
+        bar.set_message(what);
+        bar.enable_steady_tick(Duration::from_millis(120));
+        Self(bar)
+    }
+
+    fn next(&self, what: impl Into<std::borrow::Cow<'static, str>>) {
+        self.0.set_message(what);
+    }
+
+    fn done(&self) {
+        self.0.finish_and_clear();
+    }
 }
 
 /// Waits until the system has an outcome for every event it accepted since `before`;

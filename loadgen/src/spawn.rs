@@ -7,6 +7,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use anyhow::Context;
+
 use crate::scenario::{Scheme, Scenario, SpawnMode};
 
 pub struct System {
@@ -51,7 +53,7 @@ impl System {
     pub fn spawn(s: &Scenario, mode: SpawnMode) -> anyhow::Result<Self> {
         let bin = binary(s);
         anyhow::ensure!(bin.exists(), "webhooks binary not found at {} (build it with `cargo build --release -p system`, or set WEBHOOKS_BIN)", bin.display());
-        let dir = tempfile::tempdir()?;
+        let dir = tempfile::tempdir().context("cannot create a temporary data directory")?;
         let listen = format!("127.0.0.1:{}", free_port()?);
         let data = dir.path().to_string_lossy().into_owned();
         let mut env: Vec<(String, String)> = s.target.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
@@ -61,7 +63,8 @@ impl System {
             Scheme::None => {}
         }
         let start = |args: Vec<&str>, log: String| -> anyhow::Result<Child> {
-            let out = std::fs::File::create(dir.path().join(log))?;
+            let path = dir.path().join(log);
+            let out = std::fs::File::create(&path).with_context(|| format!("cannot create {}", path.display()))?;
             let err = out.try_clone()?;
             Ok(Command::new(&bin)
                 .args(&args)
@@ -113,10 +116,8 @@ impl System {
 
     /// SIGTERM, then wait; whether every process exited 0 within the timeout.
     pub async fn stop(mut self) -> bool {
-        for c in &self.children {
-            let _ = Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
-        }
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        terminate(&mut self.children);
+        let deadline = std::time::Instant::now() + STOP_TIMEOUT;
         let mut clean = true;
         for c in &mut self.children {
             loop {
@@ -128,6 +129,7 @@ impl System {
                     Ok(None) if std::time::Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(50)).await,
                     _ => {
                         let _ = c.kill();
+                        let _ = c.wait();
                         clean = false;
                         break;
                     }
@@ -138,14 +140,57 @@ impl System {
     }
 }
 
+/// How long the spawned system gets to finish its batch and exit after SIGTERM.
+const STOP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// SIGTERM to the children still running; one already reaped may have passed its pid on.
+fn terminate(children: &mut [Child]) {
+    for c in children {
+        if let Ok(None) = c.try_wait() {
+            let _ = Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
+        }
+    }
+}
+
+/// Reached on an error, a panic, or a signal (see [`unless_signalled`]): the children get
+/// the same graceful stop, bounded, and are reaped before `dir` is removed after this, so
+/// nothing is left running under PID 1 and no process still writes into a deleted directory.
 impl Drop for System {
     fn drop(&mut self) {
+        terminate(&mut self.children);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
         for c in &mut self.children {
+            while matches!(c.try_wait(), Ok(None)) && std::time::Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
             if let Ok(None) = c.try_wait() {
                 let _ = c.kill();
+                let _ = c.wait();
             }
         }
     }
+}
+
+/// Why a run ended early: SIGINT or SIGTERM reached loadgen.
+#[derive(Debug, thiserror::Error)]
+#[error("stopped by {name}; spawned processes stopped and temporary files removed")]
+pub struct Signalled {
+    name: &'static str,
+    /// The shell's convention: 128 + the signal number.
+    pub exit_code: i32,
+}
+
+/// Runs `work` unless SIGINT or SIGTERM arrives first. Then `work` is dropped, and with it
+/// any [`System`] it spawned, whose `Drop` stops the children and removes their directory.
+pub async fn unless_signalled<T>(work: impl std::future::Future<Output = T>) -> anyhow::Result<Result<T, Signalled>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut term = signal(SignalKind::terminate())?;
+    Ok(tokio::select! {
+        done = work => Ok(done),
+        _ = int.recv() => Err(Signalled { name: "SIGINT", exit_code: 130 }),
+        _ = term.recv() => Err(Signalled { name: "SIGTERM", exit_code: 143 }),
+    })
 }
 
 async fn sample_rss(pids: Vec<u32>, into: Arc<RssSamples>) {

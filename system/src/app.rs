@@ -1,6 +1,7 @@
 //! Wiring: builds the queue, the store, the HTTP app and the worker from the configuration,
 //! and runs them until shutdown.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
@@ -8,6 +9,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{ConfigError, Database, ServerArgs, StorageArgs, WorkerArgs};
+use crate::datadir::{self, DirLock, LockError, Role};
 use crate::dlq::{self, DlqError, ReplayReport};
 use crate::ingress::{self, AppState, Verifier};
 use crate::metrics::Metrics;
@@ -32,6 +34,18 @@ pub enum AppError {
     Worker(#[from] WorkerError),
     #[error("I/O: {0}")]
     Io(#[from] std::io::Error),
+    #[error(transparent)]
+    DataDir(#[from] LockError),
+}
+
+/// Locks the data directory for those of `roles` that keep a log in it: the embedded queue
+/// (server and worker), the server's spool. A SQLite store guards itself, so Kafka workers
+/// sharing one, or keeping nothing here, may run side by side.
+fn lock_data_dir(storage: &StorageArgs, roles: &[Role], server: Option<&ServerArgs>) -> Result<DirLock, AppError> {
+    let embedded = storage.kafka().is_none();
+    let spool = server.and_then(|s| storage.spool(s)).is_some();
+    let roles: Vec<Role> = roles.iter().copied().filter(|r| embedded || (*r == Role::Server && spool)).collect();
+    Ok(datadir::lock(&storage.data_dir, &roles)?)
 }
 
 pub async fn open_store(storage: &StorageArgs) -> Result<Arc<dyn Store>, AppError> {
@@ -100,6 +114,7 @@ fn admin_token(server: &ServerArgs) -> Option<Arc<str>> {
 
 /// Server and worker in one process over the embedded queue.
 pub async fn standalone(storage: StorageArgs, server: ServerArgs, worker: WorkerArgs, listener: TcpListener, shutdown: CancellationToken) -> Result<(), AppError> {
+    let _lock = lock_data_dir(&storage, &[Role::Server, Role::Worker], Some(&server))?;
     let metrics = Metrics::new();
     let wake = Arc::new(Notify::new());
     let store = open_store(&storage).await?;
@@ -126,6 +141,7 @@ pub async fn standalone(storage: StorageArgs, server: ServerArgs, worker: Worker
 
 /// The HTTP half: validates, verifies, appends to the queue.
 pub async fn server(storage: StorageArgs, server: ServerArgs, listener: TcpListener, shutdown: CancellationToken) -> Result<(), AppError> {
+    let _lock = lock_data_dir(&storage, &[Role::Server], Some(&server))?;
     let metrics = Metrics::new();
     let state = AppState {
         producer: open_producer(&storage, Some(&server), &metrics, Arc::new(Notify::new()), &shutdown).await?,
@@ -139,11 +155,13 @@ pub async fn server(storage: StorageArgs, server: ServerArgs, listener: TcpListe
 }
 
 /// The processing half: consumes the queue and applies events to the store.
-pub async fn worker(storage: StorageArgs, worker: WorkerArgs, shutdown: CancellationToken) -> Result<(), AppError> {
+/// `metrics_listen`: where this worker-only process serves /healthz, /metrics and /api/stats.
+pub async fn worker(storage: StorageArgs, worker: WorkerArgs, metrics_listen: Option<SocketAddr>, shutdown: CancellationToken) -> Result<(), AppError> {
+    let _lock = lock_data_dir(&storage, &[Role::Worker], None)?;
     let store = open_store(&storage).await?;
     let consumer = open_consumer(&storage, &worker.consumer, Arc::new(Notify::new())).await?;
     let metrics = Metrics::new();
-    if let Some(addr) = worker.metrics_listen {
+    if let Some(addr) = metrics_listen {
         let listener = TcpListener::bind(addr).await?;
         tracing::info!(%addr, "worker metrics listening");
         let header_timeout = std::time::Duration::from_secs(10);

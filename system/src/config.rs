@@ -12,6 +12,7 @@ use crate::worker::{RetryPolicy, WorkerConfig};
 
 /// Where data lives; shared by every subcommand.
 #[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Storage")]
 pub struct StorageArgs {
     /// Directory for the embedded queue and the default SQLite database.
     #[arg(long, env = "DATA_DIR", default_value = "./data")]
@@ -25,6 +26,16 @@ pub struct StorageArgs {
     #[arg(long, env = "DATABASE_POOL_SIZE", default_value_t = 8)]
     pub database_pool_size: usize,
 
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+}
+
+const KAFKA_HEADING: &str = "Kafka (instead of the embedded queue)";
+
+/// The Kafka queue, instead of the embedded log.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = KAFKA_HEADING)]
+pub struct KafkaArgs {
     /// Kafka bootstrap servers (host:port,...); switches the queue from the embedded log to Kafka.
     #[arg(long, env = "KAFKA_BROKERS")]
     pub kafka_brokers: Option<String>,
@@ -41,10 +52,13 @@ pub struct StorageArgs {
     #[arg(long, env = "KAFKA_REPLICATION_FACTOR", default_value_t = 1)]
     pub kafka_replication_factor: i32,
 
-    /// A produce not acknowledged by the broker within this many milliseconds gets 503.
-    #[arg(long, env = "KAFKA_PRODUCE_TIMEOUT_MS", default_value_t = 5_000)]
+    #[arg(long, env = "KAFKA_PRODUCE_TIMEOUT_MS", default_value_t = 5_000, help = PRODUCE_TIMEOUT_HELP)]
     pub kafka_produce_timeout_ms: u64,
 }
+
+/// One text for the flag's help and the README's table, which quotes it.
+pub const PRODUCE_TIMEOUT_HELP: &str = "A produce not acknowledged by the broker within this many milliseconds \
+    goes to the spool (answered 200); with --spool false, or the spool full, it gets 503";
 
 impl StorageArgs {
     pub fn embedded_queue(&self, server: Option<&ServerArgs>) -> EmbeddedConfig {
@@ -58,17 +72,22 @@ impl StorageArgs {
 
     /// The broker-outage spool of a Kafka-mode server, when enabled.
     pub fn spool(&self, server: &ServerArgs) -> Option<SpoolConfig> {
-        let log = EmbeddedConfig { path: self.data_dir.join("spool.db"), ..self.embedded_queue(Some(server)) };
+        let log = EmbeddedConfig {
+            dir: self.data_dir.join("spool"),
+            legacy: self.data_dir.join("spool.db"),
+            ..self.embedded_queue(Some(server))
+        };
         (server.spool && self.kafka().is_some()).then_some(SpoolConfig { log, max_events: server.spool_max_events.max(1) })
     }
 
     pub fn kafka(&self) -> Option<crate::queue::kafka::KafkaConfig> {
-        self.kafka_brokers.as_ref().filter(|b| !b.is_empty()).map(|brokers| crate::queue::kafka::KafkaConfig {
+        let k = &self.kafka;
+        k.kafka_brokers.as_ref().filter(|b| !b.is_empty()).map(|brokers| crate::queue::kafka::KafkaConfig {
             brokers: brokers.clone(),
-            topic: self.kafka_topic.clone(),
-            partitions: self.kafka_partitions.max(1),
-            replication_factor: self.kafka_replication_factor.max(1),
-            produce_timeout: Duration::from_millis(self.kafka_produce_timeout_ms.max(1)),
+            topic: k.kafka_topic.clone(),
+            partitions: k.kafka_partitions.max(1),
+            replication_factor: k.kafka_replication_factor.max(1),
+            produce_timeout: Duration::from_millis(k.kafka_produce_timeout_ms.max(1)),
         })
     }
 
@@ -107,6 +126,7 @@ pub enum ConfigError {
 }
 
 #[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "HTTP server")]
 pub struct ServerArgs {
     /// Address the HTTP server listens on.
     #[arg(long, env = "LISTEN", default_value = "127.0.0.1:3000")]
@@ -129,11 +149,11 @@ pub struct ServerArgs {
     pub max_body_bytes: usize,
 
     /// Appends waiting for the embedded queue beyond this are refused with 503.
-    #[arg(long, env = "QUEUE_MAX_PENDING", default_value_t = 50_000)]
+    #[arg(help_heading = "Embedded queue", long, env = "QUEUE_MAX_PENDING", default_value_t = 50_000)]
     pub queue_max_pending: usize,
 
     /// An append not durable within this many milliseconds is answered 503.
-    #[arg(long, env = "APPEND_TIMEOUT_MS", default_value_t = 5_000)]
+    #[arg(help_heading = "Embedded queue", long, env = "APPEND_TIMEOUT_MS", default_value_t = 5_000)]
     pub append_timeout_ms: u64,
 
     /// Bearer token required by management and read endpoints (orders, payments, stats,
@@ -156,11 +176,11 @@ pub struct ServerArgs {
     /// Kafka mode: when the broker cannot take an event, store it in a local durable spool
     /// under the data directory and answer 200; it is forwarded when the broker is back.
     /// `--spool false` answers 503 instead and leaves the retry to the provider.
-    #[arg(long, env = "SPOOL", default_value_t = true, action = clap::ArgAction::Set)]
+    #[arg(help_heading = KAFKA_HEADING, long, env = "SPOOL", default_value_t = true, action = clap::ArgAction::Set)]
     pub spool: bool,
 
     /// Kafka mode: past this many spooled events, webhooks get 503.
-    #[arg(long, env = "SPOOL_MAX_EVENTS", default_value_t = 1_000_000)]
+    #[arg(help_heading = KAFKA_HEADING, long, env = "SPOOL_MAX_EVENTS", default_value_t = 1_000_000)]
     pub spool_max_events: u64,
 }
 
@@ -175,6 +195,7 @@ impl ServerArgs {
 }
 
 #[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Worker")]
 pub struct WorkerArgs {
     /// Name under which the worker's queue positions are stored (the Kafka consumer group).
     #[arg(long, env = "WORKER_CONSUMER", default_value = "webhooks-worker")]
@@ -195,10 +216,6 @@ pub struct WorkerArgs {
     /// Largest retry delay in milliseconds.
     #[arg(long, env = "WORKER_RETRY_CAP_MS", default_value_t = 5_000)]
     pub retry_cap_ms: u64,
-
-    /// Where a worker-only process serves /healthz, /metrics and /api/stats (off when unset).
-    #[arg(long, env = "WORKER_METRICS_LISTEN")]
-    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl WorkerArgs {

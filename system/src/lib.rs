@@ -7,7 +7,7 @@
 //!                      |           (ingress/webhook.rs, ingress/signature.rs, domain/event.rs)
 //!                      v
 //!                    queue        append durably, then 200; not stored -> 503 Retry-After
-//!                      |           (queue/mod.rs: the interface; queue/embedded.rs: SQLite log, group commit)
+//!                      |           (queue/mod.rs: the interface; queue/embedded.rs over queue/log/: segment log, group commit)
 //!                      v
 //!                    worker       poll a batch -> store.apply_batch in one transaction -> commit position
 //!                      |           retries with backoff, dead letters (worker/)
@@ -16,14 +16,17 @@
 //!                                  what an event does is decided in domain/state.rs
 //! ```
 //!
-//! `app.rs` wires these from the configuration (`config.rs`); `main.rs` only parses flags.
+//! `app.rs` wires these from the configuration (`config.rs`); `main.rs` only parses flags;
+//! `datadir.rs` keeps a data directory to one process per role.
 
 pub mod app;
 pub mod config;
+pub mod datadir;
 pub mod dlq;
 pub mod domain;
 pub mod fault;
 pub mod ingress;
+pub mod logging;
 pub mod metrics;
 pub mod queue;
 mod sqlite_conn;

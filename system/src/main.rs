@@ -1,11 +1,13 @@
 //! `webhooks`: the command line. Parses flags, sets up logging and signals, calls the library.
 
+use std::net::SocketAddr;
+
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tracing_subscriber::EnvFilter;
 use webhooks::store::{now_us, DeadLetterFilter};
+use webhooks::logging::{self, LogFormat};
 use webhooks::{app, dlq};
 use webhooks::config::{ServerArgs, StorageArgs, WorkerArgs};
 
@@ -19,6 +21,10 @@ struct Cli {
     #[cfg(feature = "fault-injection")]
     #[arg(long, hide = true, global = true, env = "WEBHOOKS_FAULT_SKIP_STALE_RULE")]
     fault_skip_stale_rule: bool,
+    /// Log lines as text (coloured only on a terminal, never with NO_COLOR set) or as JSON
+    /// objects for log shippers.
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
+    log_format: LogFormat,
 }
 
 #[derive(Debug, Subcommand)]
@@ -45,6 +51,9 @@ enum Command {
         storage: StorageArgs,
         #[command(flatten)]
         worker: WorkerArgs,
+        /// Where this process serves /healthz, /metrics and /api/stats (off when unset).
+        #[arg(long, env = "WORKER_METRICS_LISTEN")]
+        metrics_listen: Option<SocketAddr>,
     },
     /// Dead letters: events the worker gave up on.
     Dlq {
@@ -86,10 +95,8 @@ enum DlqAction {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
-        .init();
     let cli = Cli::parse();
+    logging::init(cli.log_format, "info");
     #[cfg(feature = "fault-injection")]
     if cli.fault_skip_stale_rule {
         tracing::warn!("fault injection: the stale-event rule is OFF; this system is wrong on purpose");
@@ -106,7 +113,7 @@ async fn main() -> anyhow::Result<()> {
             let listener = bind(&server).await?;
             app::server(storage, server, listener, shutdown).await?
         }
-        Command::Worker { storage, worker } => app::worker(storage, worker, shutdown).await?,
+        Command::Worker { storage, worker, metrics_listen } => app::worker(storage, worker, metrics_listen, shutdown).await?,
         Command::Dlq { storage, action } => return dlq(storage, action).await,
     }
     tracing::info!("stopped cleanly");

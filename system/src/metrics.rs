@@ -169,6 +169,7 @@ impl MetricSet {
         let rejected = self.rejected_by_reason();
         let worker_here = self.worker_here.load(std::sync::atomic::Ordering::Relaxed);
         let (applied, stale, dead) = (self.worker_count("applied"), self.worker_count("stale"), self.worker_count("dead_lettered"));
+        let conflicts = self.worker_count("conflict");
         Stats {
             ingress: IngressStats {
                 accepted: self.webhooks_accepted.get(),
@@ -176,16 +177,17 @@ impl MetricSet {
                 ack_latency_us: Percentiles::of(&self.ack_hdr),
             },
             worker: worker_here.then(|| WorkerStats {
-                processed: applied + stale + dead,
+                processed: applied + stale + conflicts + dead,
                 applied,
                 stale,
+                conflicts,
                 duplicates: self.worker_count("duplicate"),
                 dead_lettered: dead,
                 batches: self.worker_batches.get(),
                 retries: self.worker_retries.get(),
                 e2e_latency_us: Percentiles::of(&self.e2e_hdr),
             }),
-            queue: QueueStats { depth: worker_here.then(|| self.queue_depth.get().max(0) as u64) },
+            queue: QueueStats { depth: worker_here.then(|| self.queue_depth.get().max(0) as u64), spool_depth: None },
         }
     }
 
@@ -224,6 +226,8 @@ pub struct WorkerStats {
     pub processed: u64,
     pub applied: u64,
     pub stale: u64,
+    /// Events that disagree with their payment's rank, and event ids reused for another event.
+    pub conflicts: u64,
     pub duplicates: u64,
     pub dead_lettered: u64,
     pub batches: u64,
@@ -234,6 +238,9 @@ pub struct WorkerStats {
 #[derive(Debug, Serialize)]
 pub struct QueueStats {
     pub depth: Option<u64>,
+    /// Events acknowledged while the broker was down, still in the local spool; `None` where
+    /// there is no spool (embedded queue, worker-only process).
+    pub spool_depth: Option<u64>,
 }
 
 #[derive(Debug, Default, Serialize)]

@@ -122,6 +122,28 @@ async fn a_payment_claimed_by_another_order_is_dead_lettered_and_the_queue_moves
 }
 
 #[tokio::test]
+async fn conflicts_are_counted_logged_and_visible() {
+    let app = TestApp::start(&[]).await;
+    post(&app.http, format!("{}/api/orders", app.base), &order("o9", 100)).await;
+    post(&app.http, hook(&app), &event("payment.success", "p9", "o9", 100, "k1")).await;
+    payment(&app, "p9", |_| true).await;
+    // The same id for another amount, then a second success for less under a new id.
+    post(&app.http, hook(&app), &event("payment.success", "p9", "o9", 1, "k1")).await;
+    post(&app.http, hook(&app), &event("payment.success", "p9", "o9", 90, "k2")).await;
+    let o = order_status(&app, "o9", "payment_conflict").await;
+    assert_eq!((o["payments"][0]["amount"].as_i64(), o["payments"][0]["conflicted"].as_bool()), (Some(90), Some(true)), "{o}");
+    let p = payment(&app, "p9", |p| p["applied_events"] == 2).await;
+    assert_eq!(p["events"][1]["outcome"], "conflict", "{p}");
+    let stats = drained(&app.http, &app.base).await;
+    assert_eq!((stats["worker"]["conflicts"].as_u64(), stats["worker"]["duplicates"].as_u64()), (Some(2), Some(0)), "{stats}");
+    let (_, dl) = get(&app.http, format!("{}/api/dead-letters", app.base)).await;
+    assert_eq!((dl["count"].as_u64(), dl["items"][0]["event_id"].as_str()), (Some(1), Some("k1")), "{dl}");
+    assert!(dl["items"][0]["error"].as_str().unwrap().starts_with("conflict: event id reused"), "{dl}");
+    let text = app.http.get(format!("{}/metrics", app.base)).send().await.unwrap().text().await.unwrap();
+    assert!(text.lines().any(|l| l == "webhooks_worker_events_total{outcome=\"conflict\"} 2"), "{text}");
+}
+
+#[tokio::test]
 async fn orders_are_idempotent_and_conflicts_are_refused() {
     let app = TestApp::start(&[]).await;
     let url = format!("{}/api/orders", app.base);
@@ -150,7 +172,7 @@ async fn bad_input_gets_a_clear_error_and_nothing_is_enqueued() {
         ("unknown type", valid.replace("payment.success", "payment.stolen"), "application/json", 422, "event_type"),
         ("empty payment id", valid.replace("\"p\"", "\"\""), "application/json", 422, "payment_id"),
         ("control char in id", valid.replace("\"o\"", "\"o\\u0000\""), "application/json", 422, "order_id"),
-        ("deep nesting", format!("{}{}", "[".repeat(10_000), "]".repeat(10_000)), "application/json", 400, "malformed"),
+        ("deep nesting", format!("{}{}", "[".repeat(10_000), "]".repeat(10_000)), "application/json", 400, "must be a JSON object"),
         ("wrong content type", valid.into(), "text/plain", 415, "application/json"),
         ("too large", huge, "application/json", 413, "larger than"),
     ];
@@ -268,7 +290,15 @@ async fn overload_is_shed_with_429_and_nothing_accepted_is_lost() {
     }
     assert!(shed > 0, "300 concurrent requests over a limit of 2 must shed some");
     assert!(!accepted.is_empty());
-    drained(&app.http, &app.base).await;
+    let stats = drained(&app.http, &app.base).await;
+    assert_eq!(stats["ingress"]["rejected"]["too_many_requests"], shed, "every 429 counted once: {stats}");
+    let text = app.http.get(format!("{}/metrics", app.base)).send().await.unwrap().text().await.unwrap();
+    for line in [
+        format!("webhooks_rejected_total{{reason=\"too_many_requests\"}} {shed}"),
+        format!("webhooks_http_requests_total{{route=\"/api/webhooks/payment\",status=\"429\"}} {shed}"),
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line} missing from /metrics");
+    }
     for i in accepted {
         payment(&app, &format!("pl{i}"), |p| p["applied_events"] == 1).await;
     }
@@ -293,4 +323,43 @@ async fn slow_clients_cannot_hold_a_connection() {
     let mut buf = vec![0u8; 512];
     let n = tokio::time::timeout(Duration::from_secs(5), body.read(&mut buf)).await.expect("answered").unwrap();
     assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 408"), "{}", String::from_utf8_lossy(&buf[..n]));
+    let (_, stats) = get(&app.http, format!("{}/api/stats", app.base)).await;
+    assert_eq!(stats["ingress"]["rejected"]["timeout"], 1, "the 408 is counted: {stats}");
+    let text = app.http.get(format!("{}/metrics", app.base)).send().await.unwrap().text().await.unwrap();
+    assert!(text.contains("webhooks_http_requests_total{route=\"/api/webhooks/payment\",status=\"408\"} 1"), "{text}");
+}
+
+#[tokio::test]
+async fn shape_errors_speak_of_the_api_not_of_rust() {
+    let app = TestApp::start(&[]).await;
+    let valid = r#"{"event_type":"payment.success","payment_id":"p","order_id":"o","amount":1,"currency":"USD"}"#;
+    let types = "one of payment.pending, payment.success, payment.failed, payment.refunded";
+    let cases: Vec<(String, &str, String)> = vec![
+        (valid.replace("\"event_type\"", "\"status\""), "wrong_shape", format!("event_type is required: {types}")),
+        (valid.replace("\"amount\":1", "\"amount\":\"1\""), "wrong_shape", "amount must be an integer in minor units (cents)".into()),
+        (valid.replace("\"p\"", "7"), "wrong_shape", "payment_id must be a string".into()),
+        (valid.replace(",\"currency\":\"USD\"", ""), "wrong_shape", "missing field currency".into()),
+        ("[1]".into(), "wrong_shape", "the body must be a JSON object, not an array".into()),
+        (valid[..40].into(), "malformed", "malformed JSON: the body ends before the JSON is complete (line 1, column 40)".into()),
+    ];
+    for (body, code, message) in cases {
+        let r = app.http.post(hook(&app)).header("content-type", "application/json").body(body.clone()).send().await.unwrap();
+        assert_eq!(r.status().as_u16(), 400, "{body}");
+        let err: Value = r.json().await.unwrap();
+        assert_eq!((err["error"].as_str(), err["message"].as_str()), (Some(code), Some(message.as_str())), "{body}");
+    }
+}
+
+#[tokio::test]
+async fn unknown_routes_and_wrong_methods_answer_json() {
+    let app = TestApp::start(&[]).await;
+    let r = app.http.get(format!("{}/api/nothing-here", app.base)).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 404);
+    let err: Value = r.json().await.unwrap();
+    assert_eq!((err["error"].as_str(), err["message"].as_str()), (Some("not_found"), Some("no route GET /api/nothing-here")));
+    let r = app.http.get(hook(&app)).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 405);
+    assert_eq!(r.headers().get("allow").and_then(|v| v.to_str().ok()), Some("POST"));
+    let err: Value = r.json().await.unwrap();
+    assert_eq!(err["error"].as_str(), Some("method_not_allowed"), "{err}");
 }

@@ -10,7 +10,7 @@ use webhooks::domain::{CreateOutcome, EventType, NewOrder, PaymentEvent};
 use webhooks::queue::Position;
 use webhooks::store::postgres::PostgresStore;
 use webhooks::store::sqlite::SqliteStore;
-use webhooks::store::{Applied, DeadLetterFilter, Store};
+use webhooks::store::{Applied, DeadLetter, DeadLetterFilter, Store};
 
 /// Two handles on one database, as two workers would have.
 struct Backend {
@@ -109,6 +109,35 @@ async fn orders_mismatches_late_orders_and_conflicts() {
     finish(all).await;
 }
 
+/// The console shows a payment's dead letters among its events and filters the list.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letters_filter_by_payment_order_and_error() {
+    let all = backends().await;
+    for b in &all {
+        let s = &b.a;
+        let letters = [
+            DeadLetter::for_event(&ev("d1", EventType::Success, "pa", "oa", 10), "conflict: event id reused with another payload".into(), 1),
+            DeadLetter::for_event(&ev("d2", EventType::Success, "pa", "oa", 10), "payment belongs to another order".into(), 1),
+            DeadLetter::for_event(&ev("d3", EventType::Success, "pb", "ob", 10), "conflict: event id reused with another payload".into(), 1),
+        ];
+        s.dead_letter("c", &letters, &[]).await.unwrap();
+        let ids = |f: DeadLetterFilter| async move {
+            let (n, items) = s.dead_letters(&f).await.unwrap();
+            (n, items.into_iter().map(|d| d.event_id).collect::<Vec<_>>())
+        };
+        let of = |p: &str| DeadLetterFilter { payment_id: Some(p.into()), ..Default::default() };
+        assert_eq!(ids(of("pa")).await, (2, vec!["d2".into(), "d1".into()]), "{}", b.name);
+        assert_eq!(ids(of("nobody")).await, (0, vec![]), "{}", b.name);
+        let by_order = DeadLetterFilter { order_id: Some("ob".into()), ..Default::default() };
+        assert_eq!(ids(by_order).await, (1, vec!["d3".into()]), "{}", b.name);
+        let conflicts = DeadLetterFilter { error_prefix: Some("conflict:".into()), limit: Some(1), ..Default::default() };
+        assert_eq!(ids(conflicts).await, (2, vec!["d3".into()]), "{}: count is of all matches, items up to the limit", b.name);
+        let both = DeadLetterFilter { error_prefix: Some("conflict:".into()), payment_id: Some("pa".into()), ..Default::default() };
+        assert_eq!(ids(both).await, (1, vec!["d1".into()]), "{}", b.name);
+    }
+    finish(all).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_stores_racing_on_the_same_events_apply_each_once() {
     let all = backends().await;
@@ -138,6 +167,124 @@ async fn two_stores_racing_on_the_same_events_apply_each_once() {
     finish(all).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn same_rank_disagreements_settle_on_the_smaller_pair_in_any_order() {
+    let all = backends().await;
+    for b in &all {
+        let s = &b.a;
+        for (payment, order_id, amounts) in [("pc", "oc", [100, 90]), ("pd", "od", [90, 100])] {
+            s.create_order(&order(order_id, 100)).await.unwrap();
+            for (n, amount) in amounts.into_iter().enumerate() {
+                s.apply_batch("c", &[ev(&format!("{payment}{n}"), EventType::Success, payment, order_id, amount)], &[]).await.unwrap();
+            }
+            let p = s.payment(payment).await.unwrap().unwrap();
+            assert_eq!((p.status.as_str(), p.amount, p.applied_events), ("success", 90, 2), "{}: {payment}", b.name);
+            assert_eq!(p.events.iter().find(|e| e.event_id == format!("{payment}1")).unwrap().outcome, "conflict", "{}", b.name);
+            assert_eq!(s.order(order_id).await.unwrap().unwrap().status, "payment_conflict", "{}: {payment}", b.name);
+            let again = s.apply_batch("c", &[ev(&format!("{payment}1"), EventType::Success, payment, order_id, amounts[1])], &[]).await.unwrap();
+            assert_eq!(again, [Applied::Duplicate], "{}: the conflicting event redelivered", b.name);
+        }
+        // A refund is the next rank: it defines the payment and wins on the order.
+        s.apply_batch("c", &[ev("pc-refund", EventType::Refunded, "pc", "oc", 100)], &[]).await.unwrap();
+        let p = s.payment("pc").await.unwrap().unwrap();
+        assert_eq!((p.status.as_str(), p.amount), ("refunded", 100), "{}", b.name);
+        assert_eq!(s.order("oc").await.unwrap().unwrap().status, "refunded", "{}", b.name);
+    }
+    finish(all).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_id_reused_for_another_event_is_dead_lettered_not_dropped() {
+    let all = backends().await;
+    for b in &all {
+        let s = &b.a;
+        s.create_order(&order("or1", 100)).await.unwrap();
+        s.apply_batch("c", &[ev("reused", EventType::Success, "pr1", "or1", 100)], &[]).await.unwrap();
+        let batch = [
+            ev("reused", EventType::Success, "pr1", "or1", 100),
+            ev("reused", EventType::Success, "pr1", "or1", 1),
+            ev("reused", EventType::Refunded, "pr2", "or1", 100),
+            ev("fresh", EventType::Pending, "pr3", "or1", 5),
+            ev("fresh", EventType::Pending, "pr3", "or1", 6),
+        ];
+        let out = s.apply_batch("c", &batch, &[]).await.unwrap();
+        assert_eq!(out[0], Applied::Duplicate, "{}: the identical event again", b.name);
+        for (i, o) in out.iter().enumerate().skip(1).filter(|(i, _)| *i != 3) {
+            assert!(!matches!(o, Applied::Duplicate | Applied::Applied | Applied::Stale), "{}: event {i} must not vanish: {o:?}", b.name);
+        }
+        let (n, letters) = s.dead_letters(&DeadLetterFilter::default()).await.unwrap();
+        assert_eq!(n, 2, "{}: one letter per reused id, updated on repeat: {letters:?}", b.name);
+        assert!(letters.iter().all(|l| l.error.starts_with("conflict: event id reused")), "{}: {letters:?}", b.name);
+        let p = s.payment("pr1").await.unwrap().unwrap();
+        assert_eq!((p.status.as_str(), p.amount, p.applied_events), ("success", 100, 1), "{}: nothing applied", b.name);
+        assert!(s.payment("pr2").await.unwrap().is_none(), "{}", b.name);
+        assert_eq!(s.payment("pr3").await.unwrap().unwrap().amount, 5, "{}", b.name);
+    }
+    finish(all).await;
+}
+
+/// The same events, all with distinct ids, in two arrival orders and batchings, one with the
+/// orders created first and one with them created after their payments: the same final state.
+#[test]
+fn final_state_does_not_depend_on_arrival_order() {
+    use proptest::prelude::*;
+    use proptest::test_runner::{Config, TestRunner};
+
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    let all = rt.block_on(backends());
+    let types = [EventType::Pending, EventType::Failed, EventType::Success, EventType::Refunded];
+    let one = (0..4usize, 0..4usize, prop_oneof![Just(100i64), Just(90)], prop_oneof![Just("USD"), Just("EUR")]);
+    let events = proptest::collection::vec(one, 1..24).prop_flat_map(|v| {
+        let n = v.len();
+        (Just(v), Just((0..n).collect::<Vec<_>>()).prop_shuffle(), 1..8usize, 1..8usize)
+    });
+    let mut runner = TestRunner::new(Config { cases: 32, failure_persistence: None, ..Config::default() });
+    let case = std::sync::atomic::AtomicUsize::new(0);
+    runner
+        .run(&events, |(raw, shuffle, first_batch, second_batch)| {
+            let case = case.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            rt.block_on(async {
+                for b in &all {
+                    let make = |side: &str| -> Vec<PaymentEvent> {
+                        raw.iter()
+                            .enumerate()
+                            .map(|(i, &(t, p, amount, currency))| PaymentEvent {
+                                currency: currency.into(),
+                                ..ev(&format!("c{case}{side}e{i}"), types[t], &format!("c{case}{side}p{p}"), &format!("c{case}{side}o{}", p % 2), amount)
+                            })
+                            .collect()
+                    };
+                    let early = make("a");
+                    let late: Vec<PaymentEvent> = shuffle.iter().map(|&i| make("b")[i].clone()).collect();
+                    for o in 0..2 {
+                        b.a.create_order(&order(&format!("c{case}ao{o}"), 100)).await.expect("order");
+                    }
+                    for chunk in early.chunks(first_batch) {
+                        b.a.apply_batch("c", chunk, &[]).await.expect("apply");
+                    }
+                    for chunk in late.chunks(second_batch) {
+                        b.b.apply_batch("c", chunk, &[]).await.expect("apply");
+                    }
+                    for o in 0..2 {
+                        b.b.create_order(&order(&format!("c{case}bo{o}"), 100)).await.expect("order");
+                    }
+                    for n in 0..4 {
+                        let key = |v: Option<webhooks::store::PaymentView>| v.map(|p| (p.status, p.amount, p.currency, p.applied_events));
+                        let (x, y) = (b.a.payment(&format!("c{case}ap{n}")).await.expect("read"), b.a.payment(&format!("c{case}bp{n}")).await.expect("read"));
+                        prop_assert_eq!(key(x), key(y), "{}: payment {}", b.name, n);
+                    }
+                    for n in 0..2 {
+                        let (x, y) = (b.a.order(&format!("c{case}ao{n}")).await.expect("read"), b.a.order(&format!("c{case}bo{n}")).await.expect("read"));
+                        prop_assert_eq!(x.map(|o| o.status), y.map(|o| o.status), "{}: order {}", b.name, n);
+                    }
+                }
+                Ok(())
+            })
+        })
+        .expect("arrival order does not matter");
+    rt.block_on(finish(all));
+}
+
 /// Whole batches against one event per batch, on a separate SQLite store: the same outcome
 /// for every event and the same final rows, for random streams with repeats, out-of-order
 /// types, unknown orders and payments that claim the wrong order.
@@ -149,7 +296,7 @@ fn batches_decide_as_event_by_event_does() {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
     let all = rt.block_on(backends());
     let types = [EventType::Pending, EventType::Failed, EventType::Success, EventType::Refunded];
-    let stream = proptest::collection::vec((0..4usize, 0..6usize, 0..4usize, prop_oneof![Just(100i64), Just(90)], 0..30usize), 1..60);
+    let stream = proptest::collection::vec((0..4usize, 0..6usize, 0..4usize, prop_oneof![Just(100i64), Just(90)], 0..30usize, 0..4usize, prop_oneof![Just("USD"), Just("EUR")]), 1..60);
     let mut runner = TestRunner::new(Config { cases: 48, failure_persistence: None, ..Config::default() });
     // Every case gets ids of its own, so that the stores need no reset between cases.
     let case = std::sync::atomic::AtomicUsize::new(0);
@@ -157,12 +304,15 @@ fn batches_decide_as_event_by_event_does() {
         .run(&(stream, 1..40usize), |(raw, batch_size)| {
             let case = case.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let id = |kind: &str, n: usize| format!("c{case}{kind}{n}");
-            // Events repeat an earlier one when their last number points back into the stream.
+            // Events repeat an earlier one when `back` points back into the stream, some of
+            // them reusing its id for another amount or type.
             let mut events: Vec<PaymentEvent> = Vec::new();
-            for (i, &(t, p, o, amount, back)) in raw.iter().enumerate() {
+            for (i, &(t, p, o, amount, back, reuse, currency)) in raw.iter().enumerate() {
                 let e = match events.get(i.wrapping_sub(1 + back)) {
+                    Some(earlier) if back < 5 && reuse == 0 => PaymentEvent { amount: earlier.amount + 1, ..earlier.clone() },
+                    Some(earlier) if back < 5 && reuse == 1 => PaymentEvent { event_type: types[t], ..earlier.clone() },
                     Some(earlier) if back < 5 => earlier.clone(),
-                    _ => ev(&id("e", i), types[t], &id("p", p), &id("o", (p + o / 3) % 4), amount),
+                    _ => PaymentEvent { currency: currency.into(), ..ev(&id("e", i), types[t], &id("p", p), &id("o", (p + o / 3) % 4), amount) },
                 };
                 events.push(e);
             }
@@ -188,7 +338,7 @@ fn batches_decide_as_event_by_event_does() {
                     prop_assert_eq!(&got, &expected, "{}: outcomes", b.name);
                     for n in 0..6 {
                         let (x, y) = (b.a.payment(&id("p", n)).await.expect("read"), reference.payment(&id("p", n)).await.expect("read"));
-                        let key = |v: Option<webhooks::store::PaymentView>| v.map(|p| (p.status, p.amount, p.applied_events, p.events.len()));
+                        let key = |v: Option<webhooks::store::PaymentView>| v.map(|p| (p.status, p.amount, p.currency, p.applied_events, p.events.len()));
                         prop_assert_eq!(key(x), key(y), "{}: payment {}", b.name, n);
                     }
                     for n in 0..4 {

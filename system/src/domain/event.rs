@@ -157,7 +157,8 @@ impl WebhookBody {
     }
 }
 
-fn type_list() -> String {
+/// The accepted event types, for messages.
+pub fn type_list() -> String {
     EventType::ALL.map(EventType::as_str).join(", ")
 }
 

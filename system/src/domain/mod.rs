@@ -2,6 +2,7 @@
 
 pub mod event;
 pub mod order;
+pub mod redelivery;
 pub mod state;
 
 pub use event::{EventType, Invalid, PaymentEvent, WebhookBody};

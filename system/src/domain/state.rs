@@ -2,7 +2,9 @@
 //!
 //! Both state machines only move forward by rank, which makes the final state independent
 //! of delivery order: a late `payment.pending` after `payment.success` is recorded but
-//! changes nothing, and a refund that overtakes its success still ends `refunded`.
+//! changes nothing, and a refund that overtakes its success still ends `refunded`. Two events
+//! of one rank that disagree on amount or currency settle on the smaller `(currency, amount)`
+//! whichever came first, and mark the payment conflicted, so that order does not matter either.
 
 use serde::{Deserialize, Serialize};
 
@@ -49,6 +51,9 @@ pub enum OrderStatus {
     /// A payment succeeded but its amount or currency differs from the order: needs a person.
     PaymentMismatch,
     Paid,
+    /// Two successes of one payment disagree on amount or currency: needs a person, even if
+    /// one of them matches; only a refund moves the order on.
+    PaymentConflict,
     Refunded,
 }
 
@@ -58,12 +63,13 @@ impl OrderStatus {
             Self::Pending => "pending",
             Self::PaymentMismatch => "payment_mismatch",
             Self::Paid => "paid",
+            Self::PaymentConflict => "payment_conflict",
             Self::Refunded => "refunded",
         }
     }
 
     pub fn parse(s: &str) -> Option<Self> {
-        [Self::Pending, Self::PaymentMismatch, Self::Paid, Self::Refunded].into_iter().find(|v| v.as_str() == s)
+        [Self::Pending, Self::PaymentMismatch, Self::Paid, Self::PaymentConflict, Self::Refunded].into_iter().find(|v| v.as_str() == s)
     }
 }
 
@@ -74,6 +80,8 @@ pub struct Payment {
     pub status: PaymentStatus,
     pub amount: i64,
     pub currency: String,
+    /// Events of its current rank disagree on amount or currency; cleared by a higher rank.
+    pub conflicted: bool,
 }
 
 /// What an order expects to be paid.
@@ -91,6 +99,9 @@ pub enum Outcome {
     Applied,
     /// Recorded, but older than the state it found, so it changed nothing.
     Stale,
+    /// Recorded; same rank as the state it found but another amount or currency: the payment
+    /// keeps the smaller of the two and is marked conflicted.
+    Conflict,
 }
 
 impl Outcome {
@@ -98,6 +109,7 @@ impl Outcome {
         match self {
             Self::Applied => "applied",
             Self::Stale => "stale",
+            Self::Conflict => "conflict",
         }
     }
 }
@@ -116,6 +128,9 @@ pub struct Effect {
 pub enum Conflict {
     #[error("payment {payment_id} belongs to order {existing}, event names order {claimed}")]
     OrderMismatch { payment_id: String, existing: String, claimed: String },
+    /// Operators and tooling match on the `conflict: event id reused` prefix.
+    #[error("conflict: event id reused: {event_id} was recorded with {field} {was:?}, redelivered with {now:?}")]
+    IdReused { event_id: String, field: &'static str, was: String, now: String },
 }
 
 /// Decides what `event` does, given the payment and order as they are now.
@@ -130,13 +145,15 @@ pub fn decide(event: &PaymentEvent, payment: Option<&Payment>, order: Option<&Or
                 claimed: event.order_id.clone(),
             })
         }
-        Some(current) if incoming <= current.status && !crate::fault::skips_stale_rule() => (current.clone(), Outcome::Stale),
+        Some(current) if incoming < current.status && !crate::fault::skips_stale_rule() => (current.clone(), Outcome::Stale),
+        Some(current) if incoming == current.status => same_rank(current, event),
         _ => (
             Payment {
                 order_id: event.order_id.clone(),
                 status: incoming,
                 amount: event.amount,
                 currency: event.currency.clone(),
+                conflicted: false,
             },
             Outcome::Applied,
         ),
@@ -148,11 +165,25 @@ pub fn decide(event: &PaymentEvent, payment: Option<&Payment>, order: Option<&Or
     Ok(Effect { payment, outcome, order_status })
 }
 
+/// A second event of the payment's current rank. The smaller pair wins, never the larger
+/// credit, so the result is the same whichever of the two arrived first.
+fn same_rank(current: &Payment, event: &PaymentEvent) -> (Payment, Outcome) {
+    let held = (current.currency.as_str(), current.amount);
+    let claimed = (event.currency.as_str(), event.amount);
+    if held == claimed {
+        return (current.clone(), Outcome::Stale);
+    }
+    let (currency, amount) = held.min(claimed);
+    let payment = Payment { amount, currency: currency.to_owned(), conflicted: true, ..current.clone() };
+    (payment, Outcome::Conflict)
+}
+
 /// What one payment, in its current state, says about its order's status.
 pub fn contribution(order: &OrderTerms, payment: &Payment) -> OrderStatus {
     match payment.status {
         PaymentStatus::Pending | PaymentStatus::Failed => OrderStatus::Pending,
         PaymentStatus::Refunded => OrderStatus::Refunded,
+        PaymentStatus::Success if payment.conflicted => OrderStatus::PaymentConflict,
         PaymentStatus::Success if payment.amount == order.total_amount && payment.currency == order.currency => {
             OrderStatus::Paid
         }
@@ -246,6 +277,70 @@ mod tests {
         }
     }
 
+    /// Any events of one payment, with amounts and currencies that disagree within a rank,
+    /// in two arrival orders: the same payment and order, whether the order existed first
+    /// or was created after its payments.
+    #[test]
+    fn same_rank_disagreements_do_not_depend_on_arrival_order() {
+        use proptest::prelude::*;
+        use proptest::test_runner::{Config, TestRunner};
+
+        let one = (prop::sample::select(EventType::ALL.to_vec()), prop::sample::select(vec![900i64, 1000, 1100]), prop::sample::select(vec!["EUR", "USD"]));
+        let events = proptest::collection::vec(one, 1..8).prop_flat_map(|v| {
+            let n = v.len();
+            (Just(v), Just((0..n).collect::<Vec<_>>()).prop_shuffle())
+        });
+        let mut runner = TestRunner::new(Config { cases: 2000, failure_persistence: None, ..Config::default() });
+        runner
+            .run(&events, |(raw, shuffle)| {
+                let events: Vec<PaymentEvent> = raw
+                    .iter()
+                    .map(|&(t, amount, currency)| PaymentEvent { currency: currency.into(), ..event(t, amount) })
+                    .collect();
+                let shuffled: Vec<PaymentEvent> = shuffle.iter().map(|&i| events[i].clone()).collect();
+                let (first, order_first) = run(&events, Some(order()));
+                let (second, order_second) = run(&shuffled, Some(order()));
+                prop_assert_eq!(&first, &second);
+                prop_assert_eq!(order_first, order_second);
+                prop_assert_eq!(order_first, Some(status_from_payments(&order(), [&first])), "an order created late agrees");
+                Ok(())
+            })
+            .expect("arrival order does not matter");
+    }
+
+    #[test]
+    fn two_successes_that_disagree_keep_the_smaller_pair_and_need_a_person() {
+        let (p, o) = run(&[event(EventType::Success, 1000), event(EventType::Success, 900)], Some(order()));
+        assert_eq!((p.amount, p.conflicted), (900, true));
+        assert_eq!(o, Some(OrderStatus::PaymentConflict), "above paid, although the first one matched");
+        let mut eur = event(EventType::Success, 5000);
+        eur.currency = "EUR".into();
+        let (p, _) = run(&[event(EventType::Success, 1000), eur], Some(order()));
+        assert_eq!((p.currency.as_str(), p.amount), ("EUR", 5000), "currency first, then amount");
+        let again = decide(&event(EventType::Success, 1000), Some(&p), None).unwrap();
+        assert_eq!(again.outcome, Outcome::Conflict);
+        let same = decide(&eur_event(5000), Some(&p), None).unwrap();
+        assert_eq!((same.outcome, same.payment.conflicted), (Outcome::Stale, true), "agreeing with the kept pair changes nothing");
+    }
+
+    fn eur_event(amount: i64) -> PaymentEvent {
+        PaymentEvent { currency: "EUR".into(), ..event(EventType::Success, amount) }
+    }
+
+    #[test]
+    fn a_refund_clears_the_conflict_and_wins() {
+        let (p, o) = run(&[event(EventType::Success, 1000), event(EventType::Success, 900), event(EventType::Refunded, 1000)], Some(order()));
+        assert_eq!((p.status, p.amount, p.conflicted), (PaymentStatus::Refunded, 1000, false));
+        assert_eq!(o, Some(OrderStatus::Refunded));
+    }
+
+    #[test]
+    fn a_conflict_below_success_still_counts_as_pending() {
+        let (p, o) = run(&[event(EventType::Pending, 1000), event(EventType::Pending, 900)], Some(order()));
+        assert!(p.conflicted);
+        assert_eq!(o, Some(OrderStatus::Pending));
+    }
+
     #[test]
     fn a_payment_cannot_move_to_another_order() {
         let p = run(&[event(EventType::Pending, 1000)], None).0;
@@ -256,7 +351,7 @@ mod tests {
 
     #[test]
     fn order_created_late_picks_up_its_payments() {
-        let paid = Payment { order_id: "order_1".into(), status: PaymentStatus::Success, amount: 1000, currency: "USD".into() };
+        let paid = Payment { order_id: "order_1".into(), status: PaymentStatus::Success, amount: 1000, currency: "USD".into(), conflicted: false };
         let failed = Payment { status: PaymentStatus::Failed, ..paid.clone() };
         assert_eq!(status_from_payments(&order(), [&failed, &paid]), OrderStatus::Paid);
         assert_eq!(status_from_payments(&order(), [&failed]), OrderStatus::Pending);

@@ -23,6 +23,9 @@ pub enum ApiError {
     BodyRead,
     #[error("malformed JSON: {0}")]
     Malformed(String),
+    /// Valid JSON that is not what the endpoint takes: names the field and what it must be.
+    #[error("{0}")]
+    WrongShape(String),
     #[error("invalid {0}")]
     Invalid(#[from] Invalid),
     #[error("signature rejected: {0}")]
@@ -31,6 +34,10 @@ pub enum ApiError {
     Queue(#[from] QueueError),
     #[error("{0} not found")]
     NotFound(&'static str),
+    #[error("no route {0}")]
+    NoRoute(String),
+    #[error("method {0} not allowed here (see the Allow header)")]
+    MethodNotAllowed(String),
     #[error("{0}")]
     Conflict(String),
     #[error("database: {0}")]
@@ -48,12 +55,13 @@ impl ApiError {
         match self {
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::BodyRead | Self::Malformed(_) => StatusCode::BAD_REQUEST,
+            Self::BodyRead | Self::Malformed(_) | Self::WrongShape(_) => StatusCode::BAD_REQUEST,
             Self::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::Signature(_) => StatusCode::UNAUTHORIZED,
-            Self::Queue(_) | Self::Store(StoreError::Transient(_)) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Queue(_) | Self::Store(StoreError::Transient(_) | StoreError::Unavailable(_)) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Store(StoreError::Permanent(_)) => StatusCode::INTERNAL_SERVER_ERROR,
-            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::NotFound(_) | Self::NoRoute(_) => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::Overloaded => StatusCode::TOO_MANY_REQUESTS,
             Self::Timeout => StatusCode::REQUEST_TIMEOUT,
@@ -68,11 +76,13 @@ impl ApiError {
             Self::PayloadTooLarge(_) => "payload_too_large",
             Self::BodyRead => "body_read",
             Self::Malformed(_) => "malformed",
+            Self::WrongShape(_) => "wrong_shape",
             Self::Invalid(_) => "invalid",
             Self::Signature(_) => "bad_signature",
             Self::Queue(QueueError::Full) => "overloaded",
             Self::Queue(_) => "queue_unavailable",
-            Self::NotFound(_) => "not_found",
+            Self::NotFound(_) | Self::NoRoute(_) => "not_found",
+            Self::MethodNotAllowed(_) => "method_not_allowed",
             Self::Conflict(_) => "conflict",
             Self::Store(_) => "store_unavailable",
             Self::Overloaded => "too_many_requests",
@@ -88,6 +98,7 @@ pub const REJECT_REASONS: &[&str] = &[
     "payload_too_large",
     "body_read",
     "malformed",
+    "wrong_shape",
     "invalid",
     "bad_signature",
     "overloaded",

@@ -2,6 +2,7 @@
 
 mod admin;
 mod body;
+mod console;
 pub mod error;
 mod ops;
 pub use ops::worker_routes;
@@ -16,6 +17,7 @@ use std::time::Duration;
 
 use axum::error_handling::HandleErrorLayer;
 use axum::extract::{MatchedPath, Request, State};
+use axum::http::{Method, Uri};
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::{get, post};
@@ -29,6 +31,9 @@ pub use signature::Verifier;
 use crate::metrics::{Metrics, RouteLabels};
 use crate::queue::Producer;
 use crate::store::Store;
+
+/// The route whose refusals count as rejected webhooks.
+const WEBHOOK_ROUTE: &str = "/api/webhooks/payment";
 
 /// Webhook bodies above this are refused (413): real payment events are a few hundred bytes.
 pub const DEFAULT_MAX_BODY: usize = 64 * 1024;
@@ -59,7 +64,8 @@ pub struct Limits {
 
 pub fn router(state: AppState, limits: Limits) -> Router {
     // Management and read endpoints sit behind the admin token; webhooks are guarded by
-    // signatures; liveness, readiness and metrics stay open for orchestrators and scrapers.
+    // signatures; liveness, readiness and metrics stay open for orchestrators and scrapers,
+    // and so do the console's static assets, which hold no data.
     let admin = Router::new()
         .route("/api/orders", post(reads::create_order))
         .route("/api/orders/lookup", post(reads::orders_lookup))
@@ -73,13 +79,19 @@ pub fn router(state: AppState, limits: Limits) -> Router {
         .route("/api/stats", get(ops::stats))
         .route_layer(middleware::from_fn_with_state(state.clone(), admin::require_token));
     Router::new()
-        .route("/api/webhooks/payment", post(webhook::receive))
+        .route(WEBHOOK_ROUTE, post(webhook::receive))
         .merge(admin)
         .merge(ops::routes())
+        .merge(console::routes())
+        .fallback(no_route)
+        .method_not_allowed_fallback(wrong_method)
         .route_layer(middleware::from_fn_with_state(state.clone(), count_requests))
         .layer(
             ServiceBuilder::new()
-                .layer(HandleErrorLayer::new(overloaded))
+                .layer(HandleErrorLayer::new({
+                    let metrics = state.metrics.clone();
+                    move |path: Option<MatchedPath>, err: BoxError| refused(metrics.clone(), path, err)
+                }))
                 .load_shed()
                 // Global: `Router::layer` copies layers per route, and the bound is for the process.
                 .layer(GlobalConcurrencyLimitLayer::new(limits.max_in_flight.max(1)))
@@ -88,12 +100,25 @@ pub fn router(state: AppState, limits: Limits) -> Router {
         .with_state(state)
 }
 
-async fn overloaded(err: BoxError) -> ApiError {
-    if err.is::<tower::timeout::error::Elapsed>() {
-        ApiError::Timeout
-    } else {
-        ApiError::Overloaded
+/// Shedding and timeouts answer outside the routes, where `count_requests` never sees the
+/// response, so they are counted here: per route and status, and as rejected webhooks.
+async fn refused(metrics: Metrics, path: Option<MatchedPath>, err: BoxError) -> ApiError {
+    let error = if err.is::<tower::timeout::error::Elapsed>() { ApiError::Timeout } else { ApiError::Overloaded };
+    let route = path.map(|p| p.as_str().to_owned()).unwrap_or_default();
+    if route == WEBHOOK_ROUTE {
+        metrics.reject(error.code());
     }
+    metrics.http_requests.get_or_create(&RouteLabels { route, status: error.status().as_u16() }).inc();
+    error
+}
+
+/// Unknown routes and wrong methods answer in the same JSON error shape as every other error.
+async fn no_route(method: Method, uri: Uri) -> ApiError {
+    ApiError::NoRoute(format!("{method} {}", uri.path()))
+}
+
+async fn wrong_method(method: Method) -> ApiError {
+    ApiError::MethodNotAllowed(method.to_string())
 }
 
 async fn count_requests(State(state): State<AppState>, req: Request, next: Next) -> Response {

@@ -34,18 +34,22 @@ async fn metrics(State(app): State<AppState>) -> impl IntoResponse {
 }
 
 pub async fn stats(State(app): State<AppState>) -> impl IntoResponse {
-    Json(app.metrics.stats())
+    let mut stats = app.metrics.stats();
+    stats.queue.spool_depth = app.producer.spool_depth();
+    Json(stats)
 }
 
 fn prometheus_text(m: &Metrics) -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], m.render())
 }
 
-/// What a worker-only process serves: it has no queue producer or HTTP API of its own.
+/// What a worker-only process serves: it has no queue producer or HTTP API of its own, so its
+/// console shows the live view only.
 pub fn worker_routes(metrics: Metrics) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/metrics", get(|State(m): State<Metrics>| async move { prometheus_text(&m) }))
         .route("/api/stats", get(|State(m): State<Metrics>| async move { Json(m.stats()) }))
+        .merge(super::console::routes())
         .with_state(metrics)
 }

@@ -6,7 +6,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
 use serde_json::{json, Value};
 
-use super::body::{parse, read_limited, require_json};
+use super::body::{no_rules, parse, read_limited, require_json};
 use super::error::ApiError;
 use super::AppState;
 use crate::domain::{CreateOutcome, NewOrder};
@@ -16,7 +16,7 @@ use crate::store::{DeadLetterFilter, DeadLetterView, OrderView, PaymentView};
 pub async fn create_order(State(app): State<AppState>, headers: HeaderMap, body: Body) -> Result<(StatusCode, Json<Value>), ApiError> {
     require_json(&headers)?;
     let bytes = read_limited(&headers, body, app.max_body).await?;
-    let order: NewOrder = parse(&bytes)?;
+    let order: NewOrder = parse(&bytes, no_rules)?;
     order.validate()?;
     match app.store.create_order(&order).await? {
         CreateOutcome::Created => Ok((StatusCode::CREATED, Json(json!({"status": "created", "id": order.id})))),
@@ -87,7 +87,7 @@ pub async fn orders_lookup(State(app): State<AppState>, headers: HeaderMap, body
 async fn lookup_ids(app: &AppState, headers: &HeaderMap, body: Body) -> Result<Vec<String>, ApiError> {
     require_json(headers)?;
     let bytes = read_limited(headers, body, app.max_body.max(256 * 1024)).await?;
-    let lookup: Lookup = parse(&bytes)?;
+    let lookup: Lookup = parse(&bytes, no_rules)?;
     if lookup.ids.len() > MAX_LOOKUP {
         return Err(ApiError::Invalid(crate::domain::Invalid { field: "ids", reason: format!("at most {MAX_LOOKUP} ids") }));
     }

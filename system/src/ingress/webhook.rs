@@ -12,6 +12,7 @@ use super::body::{parse, read_limited, require_json};
 use super::error::ApiError;
 use super::AppState;
 use super::signature::STANDARD_ID;
+use crate::domain::event::type_list;
 use crate::domain::{Invalid, WebhookBody};
 
 #[derive(Debug, Serialize)]
@@ -39,10 +40,20 @@ async fn accept(app: &AppState, headers: &HeaderMap, body: Body) -> Result<Accep
     readable_transport_id(headers)?;
     let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
     let verified = app.verifier.verify(headers, &bytes, now.as_secs() as i64)?;
-    let parsed: WebhookBody = parse(&bytes)?;
+    let parsed: WebhookBody = parse(&bytes, field_rules)?;
     let event = parsed.into_event(verified.message_id.as_deref(), now.as_micros() as i64)?;
     app.producer.append(&event).await?;
     Ok(Accepted { status: "accepted", event_id: event.event_id })
+}
+
+/// Rules worth more than a type name; a provider that sends `status` instead of `event_type`
+/// learns what to send.
+fn field_rules(field: &str) -> Option<String> {
+    match field {
+        "event_type" => Some(format!("one of {}", type_list())),
+        "amount" => Some("an integer in minor units (cents)".to_owned()),
+        _ => None,
+    }
 }
 
 /// A `webhook-id` that is present but not text must not silently fall back to another identity.

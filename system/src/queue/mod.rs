@@ -1,6 +1,6 @@
 //! The queue between ingress and the worker: one interface, two backends.
 //!
-//! - [`embedded`]: a durable log in a local SQLite file with group commit (the default).
+//! - [`embedded`]: a durable segment log ([`log`]) in the data directory, group commit (the default).
 //! - `kafka`: a partitioned Apache Kafka topic with a consumer group.
 //! - [`spool`]: in front of Kafka on the server, a local durable log for when the broker is down.
 //!
@@ -8,7 +8,9 @@
 //! batches and is told to commit only after the store has committed their effects.
 
 pub mod embedded;
+pub mod log;
 pub mod kafka;
+mod legacy;
 pub mod spool;
 
 use std::time::Duration;
@@ -17,7 +19,7 @@ use async_trait::async_trait;
 
 use crate::domain::PaymentEvent;
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum QueueError {
     /// Too many appends are waiting: shed load rather than grow memory.
     #[error("queue is full")]
@@ -72,6 +74,11 @@ pub trait Producer: Send + Sync {
 /// The worker's side: read batches, commit positions after their effects are durable.
 #[async_trait]
 pub trait Consumer: Send + Sync {
+    /// The identity of the log this consumer reads, when positions into it are kept by the
+    /// store: they are stored under it, so a position into another log is never used.
+    fn log_id(&self) -> Option<String> {
+        None
+    }
     /// Continues after the positions the store recorded with the last applied batch.
     /// Backends that keep their own committed offsets (Kafka) may ignore them.
     async fn resume(&mut self, stored: &[Position]) -> Result<(), QueueError>;

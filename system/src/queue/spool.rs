@@ -1,6 +1,6 @@
 //! Kafka with a local safety net. When the broker cannot take an event (down, or silent past
 //! the produce timeout), the server appends it to the spool, a durable local log (the
-//! embedded queue: fsync'd, group commit), and still answers 200. A drainer forwards the
+//! embedded queue's segment log: fsync'd, group commit), and still answers 200. A drainer forwards the
 //! spool to the broker, oldest first, as soon as the broker answers again.
 //!
 //! Order per order key: once anything is spooled, every new event goes in behind it until
@@ -68,10 +68,10 @@ impl SpoolingProducer {
     /// Opens the spool (resuming whatever an earlier run left in it) and starts its drainer,
     /// which runs until `shutdown`; what is left then stays on disk for the next start.
     pub async fn open(broker: Arc<dyn Producer>, cfg: &SpoolConfig, metrics: Metrics, shutdown: CancellationToken) -> Result<Self, QueueError> {
-        let log = EmbeddedConfig { truncate_every: 1, ..cfg.log.clone() };
+        let log = EmbeddedConfig { own_position: true, ..cfg.log.clone() };
         let wake = Arc::new(Notify::new());
         let spool = EmbeddedProducer::open(&log, metrics.clone(), wake.clone())?;
-        let reader = EmbeddedConsumer::open(&log, wake)?;
+        let mut reader = EmbeddedConsumer::open(&log, wake)?;
         let left = reader.backlog().await?;
         if left > 0 {
             tracing::warn!(events = left, "spool holds events from an earlier run; forwarding them first");
@@ -146,28 +146,34 @@ impl Drainer {
     async fn run(mut self) {
         let backoff = RetryPolicy { base: Duration::from_millis(200), cap: Duration::from_secs(5), max_attempts: u32::MAX };
         let mut failures = 0;
+        // A batch read but not yet forwarded: the reader has moved past it, so it is kept
+        // and sent again until the broker takes it.
+        let mut pending: Vec<Delivery> = Vec::new();
         while !self.shutdown.is_cancelled() {
-            let batch = match self.reader.poll(DRAIN_BATCH, Duration::from_millis(200)).await {
-                Ok(batch) => batch,
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot read the spool");
-                    failures += 1;
-                    self.pause(backoff.delay(failures)).await;
+            if pending.is_empty() {
+                pending = match self.reader.poll(DRAIN_BATCH, Duration::from_millis(200)).await {
+                    Ok(batch) => batch,
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot read the spool");
+                        failures += 1;
+                        self.pause(backoff.delay(failures)).await;
+                        continue;
+                    }
+                };
+                if pending.is_empty() {
+                    self.resume_direct().await;
                     continue;
                 }
-            };
-            if batch.is_empty() {
-                self.resume_direct().await;
-                continue;
             }
-            match forward(self.broker.as_ref(), &batch).await {
+            match forward(self.broker.as_ref(), &pending).await {
                 Ok(()) => {
                     failures = 0;
-                    if let Err(e) = self.reader.commit(&batch).await {
-                        // The rows stay and are forwarded again: duplicates, which the worker skips.
-                        tracing::warn!(error = %e, "cannot truncate the spool");
+                    if let Err(e) = self.reader.commit(&pending).await {
+                        // The position may come back older after a restart: duplicates, which the worker skips.
+                        tracing::warn!(error = %e, "cannot record the spool's forwarded position");
                     }
-                    self.shared.add_depth(-(batch.len() as i64));
+                    self.shared.add_depth(-(pending.len() as i64));
+                    pending.clear();
                 }
                 Err(e) => {
                     failures += 1;
@@ -179,7 +185,7 @@ impl Drainer {
     }
 
     /// Goes back to producing directly once nothing is spooled and no spool append is in flight.
-    async fn resume_direct(&self) {
+    async fn resume_direct(&mut self) {
         if !self.shared.spooling.load(Ordering::Acquire) {
             return;
         }

@@ -3,17 +3,18 @@
 //! net result in a few multi-row statements. The outcomes are those of deciding event by
 //! event against the database: later events of the batch see the effects of earlier ones.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 
-use super::{Applied, DeadLetter};
+use super::{reused_id, Applied, DeadLetter};
+use crate::domain::redelivery::Recorded;
 use crate::domain::state::{self, Outcome};
 use crate::domain::{OrderStatus, OrderTerms, Payment, PaymentEvent};
 
 /// The rows a batch touches, as they were before it.
 #[derive(Debug, Default)]
 pub struct Snapshot {
-    /// Event ids of the batch already recorded.
-    pub seen: HashSet<String>,
+    /// The batch's event ids already recorded, with what was recorded under them.
+    pub recorded: HashMap<String, Recorded>,
     pub payments: HashMap<String, Payment>,
     pub orders: HashMap<String, OrderTerms>,
 }
@@ -43,8 +44,14 @@ impl Snapshot {
         let mut recorded: BTreeMap<&str, i64> = BTreeMap::new();
         let mut orders_changed: BTreeMap<&str, OrderStatus> = BTreeMap::new();
         for e in events {
-            if self.seen.contains(&e.event_id) {
-                plan.outcomes.push(Applied::Duplicate);
+            if let Some(recorded) = self.recorded.get(&e.event_id) {
+                match reused_id(recorded, e) {
+                    None => plan.outcomes.push(Applied::Duplicate),
+                    Some(letter) => {
+                        plan.outcomes.push(Applied::IdReused(letter.error.clone()));
+                        plan.dead_letters.push(letter);
+                    }
+                }
                 continue;
             }
             let effect = match state::decide(e, self.payments.get(&e.payment_id), self.orders.get(&e.order_id)) {
@@ -61,7 +68,7 @@ impl Snapshot {
                 order.status = status;
                 orders_changed.insert(&e.order_id, status);
             }
-            self.seen.insert(e.event_id.clone());
+            self.recorded.insert(e.event_id.clone(), Recorded::from(e));
             *recorded.entry(&e.payment_id).or_default() += 1;
             self.payments.insert(e.payment_id.clone(), effect.payment);
             plan.events.push((e, effect.outcome));
@@ -117,7 +124,8 @@ mod tests {
     #[test]
     fn a_repeat_within_the_batch_or_of_an_earlier_batch_is_a_duplicate() {
         let events = [event("e1", EventType::Success, "p1", "o1", 1), event("e1", EventType::Success, "p1", "o1", 1), event("old", EventType::Failed, "p1", "o1", 1)];
-        let snap = Snapshot { seen: HashSet::from(["old".to_owned()]), ..Snapshot::default() };
+        let old = Recorded::from(&events[2]);
+        let snap = Snapshot { recorded: HashMap::from([("old".to_owned(), old)]), ..Snapshot::default() };
         let plan = snap.plan(&events);
         assert_eq!(plan.outcomes, [Applied::Applied, Applied::Duplicate, Applied::Duplicate]);
         assert_eq!(plan.payments[0].recorded, 1);
@@ -126,7 +134,7 @@ mod tests {
 
     #[test]
     fn a_conflict_is_dead_lettered_and_the_rest_of_the_batch_goes_on() {
-        let existing = Payment { order_id: "o1".into(), status: PaymentStatus::Pending, amount: 1, currency: "USD".into() };
+        let existing = Payment { order_id: "o1".into(), status: PaymentStatus::Pending, amount: 1, currency: "USD".into(), conflicted: false };
         let events = [event("e1", EventType::Success, "p1", "other", 1), event("e1", EventType::Success, "p1", "other", 1), event("e2", EventType::Success, "p1", "o1", 1)];
         let snap = Snapshot { payments: HashMap::from([("p1".into(), existing)]), ..Snapshot::default() };
         let plan = snap.plan(&events);
@@ -136,5 +144,22 @@ mod tests {
         assert_eq!(plan.dead_letters.len(), 2);
         assert_eq!(plan.dead_letters[0].event_id, "e1");
         assert_eq!((plan.payments[0].payment.status, plan.payments[0].recorded), (PaymentStatus::Success, 1));
+    }
+
+    #[test]
+    fn an_id_reused_within_the_batch_or_from_an_earlier_one_is_dead_lettered() {
+        let old = event("old", EventType::Pending, "p1", "o1", 1);
+        let events = [
+            event("e1", EventType::Success, "p1", "o1", 1),
+            event("e1", EventType::Success, "p1", "o1", 2),
+            event("old", EventType::Refunded, "p1", "o1", 1),
+        ];
+        let snap = Snapshot { recorded: HashMap::from([("old".to_owned(), Recorded::from(&old))]), ..Snapshot::default() };
+        let plan = snap.plan(&events);
+        assert_eq!(plan.outcomes[0], Applied::Applied);
+        assert!(matches!(&plan.outcomes[1], Applied::IdReused(e) if e.contains("amount")), "{:?}", plan.outcomes[1]);
+        assert!(matches!(&plan.outcomes[2], Applied::IdReused(e) if e.contains("event_type")), "{:?}", plan.outcomes[2]);
+        assert_eq!(plan.dead_letters.len(), 2);
+        assert_eq!((plan.payments[0].payment.amount, plan.payments[0].recorded), (1, 1), "neither reuse applied");
     }
 }

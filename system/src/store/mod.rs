@@ -9,22 +9,32 @@ pub mod sqlite;
 use async_trait::async_trait;
 use serde::Serialize;
 
+use crate::domain::redelivery::{self, Recorded};
 use crate::domain::{CreateOutcome, NewOrder, PaymentEvent};
 use crate::queue::Position;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// Worth retrying: busy, locked, lost connection, serialization failure, I/O.
+    /// Worth retrying: busy, locked, serialization failure.
     #[error("transient store error: {0}")]
     Transient(String),
+    /// The store as a whole cannot work now (disk full, I/O error, server gone): waited out,
+    /// never a reason to dead-letter an event, because every event would fail alike.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
     /// Retrying will not help: constraint violations, corrupt data, bad configuration.
     #[error("store error: {0}")]
     Permanent(String),
 }
 
 impl StoreError {
+    /// Worth retrying this batch a few times; an outage is waited out instead.
     pub fn is_transient(&self) -> bool {
         matches!(self, Self::Transient(_))
+    }
+
+    pub fn is_outage(&self) -> bool {
+        matches!(self, Self::Unavailable(_))
     }
 }
 
@@ -37,6 +47,11 @@ pub enum Applied {
     Stale,
     /// Already processed before (same event id): skipped.
     Duplicate,
+    /// Recorded, but it disagrees with another event of the payment's rank on amount or
+    /// currency: the payment keeps the smaller pair and is marked conflicted.
+    Conflict,
+    /// Its id was recorded before for another event: recorded as a dead letter, never applied.
+    IdReused(String),
     /// Can never apply (for example the payment belongs to another order): recorded as a dead letter.
     DeadLettered(String),
 }
@@ -46,8 +61,15 @@ impl From<crate::domain::Outcome> for Applied {
         match o {
             crate::domain::Outcome::Applied => Self::Applied,
             crate::domain::Outcome::Stale => Self::Stale,
+            crate::domain::Outcome::Conflict => Self::Conflict,
         }
     }
+}
+
+/// An event whose id is already recorded: `None` for a redelivery (a duplicate), the dead
+/// letter to record when the id was reused for another event.
+pub fn reused_id(recorded: &Recorded, event: &PaymentEvent) -> Option<DeadLetter> {
+    redelivery::check(recorded, event).err().map(|c| DeadLetter::for_event(event, c.to_string(), 1))
 }
 
 /// An event the worker gave up on.
@@ -98,6 +120,11 @@ pub struct DeadLetterFilter {
     #[serde(default)]
     pub include_replayed: bool,
     pub limit: Option<u32>,
+    /// Only those of this payment (the console's event history of one payment).
+    pub payment_id: Option<String>,
+    pub order_id: Option<String>,
+    /// Only those whose error starts with this, e.g. `conflict:`.
+    pub error_prefix: Option<String>,
 }
 
 impl DeadLetterFilter {
@@ -114,6 +141,14 @@ pub struct PaymentSummary {
     pub status: String,
     pub amount: i64,
     pub currency: String,
+    /// Events of its current rank disagree on amount or currency; see `Applied::Conflict`.
+    pub conflicted: bool,
+}
+
+impl PaymentSummary {
+    pub fn of(payment_id: String, p: crate::domain::Payment) -> Self {
+        Self { payment_id, status: p.status.as_str().into(), amount: p.amount, currency: p.currency, conflicted: p.conflicted }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -143,6 +178,7 @@ pub struct PaymentView {
     pub status: String,
     pub amount: i64,
     pub currency: String,
+    pub conflicted: bool,
     /// How many events' effects were applied to this payment; equals `events.len()` unless
     /// something applied an event twice.
     pub applied_events: i64,

@@ -14,8 +14,9 @@ use tokio_postgres::{NoTls, Transaction};
 
 use super::batch::{PaymentRow, Plan, Snapshot};
 use super::{Applied, ConsumerName, DeadLetter, DeadLetterFilter, DeadLetterView, EventRecord, OrderView, PaymentSummary, PaymentView, Store, StoreError};
+use crate::domain::redelivery::Recorded;
 use crate::domain::state::{status_from_payments, Outcome};
-use crate::domain::{CreateOutcome, NewOrder, OrderStatus, OrderTerms, Payment, PaymentEvent, PaymentStatus};
+use crate::domain::{CreateOutcome, EventType, NewOrder, OrderStatus, OrderTerms, Payment, PaymentEvent, PaymentStatus};
 use crate::queue::Position;
 
 const MIGRATIONS: &[&str] = &[r#"
@@ -43,7 +44,10 @@ CREATE INDEX dead_letters_by_time ON dead_letters (failed_at_us);
 CREATE TABLE consumer_positions (
     consumer TEXT NOT NULL, partition INTEGER NOT NULL, position BIGINT NOT NULL, PRIMARY KEY (consumer, partition)
 );
-"#];
+"#,
+    // Two events of one rank disagreed on amount or currency (domain::state::same_rank).
+    "ALTER TABLE payments ADD COLUMN conflicted BOOLEAN NOT NULL DEFAULT FALSE;",
+];
 
 /// Serializes concurrent start-ups migrating the same database.
 const MIGRATION_LOCK: i64 = 0x7765_6268_6f6f_6b73;
@@ -53,20 +57,19 @@ pub struct PostgresStore {
 }
 
 fn classify(e: tokio_postgres::Error) -> StoreError {
-    let transient = match e.code() {
-        None => true, // I/O, closed connection: the server went away
-        Some(c) => {
-            [SqlState::T_R_SERIALIZATION_FAILURE, SqlState::T_R_DEADLOCK_DETECTED, SqlState::ADMIN_SHUTDOWN, SqlState::CRASH_SHUTDOWN, SqlState::CANNOT_CONNECT_NOW]
-                .contains(c)
-                || c.code().starts_with("08")
-                || c.code().starts_with("53")
-        }
-    };
     // Display of tokio_postgres errors never includes the connection string.
-    if transient {
-        StoreError::Transient(e.to_string())
-    } else {
-        StoreError::Permanent(e.to_string())
+    match e.code() {
+        // I/O, closed connection: the server went away.
+        None => StoreError::Unavailable(e.to_string()),
+        Some(c) if [SqlState::ADMIN_SHUTDOWN, SqlState::CRASH_SHUTDOWN, SqlState::CANNOT_CONNECT_NOW].contains(c) => {
+            StoreError::Unavailable(e.to_string())
+        }
+        // Connection exceptions, and insufficient resources (disk full, out of memory).
+        Some(c) if c.code().starts_with("08") || c.code().starts_with("53") => StoreError::Unavailable(e.to_string()),
+        Some(c) if [SqlState::T_R_SERIALIZATION_FAILURE, SqlState::T_R_DEADLOCK_DETECTED].contains(c) => {
+            StoreError::Transient(e.to_string())
+        }
+        Some(_) => StoreError::Permanent(e.to_string()),
     }
 }
 
@@ -125,9 +128,14 @@ async fn read_snapshot(tx: &Transaction<'_>, events: &[PaymentEvent]) -> Result<
     let order_ids: Vec<&str> = events.iter().map(|e| e.order_id.as_str()).collect();
     // Bound first: the pipelined futures borrow their parameters.
     let (e, p, o): ([&(dyn ToSql + Sync); 1], [&(dyn ToSql + Sync); 1], [&(dyn ToSql + Sync); 1]) = ([&event_ids], [&payment_ids], [&order_ids]);
-    let (seen, payments, orders) = tokio::try_join!(
-        tx.query("SELECT event_id FROM payment_events WHERE event_id = ANY($1)", &e),
-        tx.query("SELECT id, order_id, status, amount, currency FROM payments WHERE id = ANY($1)", &p),
+    // A recorded event's order is its payment's: a payment never moves to another order.
+    let (recorded, payments, orders) = tokio::try_join!(
+        tx.query(
+            "SELECT e.event_id, e.payment_id, p.order_id, e.event_type, e.amount, e.currency
+             FROM payment_events e JOIN payments p ON p.id = e.payment_id WHERE e.event_id = ANY($1)",
+            &e
+        ),
+        tx.query("SELECT id, order_id, status, amount, currency, conflicted FROM payments WHERE id = ANY($1)", &p),
         tx.query("SELECT id, total_amount, currency, status FROM orders WHERE id = ANY($1)", &o),
     )
     .map_err(classify)?;
@@ -136,7 +144,15 @@ async fn read_snapshot(tx: &Transaction<'_>, events: &[PaymentEvent]) -> Result<
         .map(|r| {
             let status: String = r.get(2);
             let status = PaymentStatus::parse(&status).ok_or_else(|| corrupt("payment status", &status))?;
-            Ok((r.get(0), Payment { order_id: r.get(1), status, amount: r.get(3), currency: r.get(4) }))
+            Ok((r.get(0), Payment { order_id: r.get(1), status, amount: r.get(3), currency: r.get(4), conflicted: r.get(5) }))
+        })
+        .collect::<Result<_, StoreError>>()?;
+    let recorded = recorded
+        .iter()
+        .map(|r| {
+            let event_type: String = r.get(3);
+            let event_type = EventType::parse(&event_type).ok_or_else(|| corrupt("event type", &event_type))?;
+            Ok((r.get(0), Recorded { payment_id: r.get(1), order_id: r.get(2), event_type, amount: r.get(4), currency: r.get(5) }))
         })
         .collect::<Result<_, StoreError>>()?;
     let orders = orders
@@ -147,7 +163,7 @@ async fn read_snapshot(tx: &Transaction<'_>, events: &[PaymentEvent]) -> Result<
             Ok((r.get(0), OrderTerms { total_amount: r.get(1), currency: r.get(2), status }))
         })
         .collect::<Result<_, StoreError>>()?;
-    Ok(Snapshot { seen: seen.iter().map(|r| r.get(0)).collect(), payments, orders })
+    Ok(Snapshot { recorded, payments, orders })
 }
 
 async fn insert_dead_letter(tx: &Transaction<'_>, d: &DeadLetter, now: i64) -> Result<(), StoreError> {
@@ -184,13 +200,15 @@ async fn upsert_payments(tx: &Transaction<'_>, rows: &[PaymentRow], now: i64) ->
     let amounts: Vec<i64> = rows.iter().map(|r| r.payment.amount).collect();
     let currencies: Vec<&str> = rows.iter().map(|r| r.payment.currency.as_str()).collect();
     let recorded: Vec<i64> = rows.iter().map(|r| r.recorded).collect();
+    let conflicted: Vec<bool> = rows.iter().map(|r| r.payment.conflicted).collect();
     tx.execute(
-        "INSERT INTO payments (id, order_id, status, amount, currency, applied_events, created_at_us, updated_at_us)
-         SELECT id, order_id, status, amount, currency, n, $7, $7
-         FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::bigint[]) AS u(id, order_id, status, amount, currency, n)
+        "INSERT INTO payments (id, order_id, status, amount, currency, applied_events, conflicted, created_at_us, updated_at_us)
+         SELECT id, order_id, status, amount, currency, n, conflicted, $8, $8
+         FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::bigint[], $7::bool[]) AS u(id, order_id, status, amount, currency, n, conflicted)
          ON CONFLICT (id) DO UPDATE SET status = excluded.status, amount = excluded.amount, currency = excluded.currency,
-             applied_events = payments.applied_events + excluded.applied_events, updated_at_us = excluded.updated_at_us",
-        &[&ids, &orders, &statuses, &amounts, &currencies, &recorded, &now],
+             conflicted = excluded.conflicted, applied_events = payments.applied_events + excluded.applied_events,
+             updated_at_us = excluded.updated_at_us",
+        &[&ids, &orders, &statuses, &amounts, &currencies, &recorded, &conflicted, &now],
     )
     .await
     .map_err(classify)?;
@@ -247,12 +265,12 @@ async fn save_positions(tx: &Transaction<'_>, consumer: &str, positions: &[Posit
 }
 
 async fn payments_of_order(c: &impl deadpool_postgres::GenericClient, order_id: &str) -> Result<Vec<(String, Payment)>, StoreError> {
-    let rows = c.query("SELECT id, status, amount, currency FROM payments WHERE order_id = $1 ORDER BY id", &[&order_id]).await.map_err(classify)?;
+    let rows = c.query("SELECT id, status, amount, currency, conflicted FROM payments WHERE order_id = $1 ORDER BY id", &[&order_id]).await.map_err(classify)?;
     rows.iter()
         .map(|r| {
             let status: String = r.get(1);
             let status = PaymentStatus::parse(&status).ok_or_else(|| corrupt("payment status", &status))?;
-            Ok((r.get(0), Payment { order_id: order_id.to_owned(), status, amount: r.get(2), currency: r.get(3) }))
+            Ok((r.get(0), Payment { order_id: order_id.to_owned(), status, amount: r.get(2), currency: r.get(3), conflicted: r.get(4) }))
         })
         .collect()
 }
@@ -322,14 +340,14 @@ impl Store for PostgresStore {
         let payments = payments_of_order(&client, id)
             .await?
             .into_iter()
-            .map(|(payment_id, p)| PaymentSummary { payment_id, status: p.status.as_str().into(), amount: p.amount, currency: p.currency })
+            .map(|(payment_id, p)| PaymentSummary::of(payment_id, p))
             .collect();
         Ok(Some(OrderView { id: id.into(), user_id: r.get(0), items, total_amount: r.get(2), currency: r.get(3), status: r.get(4), payments }))
     }
 
     async fn payment(&self, id: &str) -> Result<Option<PaymentView>, StoreError> {
         let client = self.pool.get().await.map_err(pool_error)?;
-        let Some(r) = client.query_opt("SELECT order_id, status, amount, currency, applied_events FROM payments WHERE id = $1", &[&id]).await.map_err(classify)? else {
+        let Some(r) = client.query_opt("SELECT order_id, status, amount, currency, applied_events, conflicted FROM payments WHERE id = $1", &[&id]).await.map_err(classify)? else {
             return Ok(None);
         };
         let events = client
@@ -342,22 +360,23 @@ impl Store for PostgresStore {
             .iter()
             .map(|e| EventRecord { event_id: e.get(0), event_type: e.get(1), outcome: e.get(2), received_at_us: e.get(3), applied_at_us: e.get(4) })
             .collect();
-        Ok(Some(PaymentView { id: id.into(), order_id: r.get(0), status: r.get(1), amount: r.get(2), currency: r.get(3), applied_events: r.get(4), events }))
+        Ok(Some(PaymentView { id: id.into(), order_id: r.get(0), status: r.get(1), amount: r.get(2), currency: r.get(3), conflicted: r.get(5), applied_events: r.get(4), events }))
     }
 
     async fn dead_letters(&self, f: &DeadLetterFilter) -> Result<(u64, Vec<DeadLetterView>), StoreError> {
-        const MATCH: &str = "($1::BIGINT IS NULL OR id = $1) AND ($2::BIGINT IS NULL OR failed_at_us >= $2) AND ($3 OR replayed_at_us IS NULL)";
+        const MATCH: &str = "($1::BIGINT IS NULL OR id = $1) AND ($2::BIGINT IS NULL OR failed_at_us >= $2) AND ($3 OR replayed_at_us IS NULL)
+            AND ($4::TEXT IS NULL OR payment_id = $4) AND ($5::TEXT IS NULL OR order_id = $5) AND ($6::TEXT IS NULL OR left(error, length($6)) = $6)";
         let client = self.pool.get().await.map_err(pool_error)?;
         let count: i64 = client
-            .query_one(&format!("SELECT COUNT(*) FROM dead_letters WHERE {MATCH}"), &[&f.id, &f.since_us, &f.include_replayed])
+            .query_one(&format!("SELECT COUNT(*) FROM dead_letters WHERE {MATCH}"), &[&f.id, &f.since_us, &f.include_replayed, &f.payment_id, &f.order_id, &f.error_prefix])
             .await
             .map_err(classify)?
             .get(0);
         let limit = i64::from(f.limit());
         let rows = client
             .query(
-                &format!("SELECT id, event_id, payment_id, order_id, error, attempts, failed_at_us, payload, replayed_at_us FROM dead_letters WHERE {MATCH} ORDER BY id DESC LIMIT $4"),
-                &[&f.id, &f.since_us, &f.include_replayed, &limit],
+                &format!("SELECT id, event_id, payment_id, order_id, error, attempts, failed_at_us, payload, replayed_at_us FROM dead_letters WHERE {MATCH} ORDER BY id DESC LIMIT $7"),
+                &[&f.id, &f.since_us, &f.include_replayed, &f.payment_id, &f.order_id, &f.error_prefix, &limit],
             )
             .await
             .map_err(classify)?;

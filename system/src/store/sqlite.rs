@@ -7,9 +7,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use rusqlite::{params, Connection, ErrorCode, OptionalExtension, Transaction, TransactionBehavior};
 
-use super::{Applied, ConsumerName, DeadLetter, DeadLetterFilter, DeadLetterView, EventRecord, OrderView, PaymentSummary, PaymentView, Store, StoreError};
+use super::{reused_id, Applied, ConsumerName, DeadLetter, DeadLetterFilter, DeadLetterView, EventRecord, OrderView, PaymentSummary, PaymentView, Store, StoreError};
+use crate::domain::redelivery::Recorded;
 use crate::domain::state::{self, status_from_payments};
-use crate::domain::{CreateOutcome, NewOrder, OrderStatus, OrderTerms, Payment, PaymentEvent, PaymentStatus};
+use crate::domain::{CreateOutcome, EventType, NewOrder, OrderStatus, OrderTerms, Payment, PaymentEvent, PaymentStatus};
 use crate::queue::Position;
 use crate::sqlite_conn::SharedConn;
 
@@ -67,6 +68,8 @@ CREATE TABLE consumer_positions (
     // Dead letters can be replayed; a replayed event that fails again is waiting again.
     "ALTER TABLE dead_letters ADD COLUMN replayed_at_us INTEGER;
      CREATE INDEX dead_letters_by_time ON dead_letters (failed_at_us);",
+    // Two events of one rank disagreed on amount or currency (domain::state::same_rank).
+    "ALTER TABLE payments ADD COLUMN conflicted INTEGER NOT NULL DEFAULT 0;",
 ];
 
 pub struct SqliteStore {
@@ -75,14 +78,13 @@ pub struct SqliteStore {
 }
 
 fn classify(e: rusqlite::Error) -> StoreError {
-    let transient = matches!(
-        e.sqlite_error_code(),
-        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked | ErrorCode::SystemIoFailure | ErrorCode::DiskFull | ErrorCode::CannotOpen)
-    );
-    if transient {
-        StoreError::Transient(e.to_string())
-    } else {
-        StoreError::Permanent(e.to_string())
+    match e.sqlite_error_code() {
+        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => StoreError::Transient(e.to_string()),
+        // The file system, not the event: a full disk still answers `SELECT 1`.
+        Some(ErrorCode::SystemIoFailure | ErrorCode::DiskFull | ErrorCode::CannotOpen | ErrorCode::ReadOnly) => {
+            StoreError::Unavailable(e.to_string())
+        }
+        _ => StoreError::Permanent(e.to_string()),
     }
 }
 
@@ -114,11 +116,14 @@ impl SqliteStore {
 }
 
 fn apply_one(tx: &Transaction<'_>, e: &PaymentEvent, now: i64) -> Result<Applied, rusqlite::Error> {
-    let seen = tx
-        .prepare_cached("SELECT 1 FROM payment_events WHERE event_id = ?1")?
-        .exists(params![e.event_id])?;
-    if seen {
-        return Ok(Applied::Duplicate);
+    if let Some(recorded) = load_recorded(tx, &e.event_id)? {
+        return match reused_id(&recorded, e) {
+            None => Ok(Applied::Duplicate),
+            Some(letter) => {
+                insert_dead_letter(tx, &letter, now)?;
+                Ok(Applied::IdReused(letter.error))
+            }
+        };
     }
     let payment = load_payment(tx, &e.payment_id)?;
     let order = load_order_terms(tx, &e.order_id)?;
@@ -132,12 +137,12 @@ fn apply_one(tx: &Transaction<'_>, e: &PaymentEvent, now: i64) -> Result<Applied
     };
     let p = &effect.payment;
     tx.prepare_cached(
-        "INSERT INTO payments (id, order_id, status, amount, currency, applied_events, created_at_us, updated_at_us)
-         VALUES (?1, ?2, ?3, ?4, ?5, 1, ?6, ?6)
-         ON CONFLICT (id) DO UPDATE SET status = excluded.status, amount = excluded.amount,
-             currency = excluded.currency, applied_events = applied_events + 1, updated_at_us = excluded.updated_at_us",
+        "INSERT INTO payments (id, order_id, status, amount, currency, conflicted, applied_events, created_at_us, updated_at_us)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, 1, ?7, ?7)
+         ON CONFLICT (id) DO UPDATE SET status = excluded.status, amount = excluded.amount, currency = excluded.currency,
+             conflicted = excluded.conflicted, applied_events = applied_events + 1, updated_at_us = excluded.updated_at_us",
     )?
-    .execute(params![e.payment_id, p.order_id, p.status.as_str(), p.amount, p.currency, now])?;
+    .execute(params![e.payment_id, p.order_id, p.status.as_str(), p.amount, p.currency, p.conflicted, now])?;
     tx.prepare_cached(
         "INSERT INTO payment_events (event_id, payment_id, event_type, amount, currency, outcome, received_at_us, applied_at_us)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
@@ -154,14 +159,31 @@ fn corrupt(what: &str, value: &str) -> rusqlite::Error {
     rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, format!("unknown {what} {value:?}").into())
 }
 
+/// What was recorded under an event id; the payment's order is the event's, since a
+/// payment never moves to another order.
+fn load_recorded(tx: &Connection, event_id: &str) -> Result<Option<Recorded>, rusqlite::Error> {
+    let row = tx
+        .prepare_cached(
+            "SELECT e.payment_id, p.order_id, e.event_type, e.amount, e.currency
+             FROM payment_events e JOIN payments p ON p.id = e.payment_id WHERE e.event_id = ?1",
+        )?
+        .query_row(params![event_id], |r| Ok((r.get(0)?, r.get(1)?, r.get::<_, String>(2)?, r.get(3)?, r.get(4)?)))
+        .optional()?;
+    row.map(|(payment_id, order_id, event_type, amount, currency)| {
+        let event_type = EventType::parse(&event_type).ok_or_else(|| corrupt("event type", &event_type))?;
+        Ok(Recorded { payment_id, order_id, event_type, amount, currency })
+    })
+    .transpose()
+}
+
 fn load_payment(tx: &Connection, id: &str) -> Result<Option<Payment>, rusqlite::Error> {
     let row = tx
-        .prepare_cached("SELECT order_id, status, amount, currency FROM payments WHERE id = ?1")?
-        .query_row(params![id], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get(2)?, r.get(3)?)))
+        .prepare_cached("SELECT order_id, status, amount, currency, conflicted FROM payments WHERE id = ?1")?
+        .query_row(params![id], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))
         .optional()?;
-    row.map(|(order_id, status, amount, currency)| {
+    row.map(|(order_id, status, amount, currency, conflicted)| {
         let status = PaymentStatus::parse(&status).ok_or_else(|| corrupt("payment status", &status))?;
-        Ok(Payment { order_id, status, amount, currency })
+        Ok(Payment { order_id, status, amount, currency, conflicted })
     })
     .transpose()
 }
@@ -227,14 +249,14 @@ fn create_order(conn: &mut Connection, o: &NewOrder) -> Result<CreateOutcome, ru
 }
 
 fn payments_of_order(conn: &Connection, order_id: &str) -> Result<Vec<(String, Payment)>, rusqlite::Error> {
-    let mut stmt = conn.prepare_cached("SELECT id, status, amount, currency FROM payments WHERE order_id = ?1 ORDER BY id")?;
+    let mut stmt = conn.prepare_cached("SELECT id, status, amount, currency, conflicted FROM payments WHERE order_id = ?1 ORDER BY id")?;
     let rows = stmt.query_map(params![order_id], |r| {
-        Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get(2)?, r.get(3)?))
+        Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
     })?;
     rows.map(|row| {
-        let (id, status, amount, currency) = row?;
+        let (id, status, amount, currency, conflicted) = row?;
         let status = PaymentStatus::parse(&status).ok_or_else(|| corrupt("payment status", &status))?;
-        Ok((id, Payment { order_id: order_id.to_owned(), status, amount, currency }))
+        Ok((id, Payment { order_id: order_id.to_owned(), status, amount, currency, conflicted }))
     })
     .collect()
 }
@@ -250,17 +272,17 @@ fn read_order(conn: &Connection, id: &str) -> Result<Option<OrderView>, rusqlite
     let items: Vec<String> = serde_json::from_str(&items).map_err(|_| corrupt("items", &items))?;
     let payments = payments_of_order(conn, id)?
         .into_iter()
-        .map(|(payment_id, p)| PaymentSummary { payment_id, status: p.status.as_str().into(), amount: p.amount, currency: p.currency })
+        .map(|(payment_id, p)| PaymentSummary::of(payment_id, p))
         .collect();
     Ok(Some(OrderView { id: id.into(), user_id, items, total_amount, currency, status, payments }))
 }
 
 fn read_payment(conn: &Connection, id: &str) -> Result<Option<PaymentView>, rusqlite::Error> {
     let row = conn
-        .prepare_cached("SELECT order_id, status, amount, currency, applied_events FROM payments WHERE id = ?1")?
-        .query_row(params![id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))
+        .prepare_cached("SELECT order_id, status, amount, currency, conflicted, applied_events FROM payments WHERE id = ?1")?
+        .query_row(params![id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)))
         .optional()?;
-    let Some((order_id, status, amount, currency, applied_events)) = row else { return Ok(None) };
+    let Some((order_id, status, amount, currency, conflicted, applied_events)) = row else { return Ok(None) };
     let mut stmt = conn.prepare_cached(
         "SELECT event_id, event_type, outcome, received_at_us, applied_at_us FROM payment_events
          WHERE payment_id = ?1 ORDER BY applied_at_us, event_id",
@@ -270,19 +292,20 @@ fn read_payment(conn: &Connection, id: &str) -> Result<Option<PaymentView>, rusq
             Ok(EventRecord { event_id: r.get(0)?, event_type: r.get(1)?, outcome: r.get(2)?, received_at_us: r.get(3)?, applied_at_us: r.get(4)? })
         })?
         .collect::<Result<_, _>>()?;
-    Ok(Some(PaymentView { id: id.into(), order_id, status, amount, currency, applied_events, events }))
+    Ok(Some(PaymentView { id: id.into(), order_id, status, amount, currency, conflicted, applied_events, events }))
 }
 
 fn read_dead_letters(conn: &Connection, f: &DeadLetterFilter) -> Result<(u64, Vec<DeadLetterView>), rusqlite::Error> {
-    const MATCH: &str = "(?1 IS NULL OR id = ?1) AND (?2 IS NULL OR failed_at_us >= ?2) AND (?3 OR replayed_at_us IS NULL)";
-    let args = params![f.id, f.since_us, f.include_replayed];
+    const MATCH: &str = "(?1 IS NULL OR id = ?1) AND (?2 IS NULL OR failed_at_us >= ?2) AND (?3 OR replayed_at_us IS NULL)
+        AND (?4 IS NULL OR payment_id = ?4) AND (?5 IS NULL OR order_id = ?5) AND (?6 IS NULL OR substr(error, 1, length(?6)) = ?6)";
+    let args = params![f.id, f.since_us, f.include_replayed, f.payment_id, f.order_id, f.error_prefix];
     let count: i64 = conn.prepare_cached(&format!("SELECT COUNT(*) FROM dead_letters WHERE {MATCH}"))?.query_row(args, |r| r.get(0))?;
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT id, event_id, payment_id, order_id, error, attempts, failed_at_us, payload, replayed_at_us
-         FROM dead_letters WHERE {MATCH} ORDER BY id DESC LIMIT ?4"
+         FROM dead_letters WHERE {MATCH} ORDER BY id DESC LIMIT ?7"
     ))?;
     let items = stmt
-        .query_map(params![f.id, f.since_us, f.include_replayed, f.limit()], |r| {
+        .query_map(params![f.id, f.since_us, f.include_replayed, f.payment_id, f.order_id, f.error_prefix, f.limit()], |r| {
             Ok(DeadLetterView {
                 id: r.get(0)?,
                 event_id: r.get(1)?,

@@ -66,6 +66,7 @@ impl Worker {
 
     /// Runs until shutdown; the batch in hand when shutdown comes is finished and committed.
     pub async fn run(mut self) -> Result<(), WorkerError> {
+        self.bind_positions_to_log().await?;
         let stored = self.store.positions(&self.cfg.consumer).await?;
         self.consumer.resume(&stored).await?;
         let mut poll_failures = 0;
@@ -106,6 +107,23 @@ impl Worker {
         Ok(())
     }
 
+    /// Positions into a log are stored under the consumer's name and the log's identity, so
+    /// that positions of another log (a replaced data directory, a second instance on the same
+    /// database) are never applied to this one: this log is then read from its beginning.
+    async fn bind_positions_to_log(&mut self) -> Result<(), WorkerError> {
+        let Some(log) = self.consumer.log_id() else { return Ok(()) };
+        let legacy = self.store.positions(&self.cfg.consumer).await?;
+        self.cfg.consumer = format!("{}@{log}", self.cfg.consumer);
+        let own = self.store.positions(&self.cfg.consumer).await?;
+        if own.is_empty() {
+            if !legacy.is_empty() {
+                tracing::warn!(consumer = %self.cfg.consumer, ?legacy, "ignoring positions stored without a log identity; reading this log from its beginning (repeats are skipped as duplicates)");
+            }
+            tracing::info!(consumer = %self.cfg.consumer, "no stored position for this log: reading it from its beginning");
+        }
+        Ok(())
+    }
+
     async fn pause(&self, d: Duration) {
         tokio::select! {
             _ = tokio::time::sleep(d) => {}
@@ -131,7 +149,7 @@ impl Worker {
                 self.record(&events, &outcomes);
                 let decoded = batch.iter().filter(|d| d.event.is_ok());
                 for (d, outcome) in decoded.zip(&outcomes) {
-                    if let Applied::DeadLettered(error) = outcome {
+                    if let Applied::DeadLettered(error) | Applied::IdReused(error) = outcome {
                         self.publish_dead_letter(d, error).await;
                     }
                 }
@@ -170,9 +188,9 @@ impl Worker {
     }
 
     /// Retries transient errors up to the policy's attempts. When attempts run out, or the
-    /// error is permanent, the event is poison, but only if the store answers a ping: when
-    /// it does not, this is an outage, and the worker keeps waiting rather than dead-letter
-    /// healthy events.
+    /// error is permanent, the event is poison, but only if the store answers a ping. An
+    /// outage (the store reports itself unavailable, or does not answer a ping) is waited out
+    /// however long it lasts, rather than dead-letter healthy events.
     async fn with_retries<T, F, Fut>(&self, mut op: F) -> Result<T, Failure>
     where
         F: FnMut() -> Fut,
@@ -186,7 +204,7 @@ impl Worker {
                 Err(e) if e.is_transient() && attempt < self.cfg.retry.max_attempts => {
                     tracing::debug!(error = %e, attempt, "transient store error; retrying");
                 }
-                Err(e) if self.store.ping().await.is_ok() => return Err(Failure::Poison(e)),
+                Err(e) if !e.is_outage() && self.store.ping().await.is_ok() => return Err(Failure::Poison(e)),
                 Err(_) if self.shutdown.is_cancelled() => return Err(Failure::Interrupted),
                 Err(e) => {
                     tracing::warn!(error = %e, "store unavailable; waiting for it");
@@ -231,10 +249,18 @@ impl Worker {
                 Applied::Applied => "applied",
                 Applied::Stale => "stale",
                 Applied::Duplicate => "duplicate",
+                Applied::Conflict | Applied::IdReused(_) => "conflict",
                 Applied::DeadLettered(_) => "dead_lettered",
             };
             self.metrics.worker_outcome(label, 1);
-            if matches!(o, Applied::Applied | Applied::Stale) {
+            match o {
+                Applied::Conflict => {
+                    tracing::warn!(event_id = %e.event_id, payment_id = %e.payment_id, amount = e.amount, currency = %e.currency, "payment conflicted: events of one rank disagree on amount or currency")
+                }
+                Applied::IdReused(error) => tracing::warn!(event_id = %e.event_id, %error, "event id reused for another event; dead-lettered"),
+                _ => {}
+            }
+            if matches!(o, Applied::Applied | Applied::Stale | Applied::Conflict) {
                 self.metrics.record_e2e(now.saturating_sub(e.received_at_us).max(0) as u64);
             }
         }

@@ -18,6 +18,8 @@ use crate::store::{ConsumerName, DeadLetterFilter, DeadLetterView, OrderView, Pa
 struct FakeStore {
     /// Batches fail transiently this many times before succeeding.
     transient_failures: AtomicU32,
+    /// Batches fail this many times as a full disk does: writes fail, `SELECT 1` still works.
+    disk_full_failures: AtomicU32,
     /// Any batch containing this event id fails permanently.
     poison: Option<String>,
     /// While false, every call (ping included) fails: an outage.
@@ -48,6 +50,10 @@ impl Store for FakeStore {
         if self.transient_failures.load(Ordering::SeqCst) > 0 {
             self.transient_failures.fetch_sub(1, Ordering::SeqCst);
             return Err(StoreError::Transient("database is locked".into()));
+        }
+        if self.disk_full_failures.load(Ordering::SeqCst) > 0 {
+            self.disk_full_failures.fetch_sub(1, Ordering::SeqCst);
+            return Err(StoreError::Unavailable("database or disk is full".into()));
         }
         if events.iter().any(|e| Some(&e.event_id) == self.poison.as_ref()) {
             return Err(StoreError::Permanent("CHECK constraint failed".into()));
@@ -204,4 +210,16 @@ async fn a_failed_queue_commit_does_not_stop_the_worker() {
     // went on with the next batch instead of exiting.
     assert_eq!(*store.applied.lock().unwrap(), ["e1", "e2"]);
     assert_eq!(committed, [2]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_full_disk_is_waited_out_although_the_store_answers_pings() {
+    let store = FakeStore::new(None, 0);
+    // Far more failures than the policy's attempts: were the worker to ask only `ping`, it
+    // would take every event for poison.
+    store.disk_full_failures.store(40, Ordering::SeqCst);
+    let committed = run(store.clone(), vec![vec![delivery(1), delivery(2)]]).await;
+    assert_eq!(*store.applied.lock().unwrap(), ["e1", "e2"]);
+    assert!(store.dead.lock().unwrap().is_empty(), "a full disk is not a poison event");
+    assert_eq!(committed, [1, 2]);
 }

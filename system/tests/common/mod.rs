@@ -2,6 +2,8 @@
 //! processes) on free loopback ports with temporary data, and talk HTTP to it.
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod power;
+
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;

@@ -1,0 +1,211 @@
+//! The model of a page cache that a power cut empties: per file, the pages written since its
+//! last fsync and the size it would have. Pure logic over a `Backing` (the real file), so it is
+//! tested without FUSE.
+
+use std::collections::BTreeMap;
+use std::io;
+
+pub const PAGE: u64 = 4096;
+
+/// The durable copy of a file: what survives a power cut.
+pub trait Backing {
+    fn len(&self) -> io::Result<u64>;
+    /// Reads at `offset`; returns fewer bytes at the end of the file.
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize>;
+    fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()>;
+    fn set_len(&self, len: u64) -> io::Result<()>;
+    fn sync_data(&self) -> io::Result<()>;
+}
+
+/// What one file has that is not durable yet.
+#[derive(Debug, Default)]
+pub struct Dirty {
+    pages: BTreeMap<u64, Box<[u8]>>,
+    /// The file's size as its users see it.
+    size: u64,
+    /// The smallest size it was truncated to since the last sync: backing bytes past it read as zeros.
+    floor: u64,
+}
+
+impl Dirty {
+    /// Starts tracking a file whose durable copy is `backing`.
+    pub fn new(backing: &dyn Backing) -> io::Result<Self> {
+        let size = backing.len()?;
+        Ok(Self { pages: BTreeMap::new(), size, floor: size })
+    }
+
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Bytes held only in memory: what a power cut would lose.
+    pub fn unsynced_bytes(&self) -> u64 {
+        self.pages.len() as u64 * PAGE
+    }
+
+    fn load(&self, backing: &dyn Backing, index: u64) -> io::Result<Box<[u8]>> {
+        let mut page = vec![0u8; PAGE as usize].into_boxed_slice();
+        let start = index * PAGE;
+        let readable = self.floor.saturating_sub(start).min(PAGE) as usize;
+        let mut done = 0;
+        while done < readable {
+            let n = backing.read_at(&mut page[done..readable], start + done as u64)?;
+            if n == 0 {
+                break;
+            }
+            done += n;
+        }
+        Ok(page)
+    }
+
+    pub fn read(&self, backing: &dyn Backing, offset: u64, len: usize) -> io::Result<Vec<u8>> {
+        let end = (offset + len as u64).min(self.size);
+        let mut out = Vec::with_capacity(end.saturating_sub(offset) as usize);
+        let mut at = offset;
+        while at < end {
+            let index = at / PAGE;
+            let within = (at % PAGE) as usize;
+            let take = ((PAGE as usize - within) as u64).min(end - at) as usize;
+            match self.pages.get(&index) {
+                Some(page) => out.extend_from_slice(&page[within..within + take]),
+                None => out.extend_from_slice(&self.load(backing, index)?[within..within + take]),
+            }
+            at += take as u64;
+        }
+        Ok(out)
+    }
+
+    pub fn write(&mut self, backing: &dyn Backing, offset: u64, data: &[u8]) -> io::Result<()> {
+        let mut at = offset;
+        let mut rest = data;
+        while !rest.is_empty() {
+            let index = at / PAGE;
+            let within = (at % PAGE) as usize;
+            let take = (PAGE as usize - within).min(rest.len());
+            if !self.pages.contains_key(&index) {
+                let page = self.load(backing, index)?;
+                self.pages.insert(index, page);
+            }
+            if let Some(page) = self.pages.get_mut(&index) {
+                page[within..within + take].copy_from_slice(&rest[..take]);
+            }
+            rest = &rest[take..];
+            at += take as u64;
+        }
+        self.size = self.size.max(offset + data.len() as u64);
+        Ok(())
+    }
+
+    pub fn truncate(&mut self, size: u64) {
+        if size < self.size {
+            // Cached bytes past the new end must read as zeros if the file grows again.
+            let first_cut = size / PAGE;
+            let within = (size % PAGE) as usize;
+            if let Some(page) = self.pages.get_mut(&first_cut) {
+                page[within..].fill(0);
+            }
+            let drop_from = if within == 0 { first_cut } else { first_cut + 1 };
+            self.pages.retain(|&i, _| i < drop_from);
+            self.floor = self.floor.min(size);
+        }
+        self.size = size;
+    }
+
+    /// Makes everything durable, as fsync would.
+    pub fn sync(&mut self, backing: &dyn Backing) -> io::Result<()> {
+        if backing.len()? > self.floor {
+            backing.set_len(self.floor)?;
+        }
+        for (&index, page) in &self.pages {
+            let start = index * PAGE;
+            if start >= self.size {
+                continue;
+            }
+            let len = (self.size - start).min(PAGE) as usize;
+            backing.write_all_at(&page[..len], start)?;
+        }
+        backing.set_len(self.size)?;
+        backing.sync_data()?;
+        self.pages.clear();
+        self.floor = self.size;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::RefCell;
+
+    use super::*;
+
+    /// A durable copy in memory.
+    #[derive(Default)]
+    struct Mem(RefCell<Vec<u8>>);
+
+    impl Backing for Mem {
+        fn len(&self) -> io::Result<u64> {
+            Ok(self.0.borrow().len() as u64)
+        }
+        fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+            let data = self.0.borrow();
+            let start = (offset as usize).min(data.len());
+            let n = buf.len().min(data.len() - start);
+            buf[..n].copy_from_slice(&data[start..start + n]);
+            Ok(n)
+        }
+        fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+            let mut data = self.0.borrow_mut();
+            let end = offset as usize + buf.len();
+            if data.len() < end {
+                data.resize(end, 0);
+            }
+            data[offset as usize..end].copy_from_slice(buf);
+            Ok(())
+        }
+        fn set_len(&self, len: u64) -> io::Result<()> {
+            self.0.borrow_mut().resize(len as usize, 0);
+            Ok(())
+        }
+        fn sync_data(&self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn writes_are_visible_at_once_and_durable_only_after_sync() {
+        let disk = Mem(RefCell::new(b"hello".to_vec()));
+        let mut d = Dirty::new(&disk).unwrap();
+        d.write(&disk, 5000, b"world").unwrap();
+        assert_eq!(d.size(), 5005);
+        assert_eq!(d.read(&disk, 0, 5).unwrap(), b"hello");
+        assert_eq!(d.read(&disk, 5000, 100).unwrap(), b"world");
+        assert_eq!(disk.0.borrow().len(), 5, "nothing reached the disk before sync");
+        d.sync(&disk).unwrap();
+        assert_eq!(disk.0.borrow().len(), 5005);
+        assert_eq!(&disk.0.borrow()[5000..], b"world");
+        assert_eq!(d.unsynced_bytes(), 0);
+    }
+
+    #[test]
+    fn truncation_then_growth_reads_zeros_not_old_bytes() {
+        let disk = Mem(RefCell::new(vec![7u8; 10_000]));
+        let mut d = Dirty::new(&disk).unwrap();
+        d.truncate(100);
+        d.write(&disk, 9_000, b"x").unwrap();
+        let all = d.read(&disk, 0, 10_000).unwrap();
+        assert_eq!(all.len(), 9_001);
+        assert!(all[..100].iter().all(|&b| b == 7));
+        assert!(all[100..9_000].iter().all(|&b| b == 0), "truncated bytes must not come back");
+        d.sync(&disk).unwrap();
+        assert_eq!(&disk.0.borrow()[..], &all[..]);
+    }
+
+    #[test]
+    fn an_unsynced_truncation_leaves_the_disk_as_it_was() {
+        let disk = Mem(RefCell::new(vec![1u8; 3]));
+        let mut d = Dirty::new(&disk).unwrap();
+        d.truncate(0);
+        assert_eq!(d.read(&disk, 0, 10).unwrap(), b"");
+        assert_eq!(disk.0.borrow().len(), 3);
+    }
+}

@@ -1,0 +1,290 @@
+//! The appender thread: group commit with one `write` and one `fdatasync` per group.
+//!
+//! Requests wait in a channel while a group is written; the next group is everything that
+//! piled up meanwhile, so concurrent appends share one fsync, and a group's completions are
+//! answered together once it is synced.
+//!
+//! Failures: a write that fails (a full disk) is undone by cutting the segment back to its
+//! last synced length, and the group gets an error (503); later groups may succeed. A failed
+//! fsync, or a write that cannot be undone, stops the appender for good: pending and later
+//! appends fail (503) and readiness fails until the process restarts and recovery verifies
+//! the tail. Retrying the fsync could report success for pages the kernel already dropped.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::sync::{mpsc, oneshot, Notify};
+
+use super::{record, recovery, segment, LogError};
+use crate::metrics::Metrics;
+
+/// Most appends in one group; bounds one group's latency.
+const MAX_GROUP: usize = 2048;
+
+#[derive(Debug, Clone)]
+pub struct AppenderConfig {
+    pub segment_bytes: u64,
+    /// Appends waiting beyond this are refused at once.
+    pub max_pending: usize,
+}
+
+struct Request {
+    payload: Vec<u8>,
+    done: oneshot::Sender<Result<u64, LogError>>,
+}
+
+/// The handle appends go through; the thread stops once every handle is dropped and what
+/// was pending is written.
+pub struct Appender {
+    tx: mpsc::Sender<Request>,
+    /// Set when the thread stopped after a failed write or fsync.
+    failed: Arc<AtomicBool>,
+}
+
+impl Appender {
+    /// Recovers the log's tail, then starts the thread, which wakes `wake` after every synced group.
+    pub fn start(dir: &Path, cfg: &AppenderConfig, metrics: Metrics, wake: Arc<Notify>) -> Result<Self, LogError> {
+        let tail = recovery::recover(dir)?;
+        let hint = dir.join(super::reader::DURABLE_FILE);
+        let hint = OpenOptions::new().create(true).truncate(false).write(true).open(&hint).map_err(LogError::io("open", &hint))?;
+        let writer = Writer {
+            hint,
+            dir: dir.to_owned(),
+            path: segment::path(dir, tail.base),
+            file: tail.file,
+            len: tail.len,
+            next: tail.next,
+            segment_bytes: cfg.segment_bytes.max(1),
+            buf: Vec::new(),
+        };
+        writer.publish(tail.next - 1);
+        let (tx, rx) = mpsc::channel(cfg.max_pending.max(1));
+        let failed = Arc::new(AtomicBool::new(false));
+        let flag = failed.clone();
+        std::thread::Builder::new()
+            .name("log-appender".into())
+            .spawn(move || run(writer, rx, &Group { failed: flag, wake, metrics }))
+            .map_err(LogError::io("start appender for", dir))?;
+        Ok(Self { tx, failed })
+    }
+
+    /// Returns the record's offset once it is synced.
+    pub async fn append(&self, payload: Vec<u8>) -> Result<u64, LogError> {
+        let (done, answer) = oneshot::channel();
+        self.tx.try_send(Request { payload, done }).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => LogError::Full,
+            mpsc::error::TrySendError::Closed(_) => self.stopped(),
+        })?;
+        answer.await.unwrap_or_else(|_| Err(self.stopped()))
+    }
+
+    pub fn ready(&self) -> Result<(), LogError> {
+        if self.tx.is_closed() {
+            return Err(self.stopped());
+        }
+        Ok(())
+    }
+
+    fn stopped(&self) -> LogError {
+        if self.failed.load(Ordering::Acquire) {
+            LogError::Failed("an earlier write or fsync failed".into())
+        } else {
+            LogError::Stopped
+        }
+    }
+}
+
+/// What the thread tells others after each group.
+struct Group {
+    failed: Arc<AtomicBool>,
+    wake: Arc<Notify>,
+    metrics: Metrics,
+}
+
+fn run(mut writer: Writer, mut rx: mpsc::Receiver<Request>, out: &Group) {
+    let mut group = Vec::with_capacity(MAX_GROUP);
+    while let Some(first) = rx.blocking_recv() {
+        group.push(first);
+        while group.len() < MAX_GROUP {
+            match rx.try_recv() {
+                Ok(r) => group.push(r),
+                Err(_) => break,
+            }
+        }
+        let started = Instant::now();
+        let outcome = writer.write(&group);
+        out.metrics.queue_append_latency.observe(started.elapsed().as_secs_f64());
+        out.metrics.queue_append_batch.observe(group.len() as f64);
+        match outcome {
+            Ok(first) => {
+                writer.publish(first + group.len() as u64 - 1);
+                for (i, r) in group.drain(..).enumerate() {
+                    let _ = r.done.send(Ok(first + i as u64));
+                }
+                out.wake.notify_one();
+            }
+            Err(Fault::Unwritten(why)) => {
+                tracing::error!(error = %why, events = group.len(), "log write failed and was undone; answering 503");
+                for r in group.drain(..) {
+                    let _ = r.done.send(Err(LogError::Unwritten(why.clone())));
+                }
+            }
+            Err(Fault::Fatal(why)) => {
+                tracing::error!(error = %why, events = group.len(), "log write or fsync failed; the log accepts nothing until restarted");
+                out.failed.store(true, Ordering::Release);
+                for r in group.drain(..) {
+                    let _ = r.done.send(Err(LogError::Failed(why.clone())));
+                }
+                // Dropping the receiver fails every pending and later append.
+                return;
+            }
+        }
+    }
+    tracing::debug!("log appender stopped");
+}
+
+enum Fault {
+    /// Nothing of the group is in the file; later groups may succeed.
+    Unwritten(String),
+    /// The file's durable state is unknown.
+    Fatal(String),
+}
+
+/// The newest segment, which only this thread writes.
+struct Writer {
+    /// The last durable offset, for readers ([`super::reader::DURABLE_FILE`]). Written after each fsync and
+    /// never synced itself: whatever value survives a power cut is at most what is on disk.
+    hint: File,
+    dir: PathBuf,
+    path: PathBuf,
+    file: File,
+    /// Bytes written and synced.
+    len: u64,
+    /// The offset the next record gets.
+    next: u64,
+    segment_bytes: u64,
+    buf: Vec<u8>,
+}
+
+impl Writer {
+    /// Writes and syncs a group; returns the offset of its first record.
+    fn write(&mut self, group: &[Request]) -> Result<u64, Fault> {
+        self.buf.clear();
+        for r in group {
+            record::encode_into(&mut self.buf, &r.payload);
+        }
+        if self.len > 0 && self.len + self.buf.len() as u64 > self.segment_bytes {
+            self.roll().map_err(|e| Fault::Unwritten(e.to_string()))?;
+        }
+        if let Err(e) = self.file.write_all(&self.buf) {
+            return Err(self.undo(e));
+        }
+        self.file.sync_data().map_err(|e| Fault::Fatal(format!("fdatasync {}: {e}", self.path.display())))?;
+        self.len += self.buf.len() as u64;
+        let first = self.next;
+        self.next += group.len() as u64;
+        Ok(first)
+    }
+
+    fn publish(&self, last: u64) {
+        // A stale hint only delays readers in other processes; it never misleads them.
+        if let Err(e) = self.hint.write_all_at(&last.to_le_bytes(), 0) {
+            tracing::warn!(error = %e, "cannot publish the durable offset to other processes");
+        }
+    }
+
+    /// Starts the next segment; the current one is complete and synced.
+    fn roll(&mut self) -> Result<(), LogError> {
+        self.file = segment::create(&self.dir, self.next)?;
+        self.path = segment::path(&self.dir, self.next);
+        self.len = 0;
+        Ok(())
+    }
+
+    /// Cuts a partly written group off, so the file ends at its last synced record again.
+    fn undo(&mut self, e: std::io::Error) -> Fault {
+        let why = format!("write {}: {e}", self.path.display());
+        match self.file.set_len(self.len) {
+            Ok(()) => Fault::Unwritten(why),
+            Err(cut) => Fault::Fatal(format!("{why}; cutting it back failed too: {cut}")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(segment_bytes: u64) -> AppenderConfig {
+        AppenderConfig { segment_bytes, max_pending: 10_000 }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_appends_share_fsyncs_and_get_consecutive_offsets() {
+        let dir = tempfile::tempdir().expect("dir");
+        let metrics = Metrics::new();
+        let appender = Arc::new(Appender::start(dir.path(), &cfg(1 << 20), metrics.clone(), Arc::default()).expect("start"));
+        let tasks: Vec<_> = (0..300)
+            .map(|i| {
+                let a = appender.clone();
+                tokio::spawn(async move { a.append(format!("event {i}").into_bytes()).await })
+            })
+            .collect();
+        let mut offsets = Vec::new();
+        for t in tasks {
+            offsets.push(t.await.expect("task").expect("append"));
+        }
+        offsets.sort_unstable();
+        assert_eq!(offsets, (1..=300).collect::<Vec<u64>>());
+        assert_eq!(super::super::reader::durable(dir.path()).expect("durable"), 300);
+        let groups = metrics.render().lines().find(|l| l.starts_with("webhooks_queue_append_batch_size_count")).map(str::to_owned);
+        let groups: f64 = groups.and_then(|l| l.split_whitespace().last()?.parse().ok()).expect("group count");
+        assert!(groups < 300.0, "{groups} fsyncs for 300 appends");
+    }
+
+    /// An appender whose segment is `/dev/full`: every write fails with ENOSPC, and the
+    /// partial write cannot be cut back (a device has no length), so the log must stop.
+    fn appender_on_a_full_device(dir: &Path) -> Appender {
+        let file = OpenOptions::new().append(true).open("/dev/full").expect("/dev/full");
+        let hint = File::create(dir.join(super::super::reader::DURABLE_FILE)).expect("hint");
+        let writer = Writer { hint, dir: dir.to_owned(), path: "/dev/full".into(), file, len: 0, next: 1, segment_bytes: 1 << 20, buf: Vec::new() };
+        let (tx, rx) = mpsc::channel(16);
+        let failed = Arc::new(AtomicBool::new(false));
+        let group = Group { failed: failed.clone(), wake: Arc::default(), metrics: Metrics::new() };
+        std::thread::spawn(move || run(writer, rx, &group));
+        Appender { tx, failed }
+    }
+
+    #[tokio::test]
+    async fn a_full_disk_is_an_error_and_a_write_that_cannot_be_undone_stops_the_log() {
+        let dir = tempfile::tempdir().expect("dir");
+        let appender = appender_on_a_full_device(dir.path());
+        assert!(matches!(appender.append(b"event".to_vec()).await, Err(LogError::Failed(_))));
+        let deadline = Instant::now() + std::time::Duration::from_secs(5);
+        while appender.ready().is_ok() {
+            assert!(Instant::now() < deadline, "the log still says it is ready");
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        assert!(matches!(appender.append(b"later".to_vec()).await, Err(LogError::Failed(_))), "nothing accepted until restarted");
+    }
+
+    #[tokio::test]
+    async fn segments_roll_at_the_size_limit_and_a_restart_continues_the_numbering() {
+        let dir = tempfile::tempdir().expect("dir");
+        {
+            let appender = Appender::start(dir.path(), &cfg(100), Metrics::new(), Arc::default()).expect("start");
+            for _ in 0..10 {
+                appender.append(vec![b'x'; 40]).await.expect("append");
+            }
+        }
+        let bases = segment::list(dir.path()).expect("list");
+        assert_eq!(bases, (1..=10).step_by(2).collect::<Vec<u64>>(), "two 48-byte records per 100-byte segment");
+        let appender = Appender::start(dir.path(), &cfg(100), Metrics::new(), Arc::default()).expect("restart");
+        assert_eq!(appender.append(b"more".to_vec()).await.expect("append"), 11);
+    }
+}

@@ -1,0 +1,285 @@
+//! Reading the log in order, across segments, no further than what is durable.
+//!
+//! The appender publishes the last synced offset in the `durable` file after each group, for
+//! readers in its process and in others alike (one `pread` per read). Bytes past that offset may be a group still
+//! being written, or one that failed and was cut off, so they are never trusted: a record is
+//! taken from the buffer only if the buffer was read after the record was known durable.
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use super::record::{self, Decoded};
+use super::{segment, LogError};
+
+/// The file holding the last durable offset (8 bytes, little endian).
+pub const DURABLE_FILE: &str = "durable";
+/// Bytes read from a segment at a time (more when one record is larger).
+const CHUNK: usize = 1 << 20;
+
+/// A reader positioned after an offset; it follows new records as they become durable.
+pub struct Reader {
+    dir: PathBuf,
+    /// The `durable` file, once it exists.
+    durable: Option<File>,
+    /// The offset of the next record to hand out.
+    next: u64,
+    segment: Option<Open>,
+    /// Bytes of the open segment from `Open::pos` on.
+    buf: Vec<u8>,
+    /// Where the next record starts in `buf`.
+    at: usize,
+    /// Records up to this offset in `buf` can be trusted: it was read after they were durable.
+    trusted: u64,
+}
+
+struct Open {
+    base: u64,
+    file: File,
+    path: PathBuf,
+    /// Byte position in the file of `buf[at]`.
+    pos: u64,
+}
+
+impl Reader {
+    /// A reader whose first record is the one after `after` (0: from the start).
+    pub fn open(dir: &Path, after: u64) -> Self {
+        Self { dir: dir.to_owned(), durable: None, next: after + 1, segment: None, buf: Vec::new(), at: 0, trusted: 0 }
+    }
+
+    /// The offset of the last durable record (0 if none, or if the log is not there yet).
+    pub fn durable(&mut self) -> Result<u64, LogError> {
+        if self.durable.is_none() {
+            let path = self.dir.join(DURABLE_FILE);
+            match File::open(&path) {
+                Ok(f) => self.durable = Some(f),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+                Err(e) => return Err(LogError::io("open", &path)(e)),
+            }
+        }
+        let mut bytes = [0u8; 8];
+        match self.durable.as_ref().map(|f| f.read_at(&mut bytes, 0)) {
+            Some(Ok(8)) => Ok(u64::from_le_bytes(bytes)),
+            Some(Ok(_)) | None => Ok(0),
+            Some(Err(e)) => Err(LogError::io("read", &self.dir.join(DURABLE_FILE))(e)),
+        }
+    }
+
+    /// The first offset of the segment being read, once one is open.
+    pub fn segment_base(&self) -> Option<u64> {
+        self.segment.as_ref().map(|s| s.base)
+    }
+
+    /// Up to `max` durable records after the position, with their offsets; none if caught up.
+    pub fn read(&mut self, max: usize) -> Result<Vec<(u64, Vec<u8>)>, LogError> {
+        let limit = self.durable()?;
+        let mut out = Vec::new();
+        while out.len() < max && self.next <= limit {
+            match self.step(limit)? {
+                Some(payload) => out.push((self.next - 1, payload)),
+                None => break,
+            }
+        }
+        Ok(out)
+    }
+
+    /// The record at `next`, which is durable (`next <= limit`).
+    fn step(&mut self, limit: u64) -> Result<Option<Vec<u8>>, LogError> {
+        if self.segment.is_none() && !self.locate()? {
+            return Ok(None);
+        }
+        if self.next <= self.trusted {
+            if let Some(payload) = self.take() {
+                return Ok(Some(payload));
+            }
+        }
+        self.refill(limit)?;
+        if let Some(payload) = self.take() {
+            return Ok(Some(payload));
+        }
+        if self.unread().is_empty() && segment::path(&self.dir, self.next).exists() {
+            // The segment ended exactly here and the next one begins with this record.
+            self.open_segment(self.next)?;
+            return self.step(limit);
+        }
+        Err(self.corrupt())
+    }
+
+    /// Decodes the record at the front of the buffer.
+    fn take(&mut self) -> Option<Vec<u8>> {
+        let Decoded::Record { payload, frame } = record::decode(self.unread()) else { return None };
+        let payload = payload.to_vec();
+        self.at += frame;
+        if let Some(s) = &mut self.segment {
+            s.pos += frame as u64;
+        }
+        self.next += 1;
+        Some(payload)
+    }
+
+    /// Re-reads from the current record on, dropping bytes that were read before they were durable.
+    fn refill(&mut self, limit: u64) -> Result<(), LogError> {
+        let Some(s) = &self.segment else { return Ok(()) };
+        let want = match self.unread().first_chunk::<4>() {
+            Some(len) => CHUNK.max(record::HEADER + u32::from_le_bytes(*len) as usize).min(record::HEADER + record::MAX_PAYLOAD),
+            None => CHUNK,
+        };
+        // No more than the file holds: the buffer is zeroed up to `want` before each read.
+        let len = s.file.metadata().map_err(LogError::io("stat segment", &s.path))?.len();
+        let want = want.min(len.saturating_sub(s.pos) as usize);
+        self.at = 0;
+        self.buf.resize(want, 0);
+        let mut filled = 0;
+        while filled < want {
+            match s.file.read_at(&mut self.buf[filled..], s.pos + filled as u64) {
+                Ok(0) => break,
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(LogError::io("read segment", &s.path)(e)),
+            }
+        }
+        self.buf.truncate(filled);
+        self.trusted = limit;
+        Ok(())
+    }
+
+    /// Opens the segment holding `next` and skips to it.
+    fn locate(&mut self) -> Result<bool, LogError> {
+        let bases = segment::list(&self.dir)?;
+        let Some(&base) = bases.iter().rev().find(|&&b| b <= self.next) else {
+            return match bases.first() {
+                // Segments beyond the position exist but not the one holding it: deleted.
+                Some(&first) => Err(LogError::OutOfRange { position: self.next - 1, first, last: self.durable()? }),
+                None => Ok(false),
+            };
+        };
+        let target = self.next;
+        self.next = base;
+        self.open_segment(base)?;
+        let limit = self.durable()?;
+        while self.next < target {
+            if self.next > limit || self.step(limit)?.is_none() {
+                return Err(LogError::OutOfRange { position: target - 1, first: bases[0], last: limit });
+            }
+        }
+        Ok(true)
+    }
+
+    fn unread(&self) -> &[u8] {
+        &self.buf[self.at..]
+    }
+
+    fn open_segment(&mut self, base: u64) -> Result<(), LogError> {
+        let path = segment::path(&self.dir, base);
+        let file = File::open(&path).map_err(LogError::io("open segment", &path))?;
+        self.segment = Some(Open { base, file, path, pos: 0 });
+        self.buf.clear();
+        self.at = 0;
+        self.trusted = 0;
+        Ok(())
+    }
+
+    fn corrupt(&self) -> LogError {
+        let why = match record::decode(self.unread()) {
+            Decoded::Corrupt(why) => why,
+            _ => "durable record missing",
+        };
+        let (path, at) = self.segment.as_ref().map(|s| (s.path.clone(), s.pos)).unwrap_or_default();
+        LogError::Corrupt { path, at, why }
+    }
+}
+
+/// The last durable offset of the log in `dir`, as its appender last published it.
+pub fn durable(dir: &Path) -> Result<u64, LogError> {
+    Reader::open(dir, 0).durable()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::Metrics;
+    use crate::queue::log::appender::{Appender, AppenderConfig};
+
+    async fn log_of(dir: &Path, n: usize, segment_bytes: u64) -> Appender {
+        let appender = Appender::start(dir, &AppenderConfig { segment_bytes, max_pending: 1000 }, Metrics::new(), Default::default()).expect("start");
+        for i in 1..=n {
+            appender.append(format!("record {i}").into_bytes()).await.expect("append");
+        }
+        appender
+    }
+
+    fn texts(records: &[(u64, Vec<u8>)]) -> Vec<(u64, String)> {
+        records.iter().map(|(o, p)| (*o, String::from_utf8_lossy(p).into_owned())).collect()
+    }
+
+    #[tokio::test]
+    async fn reads_across_segments_from_any_position() {
+        let dir = tempfile::tempdir().expect("dir");
+        let _appender = log_of(dir.path(), 20, 64).await;
+        assert!(segment::list(dir.path()).expect("list").len() > 3, "small segments roll often");
+        for after in [0, 1, 7, 19, 20] {
+            let mut reader = Reader::open(dir.path(), after);
+            let got = texts(&reader.read(100).expect("read"));
+            let want: Vec<_> = (after + 1..=20).map(|i| (i, format!("record {i}"))).collect();
+            assert_eq!(got, want, "after {after}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_reader_follows_new_records_through_the_durable_file() {
+        let dir = tempfile::tempdir().expect("dir");
+        let appender = log_of(dir.path(), 3, 64).await;
+        let mut reader = Reader::open(dir.path(), 0);
+        assert_eq!(reader.read(2).expect("read").len(), 2, "at most max");
+        assert_eq!(texts(&reader.read(10).expect("read")), [(3, "record 3".to_owned())]);
+        assert!(reader.read(10).expect("read").is_empty(), "caught up");
+        for i in 4..=9 {
+            appender.append(format!("record {i}").into_bytes()).await.expect("append");
+        }
+        let got: Vec<u64> = reader.read(100).expect("read").into_iter().map(|(o, _)| o).collect();
+        assert_eq!(got, (4..=9).collect::<Vec<_>>());
+    }
+
+    #[tokio::test]
+    async fn bytes_past_the_durable_offset_are_not_handed_out() {
+        let dir = tempfile::tempdir().expect("dir");
+        let _appender = log_of(dir.path(), 2, 1 << 20).await;
+        // A record written but not (yet) synced: as if a group were in flight.
+        let mut extra = Vec::new();
+        record::encode_into(&mut extra, b"unsynced");
+        let path = segment::path(dir.path(), 1);
+        let mut bytes = std::fs::read(&path).expect("read");
+        bytes.extend_from_slice(&extra);
+        std::fs::write(&path, &bytes).expect("write");
+        let mut reader = Reader::open(dir.path(), 0);
+        assert_eq!(reader.read(10).expect("read").len(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_position_behind_deleted_segments_is_an_error() {
+        let dir = tempfile::tempdir().expect("dir");
+        let _appender = log_of(dir.path(), 20, 64).await;
+        segment::delete_through(dir.path(), 10).expect("delete");
+        let first = segment::list(dir.path()).expect("list")[0];
+        assert!(first > 1 && first <= 11);
+        let mut behind = Reader::open(dir.path(), first - 2);
+        assert!(matches!(behind.read(10), Err(LogError::OutOfRange { .. })));
+        let mut resumed = Reader::open(dir.path(), 10);
+        assert_eq!(resumed.read(100).expect("read").first().map(|r| r.0), Some(11));
+        let mut beyond = Reader::open(dir.path(), 25);
+        assert!(beyond.read(10).expect("read").is_empty(), "nothing durable there yet");
+        assert_eq!(beyond.durable().expect("durable"), 20);
+    }
+
+    #[tokio::test]
+    async fn corruption_in_a_durable_record_is_an_error_not_a_skip() {
+        let dir = tempfile::tempdir().expect("dir");
+        let _appender = log_of(dir.path(), 3, 1 << 20).await;
+        let path = segment::path(dir.path(), 1);
+        let mut bytes = std::fs::read(&path).expect("read");
+        let second = record::HEADER + "record 1".len();
+        bytes[second + record::HEADER + 1] ^= 0x40;
+        std::fs::write(&path, &bytes).expect("write");
+        let mut reader = Reader::open(dir.path(), 0);
+        assert!(matches!(reader.read(10), Err(LogError::Corrupt { .. })));
+    }
+}
