@@ -45,7 +45,10 @@ enum Command {
 }
 
 fn main() {
-    webhooks::logging::init(webhooks::logging::LogFormat::Text, "warn");
+    // loadgen does not link the system it measures: its own subscriber, coloured only on a
+    // terminal and never with NO_COLOR (https://no-color.org), like the system's.
+    let colour = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+    tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into())).with_ansi(colour).init();
     let code = match real_main() {
         Ok(code) => code,
         Err(e) => {
