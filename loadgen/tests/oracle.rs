@@ -1,7 +1,7 @@
 //! The oracle can fail: the same hostile, fully shuffled scenario passes against the real
 //! system and is caught against a system that skips the stale-event rule (a late `pending`
 //! undoes a `success`). The faulty binary is `webhooks` built with the `fault-injection`
-//! feature and copied to target/release/webhooks-fault (scripts/test.sh does it), or
+//! feature (the `webhooks-fault` binary target, built by scripts/test.sh), or
 //! $WEBHOOKS_FAULT_BIN.
 
 use std::path::PathBuf;
@@ -61,7 +61,7 @@ async fn the_real_system_passes_the_shuffled_scenario() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_system_that_skips_the_stale_rule_is_caught() {
     let bin = fault_bin();
-    assert!(bin.exists(), "{} missing: `cargo build --release -p system --features fault-injection` and copy target/release/webhooks there", bin.display());
+    assert!(bin.exists(), "{} missing: `cargo test --release -p system --features fault-injection --test cli --no-run` builds it", bin.display());
     let mut s = Scenario::parse(SCENARIO).expect("scenario");
     s.target.bin = Some(bin.display().to_string());
     s.target.args = vec!["--fault-skip-stale-rule".into()];
