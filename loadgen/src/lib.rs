@@ -10,6 +10,7 @@
 //!   and timelines; `verify`: the expected end state against the stored one; `report`: files
 //!   and gates; `compare`: regression checks between two reports; `spawn`: child processes.
 
+pub mod capacity;
 pub mod compare;
 pub mod engine;
 pub mod oracle;

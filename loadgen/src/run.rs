@@ -12,6 +12,7 @@ use serde_json::{json, Value};
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
+use crate::capacity::Search;
 use crate::engine::{self, Live};
 use crate::plan::{self, Schedule};
 use crate::report::{Measured, SystemSide};
@@ -109,7 +110,8 @@ pub async fn run(s: &Scenario, progress: bool) -> anyhow::Result<Measured> {
         let logs = system.as_ref().map(System::log_tail).unwrap_or_default();
         anyhow::bail!("{e}\n{logs}");
     }
-    let result = experiment(s, &client, progress).await;
+    let system_cpu = || system.as_ref().map(System::cpu_seconds);
+    let result = experiment(s, &client, progress, &system_cpu).await;
     let system_cpu_s = system.as_ref().map(System::cpu_seconds);
     let (rss_peak_kb, rss_samples) = match &system {
         Some(sys) => (sys.rss.peak_kb.load(Ordering::Relaxed), sys.rss.samples.lock().map(|s| s.clone()).unwrap_or_default()),
@@ -145,7 +147,8 @@ async fn wait_healthy(c: &Client) -> anyhow::Result<()> {
     anyhow::bail!("{} did not answer /healthz within 30 s", c.base)
 }
 
-async fn experiment(s: &Scenario, client: &Client, progress: bool) -> anyhow::Result<Measured> {
+/// `system_cpu` reads the spawned system's CPU seconds so far, if loadgen spawned it.
+async fn experiment(s: &Scenario, client: &Client, progress: bool, system_cpu: &dyn Fn() -> Option<f64>) -> anyhow::Result<Measured> {
     let prefix = format!("{}-{}-{:x}", s.name, s.seed, unix_now() % 0xFF_FFFF);
     let planned = s.planned_requests();
     let mut generator = Generator::new(&s.workload, s.seed, prefix, planned);
@@ -163,27 +166,43 @@ async fn experiment(s: &Scenario, client: &Client, progress: bool) -> anyhow::Re
     let ceiling_rps = if s.ceiling.enabled { Some(ceiling(client, s.ceiling.connections, s.ceiling.duration_s).await) } else { None };
     let before = client.stats().await;
 
+    let system_cpu_before = system_cpu();
     let cpu_before = own_cpu_seconds();
-    let (mut recorder, generator, load) = load(s, client, generator, renderer, planned, progress).await?;
+    let (mut recorder, generator, load, capacity, ran) = match &s.capacity {
+        Some(capacity) => {
+            let search = Search { scenario: s, capacity, client, progress, system_cpu, ceiling_rps };
+            let found = search.run(generator, renderer).await?;
+            // The report describes the steps that ran, not the ones the search did not need.
+            let mut ran = s.clone();
+            ran.load.phases.truncate(found.steps_run);
+            (found.recorder, found.generator, found.timing, Some(found.report), ran)
+        }
+        None => {
+            let (recorder, generator, timing) = load(s, client, generator, renderer, planned, progress).await?;
+            (recorder, generator, timing, None, s.clone())
+        }
+    };
     let cpu_used = own_cpu_seconds() - cpu_before;
     for e in claimed_ledger {
-        recorder.ledger.accept(e, false);
+        // Setup events are answered before the load starts.
+        recorder.ledger.accept(e, false, verify::Window { sent: Duration::ZERO, answered: Duration::ZERO });
     }
 
     let drain_started = Instant::now();
     let deadline = drain_started + Duration::from_secs_f64(s.drain.timeout_s);
     let step = Step::start(progress, "draining: waiting until the system has applied what it accepted");
     let drained = drain(client, before.as_ref(), deadline).await;
+    let system_cpu_s = system_cpu().zip(system_cpu_before).map(|(after, before)| after - before);
     step.next(format!("verifying the final state of {} orders and every payment sent", generator.orders.len()));
     let (drained, drain_s, verdict) = match drained {
         Some(drained) => {
             let drain_s = drain_started.elapsed().as_secs_f64();
-            (drained, drain_s, verify_all(client, &generator, &recorder).await?)
+            (drained, drain_s, verify_all(client, &generator, &mut recorder).await?)
         }
         // A server-only target cannot say what its workers did: wait for the end state itself
         // (the drain time then includes the verification rounds).
         None => loop {
-            let v = verify_all(client, &generator, &recorder).await?;
+            let v = verify_all(client, &generator, &mut recorder).await?;
             if v.lost == 0 || Instant::now() > deadline {
                 break (v.lost == 0, drain_started.elapsed().as_secs_f64(), v);
             }
@@ -192,7 +211,10 @@ async fn experiment(s: &Scenario, client: &Client, progress: bool) -> anyhow::Re
     };
     step.done();
     let after = client.stats().await;
-    Ok(Measured::new(s, &recorder, load, setup_s, ceiling_rps, cpu_used, drain_s, drained, verdict, SystemSide::from_stats(after.as_ref())))
+    let mut m = Measured::new(&ran, &recorder, load, setup_s, ceiling_rps, cpu_used, drain_s, drained, verdict, SystemSide::from_stats(after.as_ref()));
+    m.system_cpu_us_per_event = system_cpu_s.map(|cpu| cpu * 1e6 / recorder.accepted.max(1) as f64);
+    m.capacity = capacity;
+    Ok(m)
 }
 
 async fn create_orders(c: &Client, g: &Generator) -> anyhow::Result<()> {
@@ -274,7 +296,7 @@ pub struct LoadTiming {
     pub wall_s: f64,
 }
 
-async fn load(s: &Scenario, client: &Client, generator: Generator, renderer: Renderer, planned: u64, progress: bool) -> anyhow::Result<(Recorder, Generator, LoadTiming)> {
+pub(crate) async fn load(s: &Scenario, client: &Client, generator: Generator, renderer: Renderer, planned: u64, progress: bool) -> anyhow::Result<(Recorder, Generator, LoadTiming)> {
     let threads = s.load.threads.unwrap_or(1);
     let live: Vec<Arc<Live>> = (0..threads).map(|_| Arc::default()).collect();
     let t0 = Instant::now() + Duration::from_millis(500);
@@ -399,12 +421,19 @@ async fn lookup(c: &Client, path: &'static str, ids: Vec<String>) -> anyhow::Res
     Ok(found)
 }
 
-async fn verify_all(c: &Client, g: &Generator, r: &Recorder) -> anyhow::Result<Verdict> {
+/// The error prefix the README promises for a reused event id's dead letter.
+const REUSE_CONFLICT: &str = "conflict: event id reused";
+
+async fn verify_all(c: &Client, g: &Generator, r: &mut Recorder) -> anyhow::Result<Verdict> {
     let mut v = Verdict::default();
+    if r.ledger.reused.values().any(|u| u.original.is_some() && u.second.is_some()) {
+        let listed = c.get_json(&format!("/api/dead-letters?include_replayed=true&limit=10000&error_prefix={}", REUSE_CONFLICT.replace(' ', "%20"))).await?;
+        r.ledger.settle_reuses(&mut v, &g.ids, listed["items"].as_array().map(Vec::as_slice).unwrap_or_default());
+    }
     let payments: Vec<u32> = r.ledger.applied.keys().copied().collect();
     let stored = lookup(c, "/api/payments/lookup", payments.iter().map(|p| g.ids.payment(*p)).collect()).await?;
     for p in &payments {
-        verify::check_payment(&mut v, &g.ids, &g.payments[*p as usize], &r.ledger.applied[p], stored.get(&g.ids.payment(*p)));
+        verify::check_payment(&mut v, &g.ids, &r.ledger.applied[p], stored.get(&g.ids.payment(*p)));
     }
     let expected = verify::expected_orders(&g.orders, &g.payments, &r.ledger);
     let order_ids: Vec<String> = (0..g.orders.len()).map(|i| g.ids.order(OrderRef::Created(i as u32))).collect();

@@ -8,7 +8,7 @@ use std::time::Duration;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
-use crate::verify::Ledger;
+use crate::verify::{Ledger, Window};
 use crate::workload::{EventRef, Expect};
 
 /// One finished request.
@@ -163,7 +163,9 @@ impl Recorder {
             self.unexpected_status += 1;
         }
         if let (Some(e), "2xx", Expect::Apply | Expect::DeadLetter) = (o.event, c, o.expect) {
-            self.ledger.accept(e, o.expect == Expect::DeadLetter);
+            let answered = o.scheduled + o.latency;
+            let window = Window { sent: answered.saturating_sub(o.service), answered };
+            self.ledger.accept(e, o.expect == Expect::DeadLetter, window);
         }
     }
 
@@ -182,6 +184,16 @@ impl Recorder {
             _ => s.errors += 1,
         }
         h.saturating_record((o.latency.as_micros() as u64).max(1));
+    }
+
+    /// This record moved later by `secs` and behind `phases` earlier phases, so that a
+    /// load run in steps merges into one timeline (the capacity search).
+    pub fn shifted(mut self, secs: u64, phases: usize) -> Self {
+        let empty = (0..secs).map(|t| (Second { t, ..Default::default() }, small_hdr()));
+        self.seconds = empty.chain(self.seconds).enumerate().map(|(t, (s, h))| (Second { t: t as u64, ..s }, h)).collect();
+        self.phases = std::iter::repeat_with(PhaseTotals::default).take(phases).chain(self.phases).collect();
+        self.last_send += Duration::from_secs(secs);
+        self
     }
 
     /// Adds another connection thread's record to this one.
@@ -204,6 +216,9 @@ impl Recorder {
             mine.shed += s.shed;
             mine.errors += s.errors;
             let _ = mh.add(&h);
+        }
+        if self.phases.len() < other.phases.len() {
+            self.phases.resize(other.phases.len(), PhaseTotals::default());
         }
         for (p, o) in self.phases.iter_mut().zip(other.phases) {
             p.sent += o.sent;
@@ -284,6 +299,7 @@ pub fn merge_workers(each: &[serde_json::Value]) -> serde_json::Value {
 mod tests {
     use super::*;
     use crate::oracle::EventType;
+    use crate::workload::Reuse;
 
     fn outcome(status: Option<u16>, expect: Expect, latency_ms: u64) -> Outcome {
         Outcome {
@@ -294,7 +310,7 @@ mod tests {
             send_lag: Duration::from_micros(20),
             status,
             expect,
-            event: Some(EventRef { payment: 0, id: 1, ty: EventType::Success }),
+            event: Some(EventRef { payment: 0, id: 1, ty: EventType::Success, amount: 1, currency: "USD", reuse: Reuse::No }),
         }
     }
 

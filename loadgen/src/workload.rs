@@ -1,13 +1,14 @@
 //! The seeded event stream: orders, payments and their stories, with duplicates, shuffled
 //! (out-of-order) deliveries, invalid payloads, bad signatures, amount mismatches, unknown
-//! orders and events that must end as dead letters. The same seed gives the same stream.
+//! orders, events that must end as dead letters, amounts and currencies that vary within a
+//! payment, and event ids reused with another payload. The same seed gives the same stream.
 
 use std::collections::VecDeque;
 
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{RngExt, SeedableRng};
-use crate::oracle::EventType;
+use crate::oracle::{Charge, EventType};
 
 use std::fmt::Write as _;
 use std::io::Write as _;
@@ -40,7 +41,7 @@ pub struct Planned {
 pub enum Kind {
     /// A valid event; `order` is the order it names (another than its payment's for a
     /// dead-letter event).
-    Event { e: EventRef, order: OrderRef, amount: i64 },
+    Event { e: EventRef, order: OrderRef },
     /// One of the malformed bodies, numbered `n` in the stream.
     Invalid { variant: u8, n: u64 },
     /// A valid body signed with a key the system does not know.
@@ -62,6 +63,26 @@ pub struct EventRef {
     pub payment: u32,
     pub id: u64,
     pub ty: EventType,
+    pub amount: i64,
+    pub currency: &'static str,
+    pub reuse: Reuse,
+}
+
+impl EventRef {
+    pub fn charge(&self) -> Charge<'static> {
+        Charge { ty: self.ty, amount: self.amount, currency: self.currency }
+    }
+}
+
+/// An event id sent twice with different payloads: the system keeps the one it records
+/// first and dead-letters the other as "conflict: event id reused".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reuse {
+    No,
+    /// The first payload under an id that is reused later.
+    Original,
+    /// The later payload under an already used id.
+    Second,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -97,6 +118,9 @@ impl Ids {
 
 /// Requests between an event and its non-concurrent resend, at most.
 const RESEND_WINDOW: usize = 200;
+/// The currency of every order; a varied payment event may carry the other one.
+pub const CURRENCY: &str = "USD";
+const OTHER_CURRENCY: &str = "EUR";
 /// Payments whose events are interleaved together; spreads a payment's events apart.
 const GROUP: usize = 32;
 
@@ -110,7 +134,7 @@ pub struct Generator {
     /// Payments claimed by one order in the setup phase, with the other order their
     /// load-phase events name (so those events must be dead-lettered).
     pub claimed: Vec<(u32, u32)>,
-    upcoming: VecDeque<(u32, EventType)>,
+    upcoming: VecDeque<(u32, Charge<'static>)>,
     resends: VecDeque<(usize, Planned)>,
     next_event: u64,
     unknown_orders: u32,
@@ -154,7 +178,7 @@ impl Generator {
     /// The setup events that claim payments for their owner orders, sent before the load.
     pub fn claims(&mut self, ts: i64) -> Vec<Planned> {
         let claimed = self.claimed.clone();
-        claimed.into_iter().map(|(p, _)| self.event(p, EventType::Pending, None, ts, Expect::Apply)).collect()
+        claimed.into_iter().map(|(p, _)| self.event(p, self.base(p, EventType::Pending), None, ts, Expect::Apply)).collect()
     }
 
     /// The next request of the stream, signed for `ts` (the unix second it is due).
@@ -177,10 +201,14 @@ impl Generator {
         }
         if u < invalid + bad_sig + failing && !self.claimed.is_empty() {
             let (p, other) = self.claimed[self.rng.random_range(0..self.claimed.len())];
-            return self.event(p, EventType::Success, Some(OrderRef::Created(other)), ts, Expect::DeadLetter);
+            let charge = self.base(p, EventType::Success);
+            return self.event(p, charge, Some(OrderRef::Created(other)), ts, Expect::DeadLetter);
         }
-        let (p, ty) = self.next_valid();
-        let r = self.event(p, ty, None, ts, Expect::Apply);
+        let (p, charge) = self.next_valid();
+        let mut r = self.event(p, charge, None, ts, Expect::Apply);
+        if self.rng.random::<f64>() < self.w.id_reuse_fraction {
+            r = self.reuse_later(r);
+        }
         if self.rng.random::<f64>() < self.w.duplicate_fraction {
             let gap = if self.rng.random::<f64>() < self.w.concurrent_duplicate_fraction { 0 } else { self.rng.random_range(1..RESEND_WINDOW) };
             self.resends.push_back((self.sent + gap, r));
@@ -188,28 +216,40 @@ impl Generator {
         r
     }
 
-    fn next_valid(&mut self) -> (u32, EventType) {
+    /// Marks `r` as reused and plans its second payload (another amount under the same id)
+    /// after at least a resend window, so it is usually sent after `r` was answered.
+    fn reuse_later(&mut self, mut r: Planned) -> Planned {
+        if let Kind::Event { e, order } = r.kind {
+            let second = EventRef { amount: e.amount + 2, reuse: Reuse::Second, ..e };
+            let gap = self.rng.random_range(RESEND_WINDOW..2 * RESEND_WINDOW);
+            self.resends.push_back((self.sent + gap, Planned { kind: Kind::Event { e: second, order }, ..r }));
+            r.kind = Kind::Event { e: EventRef { reuse: Reuse::Original, ..e }, order };
+        }
+        r
+    }
+
+    fn next_valid(&mut self) -> (u32, Charge<'static>) {
         if self.upcoming.is_empty() {
             self.refill();
         }
         // refill always adds at least one event per payment.
-        self.upcoming.pop_front().unwrap_or((0, EventType::Pending))
+        self.upcoming.pop_front().unwrap_or((0, Charge { ty: EventType::Pending, amount: 1, currency: CURRENCY }))
     }
 
     /// A group of new payments, their events interleaved round-robin.
     fn refill(&mut self) {
-        let mut lives: Vec<(u32, Vec<EventType>)> = (0..GROUP).map(|_| self.new_story()).collect();
+        let mut lives: Vec<(u32, Vec<Charge<'static>>)> = (0..GROUP).map(|_| self.new_story()).collect();
         let longest = lives.iter().map(|(_, l)| l.len()).max().unwrap_or(0);
         for step in 0..longest {
             for (p, life) in lives.iter_mut() {
-                if let Some(ty) = life.get(step) {
-                    self.upcoming.push_back((*p, *ty));
+                if let Some(c) = life.get(step) {
+                    self.upcoming.push_back((*p, *c));
                 }
             }
         }
     }
 
-    fn new_story(&mut self) -> (u32, Vec<EventType>) {
+    fn new_story(&mut self) -> (u32, Vec<Charge<'static>>) {
         use EventType::*;
         let order = if self.rng.random::<f64>() < self.w.unknown_order_fraction {
             self.unknown_orders += 1;
@@ -224,7 +264,7 @@ impl Generator {
         let amount = if self.rng.random::<f64>() < self.w.mismatch_fraction { total + 1 } else { total };
         let s = &self.w.stories;
         let pick = self.rng.random::<f64>() * (s.paid + s.failed + s.retried + s.refunded);
-        let mut life = if pick < s.paid {
+        let life = if pick < s.paid {
             vec![Pending, Success]
         } else if pick < s.paid + s.failed {
             vec![Pending, Failed]
@@ -233,18 +273,51 @@ impl Generator {
         } else {
             vec![Pending, Success, Refunded]
         };
+        let mut life: Vec<Charge<'static>> = life.into_iter().map(|ty| Charge { ty, amount, currency: CURRENCY }).collect();
+        if self.rng.random::<f64>() < self.w.amount_variation_fraction {
+            self.vary(&mut life);
+        }
         if self.rng.random::<f64>() < self.w.out_of_order_fraction {
             life.shuffle(&mut self.rng);
         }
         (self.new_payment(order, amount), life)
     }
 
-    fn event(&mut self, p: u32, ty: EventType, order: Option<OrderRef>, ts: i64, expect: Expect) -> Planned {
+    /// Gives each event of a story its own amount or currency around the payment's, and adds
+    /// one more event of a rank the story has with another pair, so that events of one rank
+    /// disagree (the same-rank conflict rule) as well as events of different ranks.
+    fn vary(&mut self, life: &mut Vec<Charge<'static>>) {
+        let base = life.first().map(|c| c.amount).unwrap_or(1);
+        let variant = |rng: &mut StdRng, not: Option<(i64, &str)>| loop {
+            let (amount, currency) = match rng.random_range(0..4) {
+                0 => (base, CURRENCY),
+                1 => (base - 1, CURRENCY),
+                2 => (base + 1, CURRENCY),
+                _ => (base, OTHER_CURRENCY),
+            };
+            if not != Some((amount, currency)) {
+                return (amount, currency);
+            }
+        };
+        for c in life.iter_mut() {
+            (c.amount, c.currency) = variant(&mut self.rng, None);
+        }
+        let twin = life[self.rng.random_range(0..life.len())];
+        let (amount, currency) = variant(&mut self.rng, Some((twin.amount, twin.currency)));
+        life.push(Charge { amount, currency, ..twin });
+    }
+
+    /// The payment's own amount and currency, for events that do not vary.
+    fn base(&self, p: u32, ty: EventType) -> Charge<'static> {
+        Charge { ty, amount: self.payments[p as usize].amount, currency: CURRENCY }
+    }
+
+    fn event(&mut self, p: u32, c: Charge<'static>, order: Option<OrderRef>, ts: i64, expect: Expect) -> Planned {
         let id = self.next_event;
         self.next_event += 1;
-        let spec = &self.payments[p as usize];
-        let (order, amount) = (order.unwrap_or(spec.order), spec.amount);
-        Planned { kind: Kind::Event { e: EventRef { payment: p, id, ty }, order, amount }, expect, ts }
+        let order = order.unwrap_or(self.payments[p as usize].order);
+        let e = EventRef { payment: p, id, ty: c.ty, amount: c.amount, currency: c.currency, reuse: Reuse::No };
+        Planned { kind: Kind::Event { e, order }, expect, ts }
     }
 }
 
@@ -278,14 +351,16 @@ impl Renderer {
         let pfx = &self.ids.prefix;
         // Writing into a Vec or String cannot fail.
         let _ = match p.kind {
-            Kind::Event { e, order, amount } => {
+            Kind::Event { e, order } => {
                 let _ = write!(self.id, "{pfx}-e{}", e.id);
                 write!(
                     self.body,
-                    r#"{{"event_type":"{}","payment_id":"{pfx}-p{}","order_id":"{}","amount":{amount},"currency":"USD","event_id":"{}"}}"#,
+                    r#"{{"event_type":"{}","payment_id":"{pfx}-p{}","order_id":"{}","amount":{},"currency":"{}","event_id":"{}"}}"#,
                     e.ty.as_str(),
                     e.payment,
                     OrderName(pfx, order),
+                    e.amount,
+                    e.currency,
                     self.id
                 )
             }
@@ -351,6 +426,8 @@ mod tests {
             mismatch_fraction: 0.1,
             unknown_order_fraction: 0.1,
             failing_fraction: 0.02,
+            amount_variation_fraction: 0.0,
+            id_reuse_fraction: 0.0,
         }
     }
 
@@ -427,7 +504,8 @@ mod tests {
                     assert_eq!(v["payment_id"], g.ids.payment(e.payment));
                     assert_eq!(v["order_id"], g.ids.order(order));
                     assert_eq!(v["event_type"], e.ty.as_str());
-                    assert_eq!(v["amount"], g.payments[e.payment as usize].amount);
+                    assert_eq!(v["amount"], e.amount);
+                    assert_eq!(v["currency"], e.currency);
                 }
                 Kind::Invalid { variant, .. } if variant == INVALID_BODIES - 1 => assert!(parsed.is_err()),
                 Kind::Invalid { .. } => {
