@@ -4,15 +4,21 @@
 //! - `scenario`: the TOML description of an experiment.
 //! - `plan`: when each request is due (constant, ramp, burst phases).
 //! - `workload`: the seeded stream of events and what the system must do with each.
-//! - `run`: spawn or reach the system, set up, fire, drain, verify.
-//! - `stats`: histograms and timelines; `verify`: the expected end state; `report`: files
+//! - `run`: spawn or reach the system, set up, fire, drain, verify; `engine`: the
+//!   connection loops that fire; `sign`: loadgen's own request signing.
+//! - `oracle`: loadgen's own model of the payment and order rules; `stats`: histograms
+//!   and timelines; `verify`: the expected end state against the stored one; `report`: files
 //!   and gates; `compare`: regression checks between two reports; `spawn`: child processes.
 
+pub mod capacity;
 pub mod compare;
+pub mod engine;
+pub mod oracle;
 pub mod plan;
 pub mod report;
 pub mod run;
 pub mod scenario;
+pub mod sign;
 pub mod spawn;
 pub mod stats;
 pub mod verify;

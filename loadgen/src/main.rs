@@ -27,8 +27,12 @@ enum Command {
         #[arg(long, env = "LOADGEN_OUT")]
         out: Option<PathBuf>,
         /// Override the scenario's target with a running system.
-        #[arg(long)]
+        #[arg(long, env = "LOADGEN_URL")]
         url: Option<String>,
+        /// Send the load to this path instead (setup and checks keep theirs): with a cheap
+        /// one such as /healthz, the report's loadgen CPU is the generator's cost alone.
+        #[arg(long, env = "LOADGEN_WEBHOOK_PATH")]
+        webhook_path: Option<String>,
     },
     /// Compare two report.json files; exits 99 on a regression beyond the tolerance.
     Compare {
@@ -41,7 +45,10 @@ enum Command {
 }
 
 fn main() {
-    webhooks::logging::init(webhooks::logging::LogFormat::Text, "warn");
+    // loadgen does not link the system it measures: its own subscriber, coloured only on a
+    // terminal and never with NO_COLOR (https://no-color.org), like the system's.
+    let colour = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+    tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into())).with_ansi(colour).init();
     let code = match real_main() {
         Ok(code) => code,
         Err(e) => {
@@ -54,8 +61,9 @@ fn main() {
 
 fn real_main() -> anyhow::Result<i32> {
     match Cli::parse().command {
-        Command::Run { scenario, out, url } => {
+        Command::Run { scenario, out, url, webhook_path } => {
             let mut s = Scenario::load(&scenario)?;
+            s.target.webhook_path = webhook_path.or(s.target.webhook_path);
             if let Some(url) = url {
                 s.target.url = Some(url);
                 s.target.spawn = None;

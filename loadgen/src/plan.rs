@@ -37,14 +37,48 @@ pub struct Slot {
     pub at: Duration,
 }
 
-/// Every slot of every phase, in order; lazy, so a long soak plans in constant memory.
-pub fn slots(phases: &[Phase]) -> impl Iterator<Item = Slot> + '_ {
-    let mut phase_start = Duration::ZERO;
-    phases.iter().enumerate().flat_map(move |(idx, p)| {
-        let start = phase_start;
-        phase_start += Duration::from_secs_f64(p.duration_s);
-        (0..phase_count(p)).map(move |i| Slot { phase: idx, at: start + offset_in_phase(p, i) })
-    })
+/// The whole schedule, indexable: any connection finds the instant of its i-th slot
+/// without walking the ones before it, and a long soak plans in constant memory.
+#[derive(Debug, Clone)]
+pub struct Schedule {
+    /// Each phase with the index of its first slot and its start from the load's start.
+    phases: Vec<(u64, Duration, Phase)>,
+    len: u64,
+}
+
+impl Schedule {
+    pub fn new(phases: &[Phase]) -> Self {
+        let (mut first, mut start, mut out) = (0, Duration::ZERO, Vec::with_capacity(phases.len()));
+        for p in phases {
+            out.push((first, start, p.clone()));
+            first += phase_count(p);
+            start += Duration::from_secs_f64(p.duration_s);
+        }
+        Self { phases: out, len: first }
+    }
+
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The `i`-th slot; `i` must be below `len()` (beyond it, the last phase's end).
+    pub fn slot(&self, i: u64) -> Slot {
+        let idx = self.phases.partition_point(|(first, _, _)| *first <= i).saturating_sub(1);
+        match self.phases.get(idx) {
+            Some((first, start, p)) => Slot { phase: idx, at: *start + offset_in_phase(p, i - first) },
+            None => Slot { phase: 0, at: Duration::ZERO },
+        }
+    }
+}
+
+/// Every slot of every phase, in order.
+pub fn slots(phases: &[Phase]) -> impl Iterator<Item = Slot> {
+    let s = Schedule::new(phases);
+    (0..s.len()).map(move |i| s.slot(i))
 }
 
 pub fn target_rate(p: &Phase) -> f64 {

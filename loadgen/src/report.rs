@@ -8,6 +8,7 @@ use std::path::Path;
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::capacity::CapacityReport;
 use crate::plan;
 use crate::run::LoadTiming;
 use crate::scenario::{Gates, Scenario, Shape};
@@ -120,11 +121,26 @@ pub struct Measured {
     pub ceiling_ratio: Option<f64>,
     pub loadgen_cpu_s: f64,
     pub loadgen_cores_used: f64,
+    /// loadgen's CPU over the load (planning, rendering, signing, sending, recording) per request sent.
+    pub loadgen_us_per_request: f64,
+    /// The spawned system's CPU from the start of the load to the end of the drain, per
+    /// accepted event; `None` for a target loadgen did not start.
+    pub system_cpu_us_per_event: Option<f64>,
+    /// The steps of a capacity search and its knee (`[capacity]` scenarios only).
+    pub capacity: Option<CapacityReport>,
+    /// How late requests went while their connection was free: the generator's own lateness.
+    pub send_lag_ms: Percentiles,
+    /// The shortfall, if any, is the generator's: it sent late with connections free.
+    pub generator_limited: bool,
     pub verification: Verdict,
     pub system: SystemSide,
     pub timeline: Vec<Second>,
     pub gates: Vec<GateResult>,
 }
+
+/// A send-lag p99 above this, with connections free, means the generator could not keep the
+/// schedule; tokio's timer alone is late by up to a millisecond.
+const GENERATOR_LAG_MS: f64 = 5.0;
 
 impl Measured {
     #[allow(clippy::too_many_arguments)]
@@ -192,6 +208,11 @@ impl Measured {
             ceiling_ratio: ceiling_rps.filter(|c| *c > 0.0).map(|c| accepted_per_s / c),
             loadgen_cpu_s: cpu_s,
             loadgen_cores_used: cpu_s / load.wall_s,
+            loadgen_us_per_request: cpu_s * 1e6 / r.sent.max(1) as f64,
+            system_cpu_us_per_event: None,
+            capacity: None,
+            send_lag_ms: r.send_lag(),
+            generator_limited: r.send_lag().p99_ms > GENERATOR_LAG_MS,
             verification,
             system,
             timeline: r.timeline_out(),
@@ -227,6 +248,7 @@ impl Measured {
         fmax("max_drain_s", g.max_drain_s, Some(self.drain_s).filter(|_| self.drained));
         fmax("max_rss_mb", g.max_rss_mb, self.system.rss_peak_mb);
         fmax("max_send_shortfall_pct", g.max_send_shortfall_pct, Some(self.throughput.send_shortfall_pct));
+        fmax("max_system_cpu_us_per_event", g.max_system_cpu_us_per_event, self.system_cpu_us_per_event);
         let mut fmin = |name: &str, limit: Option<f64>, value: Option<f64>| {
             if let Some(l) = limit {
                 let value = value.unwrap_or(0.0);
@@ -256,20 +278,63 @@ impl Measured {
         let _ = writeln!(s, "scenario {} on {} cores ({})", self.scenario.name, self.machine.cores, self.machine.cpu);
         let _ = writeln!(s, "  sent {} / planned {}, accepted {}, statuses {:?}", self.sent, self.planned, self.accepted, self.statuses);
         let _ = writeln!(s, "  send rate {:.0}/s of {:.0}/s target (shortfall {:.1}%), accepted {:.0}/s, applied {:.0}/s end to end", t.achieved_send_rate, t.target_send_rate, t.send_shortfall_pct, t.accepted_per_s, t.applied_per_s);
+        let _ = writeln!(
+            s,
+            "  loadgen cores {:.2}, {:.1} µs CPU per request; send lag with a free connection p99 {:.2} ms{}",
+            self.loadgen_cores_used,
+            self.loadgen_us_per_request,
+            self.send_lag_ms.p99_ms,
+            match (self.generator_limited, t.send_shortfall_pct > 1.0) {
+                (true, _) => " (GENERATOR-LIMITED: the shortfall and latency include loadgen's own limit)",
+                (false, true) => " (shortfall with connections busy: the system's limit)",
+                (false, false) => "",
+            }
+        );
         let _ = writeln!(s, "  ack latency (from schedule) p50 {:.2} p99 {:.2} p99.9 {:.2} max {:.2} ms; service time p99 {:.2} ms", ack.p50_ms, ack.p99_ms, ack.p999_ms, ack.max_ms, self.service_time_ms.p99_ms);
         let _ = writeln!(s, "  end-to-end (system) p50 {} p99 {} p99.9 {} ms; drain {:.2} s{}", e2e("p50"), e2e("p99"), e2e("p999"), self.drain_s, if self.drained { "" } else { " (NOT drained)" });
         if let (Some(c), Some(r)) = (self.ceiling_rps, self.ceiling_ratio) {
             let _ = writeln!(s, "  bare-HTTP ceiling {c:.0}/s; accepted/ceiling {:.2}", r);
         }
+        if let Some(c) = &self.capacity {
+            for st in &c.steps {
+                let _ = writeln!(
+                    s,
+                    "  step {:.0}/s: sent {:.0}/s, accepted {:.0}/s, ack p99 {:.1} ms, system {} µs/event, loadgen {:.1} µs/request{}",
+                    st.offered_rate,
+                    st.achieved_send_rate,
+                    st.accepted_per_s,
+                    st.ack_p99_ms,
+                    st.system_cpu_us_per_event.map_or("-".into(), |u| format!("{u:.0}")),
+                    st.loadgen_us_per_request,
+                    if st.within_limits { "" } else if st.generator_limited { " PAST THE KNEE (generator-limited)" } else { " PAST THE KNEE" }
+                );
+            }
+            match (&c.knee, c.knee_ceiling_ratio) {
+                (Some(k), Some(r)) => {
+                    let _ = writeln!(s, "  knee {:.0}/s offered, {:.0}/s accepted: {r:.2} of the bare-HTTP ceiling", k.offered_rate, k.accepted_per_s);
+                }
+                (Some(k), None) => {
+                    let _ = writeln!(s, "  knee {:.0}/s offered, {:.0}/s accepted (no ceiling measured)", k.offered_rate, k.accepted_per_s);
+                }
+                (None, _) => {
+                    let _ = writeln!(s, "  no knee: the first step was already past the limits");
+                }
+            }
+        }
+        if let Some(us) = self.system_cpu_us_per_event {
+            let _ = writeln!(s, "  system CPU {us:.0} µs per accepted event (load and drain)");
+        }
         let _ = writeln!(s, "  verified {} payments, {} orders: lost {}, double-applied {}, wrong state {}, unexpected applied {}, dead letters {}", v.payments_checked, v.orders_checked, v.lost, v.double_applied, v.wrong_state(), v.unexpected_applied, v.dead_letters_found);
+        if v.conflicted_expected + v.reuses_checked > 0 {
+            let _ = writeln!(s, "  conflicts: {} payments conflicted, {} reused ids settled ({} sent overlapping)", v.conflicted_expected, v.reuses_checked, v.reuses_overlapped);
+        }
         let _ = writeln!(
             s,
-            "  unexpected statuses {}, invalid accepted {}; system peak RSS {}, CPU {}; loadgen used {:.2} cores",
+            "  unexpected statuses {}, invalid accepted {}; system peak RSS {}, CPU {}",
             self.unexpected_status,
             self.invalid_accepted,
             self.system.rss_peak_mb.map_or("-".into(), |m| format!("{m:.0} MB")),
             self.system.cpu_s.map_or("-".into(), |c| format!("{c:.1} s")),
-            self.loadgen_cores_used
         );
         for g in &self.gates {
             let _ = writeln!(s, "  gate {:<28} {:>12.2} vs {:>10.2}  {}", g.gate, g.value, g.limit, if g.pass { "ok" } else { "FAILED" });

@@ -9,19 +9,20 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::{json, Value};
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
-use crate::plan::{self, Slot};
+use crate::capacity::Search;
+use crate::engine::{self, Live};
+use crate::plan::{self, Schedule};
 use crate::report::{Measured, SystemSide};
 use crate::scenario::Scenario;
 use crate::spawn::{own_cpu_seconds, System};
-use crate::stats::{Outcome, Recorder};
+use crate::sign::Signer;
+use crate::stats::Recorder;
 use crate::verify::{self, Verdict};
-use crate::workload::{Generator, OrderRef, Prepared};
+use crate::workload::{Generator, OrderRef, Planned, Renderer};
 
-/// Requests prepared ahead of the dispatcher: enough for about half a second at high rates.
-const PREPARED_AHEAD: usize = 20_000;
 const LOOKUP_CHUNK: usize = 1000;
 
 #[derive(Clone)]
@@ -81,12 +82,14 @@ impl Client {
         Ok((status, r.json().await.unwrap_or(Value::Null)))
     }
 
-    async fn send(&self, p: &Prepared) -> Option<u16> {
-        let mut r = self.http.post(format!("{}/api/webhooks/payment", self.base)).header("content-type", "application/json");
-        for (k, v) in &p.headers {
-            r = r.header(*k, v);
+    /// Sends one rendered request through the control client (setup only; the load goes
+    /// through the engine's own connections).
+    async fn send(&self, r: &Renderer) -> Option<u16> {
+        let mut req = self.http.post(format!("{}/api/webhooks/payment", self.base)).header("content-type", "application/json");
+        for (k, v) in r.headers() {
+            req = req.header(k, v);
         }
-        r.body(p.body.clone()).send().await.ok().map(|resp| resp.status().as_u16())
+        req.body(r.body.clone()).send().await.ok().map(|resp| resp.status().as_u16())
     }
 }
 
@@ -107,7 +110,8 @@ pub async fn run(s: &Scenario, progress: bool) -> anyhow::Result<Measured> {
         let logs = system.as_ref().map(System::log_tail).unwrap_or_default();
         anyhow::bail!("{e}\n{logs}");
     }
-    let result = experiment(s, &client, progress).await;
+    let system_cpu = || system.as_ref().map(System::cpu_seconds);
+    let result = experiment(s, &client, progress, &system_cpu).await;
     let system_cpu_s = system.as_ref().map(System::cpu_seconds);
     let (rss_peak_kb, rss_samples) = match &system {
         Some(sys) => (sys.rss.peak_kb.load(Ordering::Relaxed), sys.rss.samples.lock().map(|s| s.clone()).unwrap_or_default()),
@@ -143,43 +147,62 @@ async fn wait_healthy(c: &Client) -> anyhow::Result<()> {
     anyhow::bail!("{} did not answer /healthz within 30 s", c.base)
 }
 
-async fn experiment(s: &Scenario, client: &Client, progress: bool) -> anyhow::Result<Measured> {
+/// `system_cpu` reads the spawned system's CPU seconds so far, if loadgen spawned it.
+async fn experiment(s: &Scenario, client: &Client, progress: bool, system_cpu: &dyn Fn() -> Option<f64>) -> anyhow::Result<Measured> {
     let prefix = format!("{}-{}-{:x}", s.name, s.seed, unix_now() % 0xFF_FFFF);
     let planned = s.planned_requests();
-    let mut generator = Generator::new(&s.workload, &s.signing, s.seed, prefix, planned);
+    let mut generator = Generator::new(&s.workload, s.seed, prefix, planned);
+    let signer = Signer::new(s.signing.scheme, &s.signing.secret)?;
     let setup_started = Instant::now();
     let step = Step::start(progress, format!("creating {} orders", generator.orders.len()));
     create_orders(client, &generator).await?;
     step.next("claiming payments for their orders");
     let claims = generator.claims(unix_now());
-    let claimed_ledger = send_claims(client, &generator, claims).await?;
+    let mut renderer = Renderer::new(generator.ids.clone(), signer);
+    let claimed_ledger = send_claims(client, &generator, &mut renderer, claims).await?;
     step.done();
     let setup_s = setup_started.elapsed().as_secs_f64();
 
     let ceiling_rps = if s.ceiling.enabled { Some(ceiling(client, s.ceiling.connections, s.ceiling.duration_s).await) } else { None };
     let before = client.stats().await;
 
+    let system_cpu_before = system_cpu();
     let cpu_before = own_cpu_seconds();
-    let (mut recorder, generator, load) = load(s, client, generator, planned, progress).await?;
+    let (mut recorder, generator, load, capacity, ran) = match &s.capacity {
+        Some(capacity) => {
+            let search = Search { scenario: s, capacity, client, progress, system_cpu, ceiling_rps };
+            let found = search.run(generator, renderer).await?;
+            // The report describes the steps that ran, not the ones the search did not need.
+            let mut ran = s.clone();
+            ran.load.phases.truncate(found.steps_run);
+            (found.recorder, found.generator, found.timing, Some(found.report), ran)
+        }
+        None => {
+            let (recorder, generator, timing) = load(s, client, generator, renderer, planned, progress).await?;
+            (recorder, generator, timing, None, s.clone())
+        }
+    };
     let cpu_used = own_cpu_seconds() - cpu_before;
     for e in claimed_ledger {
-        recorder.ledger.accept(e, false);
+        // Setup events are answered before the load starts.
+        recorder.ledger.accept(e, false, verify::Window { sent: Duration::ZERO, answered: Duration::ZERO });
     }
 
     let drain_started = Instant::now();
     let deadline = drain_started + Duration::from_secs_f64(s.drain.timeout_s);
     let step = Step::start(progress, "draining: waiting until the system has applied what it accepted");
     let drained = drain(client, before.as_ref(), deadline).await;
+    let system_cpu_s = system_cpu().zip(system_cpu_before).map(|(after, before)| after - before);
     step.next(format!("verifying the final state of {} orders and every payment sent", generator.orders.len()));
     let (drained, drain_s, verdict) = match drained {
         Some(drained) => {
             let drain_s = drain_started.elapsed().as_secs_f64();
-            (drained, drain_s, verify_all(client, &generator, &recorder).await?)
+            (drained, drain_s, verify_all(client, &generator, &mut recorder).await?)
         }
         // A server-only target cannot say what its workers did: wait for the end state itself
         // (the drain time then includes the verification rounds).
         None => loop {
-            let v = verify_all(client, &generator, &recorder).await?;
+            let v = verify_all(client, &generator, &mut recorder).await?;
             if v.lost == 0 || Instant::now() > deadline {
                 break (v.lost == 0, drain_started.elapsed().as_secs_f64(), v);
             }
@@ -188,7 +211,10 @@ async fn experiment(s: &Scenario, client: &Client, progress: bool) -> anyhow::Re
     };
     step.done();
     let after = client.stats().await;
-    Ok(Measured::new(s, &recorder, load, setup_s, ceiling_rps, cpu_used, drain_s, drained, verdict, SystemSide::from_stats(after.as_ref())))
+    let mut m = Measured::new(&ran, &recorder, load, setup_s, ceiling_rps, cpu_used, drain_s, drained, verdict, SystemSide::from_stats(after.as_ref()));
+    m.system_cpu_us_per_event = system_cpu_s.map(|cpu| cpu * 1e6 / recorder.accepted.max(1) as f64);
+    m.capacity = capacity;
+    Ok(m)
 }
 
 async fn create_orders(c: &Client, g: &Generator) -> anyhow::Result<()> {
@@ -217,12 +243,13 @@ async fn create_orders(c: &Client, g: &Generator) -> anyhow::Result<()> {
 
 /// Claims payments for their owner orders and waits until they are applied, so that the
 /// load's events naming another order are dead letters whatever the arrival order.
-async fn send_claims(c: &Client, g: &Generator, claims: Vec<Prepared>) -> anyhow::Result<Vec<crate::workload::EventRef>> {
+async fn send_claims(c: &Client, g: &Generator, r: &mut Renderer, claims: Vec<Planned>) -> anyhow::Result<Vec<crate::workload::EventRef>> {
     let mut accepted = Vec::new();
     for p in claims {
-        let status = c.send(&p).await;
+        r.render(&p);
+        let status = c.send(r).await;
         anyhow::ensure!(status == Some(200), "setup event refused: {status:?}");
-        accepted.extend(p.event);
+        accepted.extend(p.event());
     }
     let ids: Vec<String> = accepted.iter().map(|e| g.ids.payment(e.payment)).collect();
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -269,74 +296,34 @@ pub struct LoadTiming {
     pub wall_s: f64,
 }
 
-struct Live {
-    sent: AtomicU64,
-    in_flight: AtomicU64,
-    errors: AtomicU64,
-    p99_us: AtomicU64,
-    phase: AtomicU64,
-}
-
-async fn load(s: &Scenario, client: &Client, mut generator: Generator, planned: u64, progress: bool) -> anyhow::Result<(Recorder, Generator, LoadTiming)> {
-    let start_unix = unix_now() + 1;
+pub(crate) async fn load(s: &Scenario, client: &Client, generator: Generator, renderer: Renderer, planned: u64, progress: bool) -> anyhow::Result<(Recorder, Generator, LoadTiming)> {
+    let threads = s.load.threads.unwrap_or(1);
+    let live: Vec<Arc<Live>> = (0..threads).map(|_| Arc::default()).collect();
     let t0 = Instant::now() + Duration::from_millis(500);
-    let phases = s.load.phases.clone();
-    // The feeder prepares bodies and signatures ahead of the dispatcher, off the timed path.
-    let (prepared_tx, mut prepared_rx) = mpsc::channel::<(Slot, Prepared)>(PREPARED_AHEAD);
-    let feeder = tokio::task::spawn_blocking(move || {
-        for slot in plan::slots(&phases) {
-            let p = generator.next(start_unix + slot.at.as_secs() as i64);
-            if prepared_tx.blocking_send((slot, p)).is_err() {
-                break;
-            }
-        }
-        generator
-    });
-    let (results_tx, mut results_rx) = mpsc::unbounded_channel::<Outcome>();
-    let live = Arc::new(Live { sent: 0.into(), in_flight: 0.into(), errors: 0.into(), p99_us: 0.into(), phase: 0.into() });
-    let collector = {
-        let (live, mut recorder) = (live.clone(), Recorder::new(s.load.phases.len(), s.load.allow_shedding));
-        tokio::spawn(async move {
-            while let Some(o) = results_rx.recv().await {
-                recorder.record(&o);
-                if recorder.sent % 1000 == 0 {
-                    live.p99_us.store((recorder.p99_ms() * 1000.0) as u64, Ordering::Relaxed);
-                    live.errors.store(recorder.errors() + recorder.unexpected_status, Ordering::Relaxed);
-                }
-            }
-            recorder
-        })
+    let load = engine::Load {
+        base: client.base.clone(),
+        path: s.target.webhook_path.clone().unwrap_or_else(|| "/api/webhooks/payment".into()),
+        schedule: Schedule::new(&s.load.phases),
+        generator,
+        renderer,
+        connections: s.load.max_in_flight,
+        threads,
+        phases: s.load.phases.len(),
+        allow_shedding: s.load.allow_shedding,
+        start_unix: unix_now() + 1,
+        t0,
     };
     let bar = progress_bar(s, planned, progress, live.clone());
-    let sem = Arc::new(Semaphore::new(s.load.max_in_flight));
-    let mut last_send = t0;
-    while let Some((slot, p)) = prepared_rx.recv().await {
-        let due = t0 + slot.at;
-        tokio::time::sleep_until(due).await;
-        let permit = sem.clone().acquire_owned().await?;
-        live.sent.fetch_add(1, Ordering::Relaxed);
-        live.in_flight.fetch_add(1, Ordering::Relaxed);
-        live.phase.store(slot.phase as u64, Ordering::Relaxed);
-        let (client, results, live) = (client.clone(), results_tx.clone(), live.clone());
-        last_send = Instant::now();
-        tokio::spawn(async move {
-            let sent = Instant::now();
-            let status = client.send(&p).await;
-            let done = Instant::now();
-            live.in_flight.fetch_sub(1, Ordering::Relaxed);
-            drop(permit);
-            let _ = results.send(Outcome { phase: slot.phase, scheduled: slot.at, latency: done - due, service: done - sent, status, expect: p.expect, event: p.event });
-        });
-    }
-    drop(results_tx);
-    let generator = feeder.await?;
-    let recorder = collector.await?;
+    let (recorder, generator) = {
+        let live = live.clone();
+        tokio::task::spawn_blocking(move || engine::run(load, &live)).await??
+    };
     bar.finish_and_clear();
-    let timing = LoadTiming { send_window_s: (last_send - t0).as_secs_f64().max(1e-3), wall_s: t0.elapsed().as_secs_f64() };
+    let timing = LoadTiming { send_window_s: recorder.last_send.as_secs_f64().max(1e-3), wall_s: t0.elapsed().as_secs_f64() };
     Ok((recorder, generator, timing))
 }
 
-fn progress_bar(s: &Scenario, planned: u64, enabled: bool, live: Arc<Live>) -> ProgressBar {
+fn progress_bar(s: &Scenario, planned: u64, enabled: bool, live: Vec<Arc<Live>>) -> ProgressBar {
     let bar = ProgressBar::new(planned);
     if !enabled {
         bar.set_draw_target(ProgressDrawTarget::hidden());
@@ -350,17 +337,18 @@ fn progress_bar(s: &Scenario, planned: u64, enabled: bool, live: Arc<Live>) -> P
         let mut last = 0;
         while !ticker.is_finished() {
             tokio::time::sleep(Duration::from_millis(500)).await;
-            let sent = live.sent.load(Ordering::Relaxed);
-            let (name, target) = phases.get(live.phase.load(Ordering::Relaxed) as usize).cloned().unwrap_or_default();
-            ticker.set_position(sent);
+            let sum = |f: fn(&Live) -> u64| live.iter().map(|l| f(l)).sum::<u64>();
+            let done = sum(|l| l.done.load(Ordering::Relaxed));
+            let phase = live.iter().map(|l| l.phase.load(Ordering::Relaxed)).max().unwrap_or(0);
+            let (name, target) = phases.get(phase as usize).cloned().unwrap_or_default();
+            ticker.set_position(done);
             ticker.set_message(format!(
-                "{name} {target:.0}/s: sent {}/s, {} in flight, p99 {:.1} ms, {} errors",
-                (sent - last) * 2,
-                live.in_flight.load(Ordering::Relaxed),
-                live.p99_us.load(Ordering::Relaxed) as f64 / 1000.0,
-                live.errors.load(Ordering::Relaxed)
+                "{name} {target:.0}/s: done {}/s, p99 {:.1} ms, {} errors",
+                (done - last) * 2,
+                live.iter().map(|l| l.p99_us.load(Ordering::Relaxed)).max().unwrap_or(0) as f64 / 1000.0,
+                sum(|l| l.errors.load(Ordering::Relaxed))
             ));
-            last = sent;
+            last = done;
         }
     });
     bar
@@ -433,8 +421,15 @@ async fn lookup(c: &Client, path: &'static str, ids: Vec<String>) -> anyhow::Res
     Ok(found)
 }
 
-async fn verify_all(c: &Client, g: &Generator, r: &Recorder) -> anyhow::Result<Verdict> {
+/// The error prefix the README promises for a reused event id's dead letter.
+const REUSE_CONFLICT: &str = "conflict: event id reused";
+
+async fn verify_all(c: &Client, g: &Generator, r: &mut Recorder) -> anyhow::Result<Verdict> {
     let mut v = Verdict::default();
+    if r.ledger.reused.values().any(|u| u.original.is_some() && u.second.is_some()) {
+        let listed = c.get_json(&format!("/api/dead-letters?include_replayed=true&limit=10000&error_prefix={}", REUSE_CONFLICT.replace(' ', "%20"))).await?;
+        r.ledger.settle_reuses(&mut v, &g.ids, listed["items"].as_array().map(Vec::as_slice).unwrap_or_default());
+    }
     let payments: Vec<u32> = r.ledger.applied.keys().copied().collect();
     let stored = lookup(c, "/api/payments/lookup", payments.iter().map(|p| g.ids.payment(*p)).collect()).await?;
     for p in &payments {

@@ -34,6 +34,42 @@ pub struct Scenario {
     pub drain: Drain,
     #[serde(default)]
     pub gates: Gates,
+    /// A capacity search instead of a fixed load: `load.phases` are then the steps.
+    #[serde(default)]
+    pub capacity: Option<Capacity>,
+}
+
+/// Steps the offered rate up, one constant step after another, and stops past the knee:
+/// the first step whose ack p99 or send shortfall passes its limit.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Capacity {
+    pub start_rate: f64,
+    /// Added to the offered rate at every step.
+    pub step_rate: f64,
+    pub step_duration_s: f64,
+    pub max_steps: usize,
+    /// A step whose ack p99 (from schedule, 2xx) passes this is past the knee.
+    pub max_p99_ack_ms: f64,
+    /// A step that sent this much less than offered is past the knee.
+    #[serde(default = "five")]
+    pub max_shortfall_pct: f64,
+}
+
+fn five() -> f64 {
+    5.0
+}
+
+impl Capacity {
+    /// The steps as constant phases, named by their offered rate.
+    pub fn phases(&self) -> Vec<Phase> {
+        (0..self.max_steps)
+            .map(|k| {
+                let rate = self.start_rate + self.step_rate * k as f64;
+                Phase { name: format!("step {rate:.0}/s"), shape: Shape::Constant { rate }, duration_s: self.step_duration_s }
+            })
+            .collect()
+    }
 }
 
 fn default_seed() -> u64 {
@@ -59,6 +95,9 @@ pub struct Target {
     pub bin: Option<String>,
     /// Bearer token for reads when the system has ADMIN_TOKEN set.
     pub admin_token: Option<String>,
+    /// Where the load's requests go (default /api/webhooks/payment). A cheap path such as
+    /// /healthz (its 405 answers fail the run) measures the generator's own cost apart.
+    pub webhook_path: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -119,6 +158,14 @@ pub struct Workload {
     /// Events for a payment claimed by another order: accepted, then dead-lettered.
     #[serde(default)]
     pub failing_fraction: f64,
+    /// Payments whose events carry different amounts or currencies, with two events of one
+    /// rank that disagree (README "conflicts": the smaller pair wins, the payment is flagged).
+    #[serde(default)]
+    pub amount_variation_fraction: f64,
+    /// Events whose id is sent again later with another amount: the later one recorded must
+    /// become a "conflict: event id reused" dead letter.
+    #[serde(default)]
+    pub id_reuse_fraction: f64,
 }
 
 fn half() -> f64 {
@@ -143,13 +190,19 @@ impl Default for Stories {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Load {
-    /// Requests in flight at most; beyond it the send waits, but latency still counts from
+    /// Connections, each with one request in flight at most and its share of the schedule;
+    /// a request due while its connection is busy waits, but its latency still counts from
     /// the scheduled time.
     #[serde(default = "default_in_flight")]
     pub max_in_flight: usize,
     /// 429/503 answers are expected (overload scenarios) rather than unexpected.
     #[serde(default)]
     pub allow_shedding: bool,
+    /// Threads running the connection loops (default 1): one sends tens of thousands of
+    /// requests a second, and a second one takes a core from the system it measures.
+    #[serde(default)]
+    pub threads: Option<usize>,
+    #[serde(default)]
     pub phases: Vec<Phase>,
 }
 
@@ -270,6 +323,8 @@ pub struct Gates {
     pub max_drain_s: Option<f64>,
     pub max_rss_mb: Option<f64>,
     pub min_ceiling_ratio: Option<f64>,
+    /// Most CPU the spawned system may spend per accepted event over the load and drain, µs.
+    pub max_system_cpu_us_per_event: Option<f64>,
     /// Most the achieved send rate may fall behind the target, in percent.
     pub max_send_shortfall_pct: Option<f64>,
 }
@@ -284,7 +339,13 @@ impl Scenario {
     }
 
     pub fn parse(text: &str) -> Result<Self, ScenarioError> {
-        let s: Scenario = toml::from_str(text).map_err(|e| ScenarioError::Parse { path: "<text>".into(), source: Box::new(e) })?;
+        let mut s: Scenario = toml::from_str(text).map_err(|e| ScenarioError::Parse { path: "<text>".into(), source: Box::new(e) })?;
+        if let Some(c) = &s.capacity {
+            if !s.load.phases.is_empty() {
+                return Err(ScenarioError::Invalid("a [capacity] scenario makes its own steps: leave load.phases out".into()));
+            }
+            s.load.phases = c.phases();
+        }
         s.validate()?;
         Ok(s)
     }
@@ -316,6 +377,8 @@ impl Scenario {
             ("mismatch_fraction", w.mismatch_fraction),
             ("unknown_order_fraction", w.unknown_order_fraction),
             ("failing_fraction", w.failing_fraction),
+            ("amount_variation_fraction", w.amount_variation_fraction),
+            ("id_reuse_fraction", w.id_reuse_fraction),
         ];
         if let Some((name, _)) = fractions.iter().find(|(_, f)| !(0.0..=1.0).contains(f)) {
             return bad(format!("workload.{name} must be between 0 and 1"));

@@ -8,7 +8,7 @@ use std::time::Duration;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
-use crate::verify::Ledger;
+use crate::verify::{Ledger, Window};
 use crate::workload::{EventRef, Expect};
 
 /// One finished request.
@@ -21,10 +21,20 @@ pub struct Outcome {
     pub latency: Duration,
     /// Response time from the actual send: the server's part only.
     pub service: Duration,
+    /// From when the request could have gone (its due instant, or its connection's
+    /// previous response if later) to when it went: the generator's own lateness.
+    pub send_lag: Duration,
     /// `None` for a transport error or a client timeout.
     pub status: Option<u16>,
     pub expect: Expect,
     pub event: Option<EventRef>,
+}
+
+/// A per-second histogram: two significant digits and grown only to the values seen, so a
+/// second costs a few KB rather than the 172 KB of a full-range, three-digit one.
+fn small_hdr() -> Histogram<u64> {
+    // Two significant digits is within the supported range, so this cannot fail.
+    Histogram::new(2).expect("static HDR precision")
 }
 
 fn hdr() -> Histogram<u64> {
@@ -73,7 +83,10 @@ pub struct Recorder {
     by_class: BTreeMap<&'static str, Histogram<u64>>,
     all: Histogram<u64>,
     service: Histogram<u64>,
+    send_lag: Histogram<u64>,
     seconds: Vec<(Second, Histogram<u64>)>,
+    /// The latest actual send, from the start of the load.
+    pub last_send: Duration,
     pub phases: Vec<PhaseTotals>,
     pub statuses: BTreeMap<String, u64>,
     pub sent: u64,
@@ -100,7 +113,9 @@ impl Recorder {
             by_class: BTreeMap::new(),
             all: hdr(),
             service: hdr(),
+            send_lag: hdr(),
             seconds: Vec::new(),
+            last_send: Duration::ZERO,
             phases: vec![PhaseTotals::default(); phases],
             statuses: BTreeMap::new(),
             sent: 0,
@@ -117,6 +132,7 @@ impl Recorder {
         self.by_class.entry(c).or_insert_with(hdr).saturating_record(micros(o.latency));
         self.all.saturating_record(micros(o.latency));
         self.service.saturating_record(micros(o.service));
+        self.send_lag.saturating_record(micros(o.send_lag));
         *self.statuses.entry(o.status.map_or("error".into(), |s| s.to_string())).or_default() += 1;
         self.sent += 1;
         let ok = c == "2xx";
@@ -147,7 +163,9 @@ impl Recorder {
             self.unexpected_status += 1;
         }
         if let (Some(e), "2xx", Expect::Apply | Expect::DeadLetter) = (o.event, c, o.expect) {
-            self.ledger.accept(e, o.expect == Expect::DeadLetter);
+            let answered = o.scheduled + o.latency;
+            let window = Window { sent: answered.saturating_sub(o.service), answered };
+            self.ledger.accept(e, o.expect == Expect::DeadLetter, window);
         }
     }
 
@@ -155,7 +173,7 @@ impl Recorder {
         let t = o.scheduled.as_secs() as usize;
         while self.seconds.len() <= t {
             let second = Second { t: self.seconds.len() as u64, ..Default::default() };
-            self.seconds.push((second, hdr()));
+            self.seconds.push((second, small_hdr()));
         }
         let (s, h) = &mut self.seconds[t];
         s.sent += 1;
@@ -166,6 +184,61 @@ impl Recorder {
             _ => s.errors += 1,
         }
         h.saturating_record((o.latency.as_micros() as u64).max(1));
+    }
+
+    /// This record moved later by `secs` and behind `phases` earlier phases, so that a
+    /// load run in steps merges into one timeline (the capacity search).
+    pub fn shifted(mut self, secs: u64, phases: usize) -> Self {
+        let empty = (0..secs).map(|t| (Second { t, ..Default::default() }, small_hdr()));
+        self.seconds = empty.chain(self.seconds).enumerate().map(|(t, (s, h))| (Second { t: t as u64, ..s }, h)).collect();
+        self.phases = std::iter::repeat_with(PhaseTotals::default).take(phases).chain(self.phases).collect();
+        self.last_send += Duration::from_secs(secs);
+        self
+    }
+
+    /// Adds another connection thread's record to this one.
+    pub fn merge(&mut self, other: Recorder) {
+        for (c, h) in &other.by_class {
+            let _ = self.by_class.entry(c).or_insert_with(hdr).add(h);
+        }
+        let _ = self.all.add(&other.all);
+        let _ = self.service.add(&other.service);
+        let _ = self.send_lag.add(&other.send_lag);
+        for (t, (s, h)) in other.seconds.into_iter().enumerate() {
+            while self.seconds.len() <= t {
+                let second = Second { t: self.seconds.len() as u64, ..Default::default() };
+                self.seconds.push((second, small_hdr()));
+            }
+            let (mine, mh) = &mut self.seconds[t];
+            mine.sent += s.sent;
+            mine.accepted += s.accepted;
+            mine.refused += s.refused;
+            mine.shed += s.shed;
+            mine.errors += s.errors;
+            let _ = mh.add(&h);
+        }
+        if self.phases.len() < other.phases.len() {
+            self.phases.resize(other.phases.len(), PhaseTotals::default());
+        }
+        for (p, o) in self.phases.iter_mut().zip(other.phases) {
+            p.sent += o.sent;
+            p.accepted += o.accepted;
+            p.last_scheduled_s = p.last_scheduled_s.max(o.last_scheduled_s);
+        }
+        for (k, n) in other.statuses {
+            *self.statuses.entry(k).or_default() += n;
+        }
+        self.sent += other.sent;
+        self.accepted += other.accepted;
+        self.unexpected_status += other.unexpected_status;
+        self.invalid_accepted += other.invalid_accepted;
+        self.last_send = self.last_send.max(other.last_send);
+        self.ledger.merge(other.ledger);
+    }
+
+    /// The generator's own lateness in sending (see `Outcome::send_lag`).
+    pub fn send_lag(&self) -> Percentiles {
+        Percentiles::of(&self.send_lag)
     }
 
     pub fn p99_ms(&self) -> f64 {
@@ -225,7 +298,8 @@ pub fn merge_workers(each: &[serde_json::Value]) -> serde_json::Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use webhooks::domain::EventType;
+    use crate::oracle::EventType;
+    use crate::workload::Reuse;
 
     fn outcome(status: Option<u16>, expect: Expect, latency_ms: u64) -> Outcome {
         Outcome {
@@ -233,9 +307,10 @@ mod tests {
             scheduled: Duration::from_millis(1500),
             latency: Duration::from_millis(latency_ms),
             service: Duration::from_millis(1),
+            send_lag: Duration::from_micros(20),
             status,
             expect,
-            event: Some(EventRef { payment: 0, id: 1, ty: EventType::Success }),
+            event: Some(EventRef { payment: 0, id: 1, ty: EventType::Success, amount: 1, currency: "USD", reuse: Reuse::No }),
         }
     }
 
@@ -266,6 +341,24 @@ mod tests {
         let t = r.timeline_out();
         assert_eq!(t.len(), 2);
         assert_eq!((t[1].sent, t[1].accepted), (4, 4));
+    }
+
+    #[test]
+    fn merged_recorders_add_up_like_one() {
+        let (mut one, mut a, mut b) = (Recorder::new(1, false), Recorder::new(1, false), Recorder::new(1, false));
+        for (i, ms) in [1u64, 5, 900, 2, 3000].into_iter().enumerate() {
+            let o = Outcome { scheduled: Duration::from_millis(700 * i as u64), ..outcome(Some(if ms > 800 { 503 } else { 200 }), Expect::Apply, ms) };
+            one.record(&o);
+            if i % 2 == 0 { a.record(&o) } else { b.record(&o) }
+        }
+        a.merge(b);
+        assert_eq!((a.sent, a.accepted, a.unexpected_status), (one.sent, one.accepted, one.unexpected_status));
+        assert_eq!(a.statuses, one.statuses);
+        assert_eq!(a.latency_by_class().len(), one.latency_by_class().len());
+        assert_eq!(a.accepted_latency().max_ms, one.accepted_latency().max_ms);
+        let (ta, t1) = (a.timeline_out(), one.timeline_out());
+        assert_eq!(ta.len(), t1.len());
+        assert!(ta.iter().zip(&t1).all(|(x, y)| (x.sent, x.errors, x.p99_ms) == (y.sent, y.errors, y.p99_ms)));
     }
 
     #[test]

@@ -1,17 +1,20 @@
 //! The seeded event stream: orders, payments and their stories, with duplicates, shuffled
 //! (out-of-order) deliveries, invalid payloads, bad signatures, amount mismatches, unknown
-//! orders and events that must end as dead letters. The same seed gives the same stream.
+//! orders, events that must end as dead letters, amounts and currencies that vary within a
+//! payment, and event ids reused with another payload. The same seed gives the same stream.
 
 use std::collections::VecDeque;
 
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{RngExt, SeedableRng};
-use serde_json::json;
-use webhooks::domain::EventType;
-use webhooks::ingress::signature::sign;
+use crate::oracle::{Charge, EventType};
 
-use crate::scenario::{Scheme, Signing, Workload};
+use std::fmt::Write as _;
+use std::io::Write as _;
+
+use crate::scenario::{Scheme, Workload};
+use crate::sign::{SigHeaders, Signer};
 
 /// What the system must do with a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,14 +27,35 @@ pub enum Expect {
     Refuse,
 }
 
-/// A request ready to send: body and headers are final, signatures included.
-#[derive(Debug, Clone)]
-pub struct Prepared {
-    pub body: Vec<u8>,
-    pub headers: Vec<(&'static str, String)>,
+/// One request of the stream, decided but not yet written: rendering it into bytes is
+/// left to the connection that sends it, into its own reused buffers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Planned {
+    pub kind: Kind,
     pub expect: Expect,
+    /// The unix second it is signed for; a resend keeps its original's, so it is byte-identical.
+    pub ts: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// A valid event; `order` is the order it names (another than its payment's for a
+    /// dead-letter event).
+    Event { e: EventRef, order: OrderRef },
+    /// One of the malformed bodies, numbered `n` in the stream.
+    Invalid { variant: u8, n: u64 },
+    /// A valid body signed with a key the system does not know.
+    Forged { n: u64 },
+}
+
+impl Planned {
     /// The event it carries, for the ledger, when it is a valid or dead-letter event.
-    pub event: Option<EventRef>,
+    pub fn event(&self) -> Option<EventRef> {
+        match self.kind {
+            Kind::Event { e, .. } => Some(e),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,6 +63,26 @@ pub struct EventRef {
     pub payment: u32,
     pub id: u64,
     pub ty: EventType,
+    pub amount: i64,
+    pub currency: &'static str,
+    pub reuse: Reuse,
+}
+
+impl EventRef {
+    pub fn charge(&self) -> Charge<'static> {
+        Charge { ty: self.ty, amount: self.amount, currency: self.currency }
+    }
+}
+
+/// An event id sent twice with different payloads: the system keeps the one it records
+/// first and dead-letters the other as "conflict: event id reused".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reuse {
+    No,
+    /// The first payload under an id that is reused later.
+    Original,
+    /// The later payload under an already used id.
+    Second,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,10 +106,7 @@ pub struct Ids {
 
 impl Ids {
     pub fn order(&self, o: OrderRef) -> String {
-        match o {
-            OrderRef::Created(i) => format!("{}-o{i}", self.prefix),
-            OrderRef::Unknown(i) => format!("{}-u{i}", self.prefix),
-        }
+        OrderName(&self.prefix, o).to_string()
     }
     pub fn payment(&self, p: u32) -> String {
         format!("{}-p{p}", self.prefix)
@@ -77,13 +118,15 @@ impl Ids {
 
 /// Requests between an event and its non-concurrent resend, at most.
 const RESEND_WINDOW: usize = 200;
+/// The currency of every order; a varied payment event may carry the other one.
+pub const CURRENCY: &str = "USD";
+const OTHER_CURRENCY: &str = "EUR";
 /// Payments whose events are interleaved together; spreads a payment's events apart.
 const GROUP: usize = 32;
 
 pub struct Generator {
     rng: StdRng,
     w: Workload,
-    signing: Signing,
     pub ids: Ids,
     /// Total amount of each created order.
     pub orders: Vec<i64>,
@@ -91,21 +134,20 @@ pub struct Generator {
     /// Payments claimed by one order in the setup phase, with the other order their
     /// load-phase events name (so those events must be dead-lettered).
     pub claimed: Vec<(u32, u32)>,
-    upcoming: VecDeque<(u32, EventType)>,
-    resends: VecDeque<(usize, Prepared)>,
+    upcoming: VecDeque<(u32, Charge<'static>)>,
+    resends: VecDeque<(usize, Planned)>,
     next_event: u64,
     unknown_orders: u32,
     sent: usize,
 }
 
 impl Generator {
-    pub fn new(w: &Workload, signing: &Signing, seed: u64, prefix: String, expected_events: u64) -> Self {
+    pub fn new(w: &Workload, seed: u64, prefix: String, expected_events: u64) -> Self {
         let mut rng = StdRng::seed_from_u64(seed);
         let orders = (0..w.orders).map(|_| rng.random_range(100..100_000i64)).collect();
         let mut g = Self {
             rng,
             w: w.clone(),
-            signing: signing.clone(),
             ids: Ids { prefix },
             orders,
             payments: Vec::new(),
@@ -134,13 +176,13 @@ impl Generator {
     }
 
     /// The setup events that claim payments for their owner orders, sent before the load.
-    pub fn claims(&mut self, ts: i64) -> Vec<Prepared> {
+    pub fn claims(&mut self, ts: i64) -> Vec<Planned> {
         let claimed = self.claimed.clone();
-        claimed.into_iter().map(|(p, _)| self.event(p, EventType::Pending, None, ts, Expect::Apply)).collect()
+        claimed.into_iter().map(|(p, _)| self.event(p, self.base(p, EventType::Pending), None, ts, Expect::Apply)).collect()
     }
 
     /// The next request of the stream, signed for `ts` (the unix second it is due).
-    pub fn next(&mut self, ts: i64) -> Prepared {
+    pub fn next(&mut self, ts: i64) -> Planned {
         self.sent += 1;
         if let Some(pos) = self.resends.iter().position(|(due, _)| *due <= self.sent) {
             if let Some((_, r)) = self.resends.remove(pos) {
@@ -151,46 +193,63 @@ impl Generator {
         let (invalid, bad_sig, failing) = (w.invalid_fraction, w.bad_signature_fraction, w.failing_fraction);
         let u: f64 = self.rng.random();
         if u < invalid {
-            return self.invalid(ts);
+            let variant = self.rng.random_range(0..INVALID_BODIES);
+            return Planned { kind: Kind::Invalid { variant, n: self.sent as u64 }, expect: Expect::Refuse, ts };
         }
         if u < invalid + bad_sig {
-            return self.bad_signature(ts);
+            return Planned { kind: Kind::Forged { n: self.sent as u64 }, expect: Expect::Refuse, ts };
         }
         if u < invalid + bad_sig + failing && !self.claimed.is_empty() {
             let (p, other) = self.claimed[self.rng.random_range(0..self.claimed.len())];
-            return self.event(p, EventType::Success, Some(OrderRef::Created(other)), ts, Expect::DeadLetter);
+            let charge = self.base(p, EventType::Success);
+            return self.event(p, charge, Some(OrderRef::Created(other)), ts, Expect::DeadLetter);
         }
-        let (p, ty) = self.next_valid();
-        let r = self.event(p, ty, None, ts, Expect::Apply);
+        let (p, charge) = self.next_valid();
+        let mut r = self.event(p, charge, None, ts, Expect::Apply);
+        if self.rng.random::<f64>() < self.w.id_reuse_fraction {
+            r = self.reuse_later(r);
+        }
         if self.rng.random::<f64>() < self.w.duplicate_fraction {
             let gap = if self.rng.random::<f64>() < self.w.concurrent_duplicate_fraction { 0 } else { self.rng.random_range(1..RESEND_WINDOW) };
-            self.resends.push_back((self.sent + gap, r.clone()));
+            self.resends.push_back((self.sent + gap, r));
         }
         r
     }
 
-    fn next_valid(&mut self) -> (u32, EventType) {
+    /// Marks `r` as reused and plans its second payload (another amount under the same id)
+    /// after at least a resend window, so it is usually sent after `r` was answered.
+    fn reuse_later(&mut self, mut r: Planned) -> Planned {
+        if let Kind::Event { e, order } = r.kind {
+            let second = EventRef { amount: e.amount + 2, reuse: Reuse::Second, ..e };
+            let gap = self.rng.random_range(RESEND_WINDOW..2 * RESEND_WINDOW);
+            self.resends.push_back((self.sent + gap, Planned { kind: Kind::Event { e: second, order }, ..r }));
+            r.kind = Kind::Event { e: EventRef { reuse: Reuse::Original, ..e }, order };
+        }
+        r
+    }
+
+    fn next_valid(&mut self) -> (u32, Charge<'static>) {
         if self.upcoming.is_empty() {
             self.refill();
         }
         // refill always adds at least one event per payment.
-        self.upcoming.pop_front().unwrap_or((0, EventType::Pending))
+        self.upcoming.pop_front().unwrap_or((0, Charge { ty: EventType::Pending, amount: 1, currency: CURRENCY }))
     }
 
     /// A group of new payments, their events interleaved round-robin.
     fn refill(&mut self) {
-        let mut lives: Vec<(u32, Vec<EventType>)> = (0..GROUP).map(|_| self.new_story()).collect();
+        let mut lives: Vec<(u32, Vec<Charge<'static>>)> = (0..GROUP).map(|_| self.new_story()).collect();
         let longest = lives.iter().map(|(_, l)| l.len()).max().unwrap_or(0);
         for step in 0..longest {
             for (p, life) in lives.iter_mut() {
-                if let Some(ty) = life.get(step) {
-                    self.upcoming.push_back((*p, *ty));
+                if let Some(c) = life.get(step) {
+                    self.upcoming.push_back((*p, *c));
                 }
             }
         }
     }
 
-    fn new_story(&mut self) -> (u32, Vec<EventType>) {
+    fn new_story(&mut self) -> (u32, Vec<Charge<'static>>) {
         use EventType::*;
         let order = if self.rng.random::<f64>() < self.w.unknown_order_fraction {
             self.unknown_orders += 1;
@@ -205,7 +264,7 @@ impl Generator {
         let amount = if self.rng.random::<f64>() < self.w.mismatch_fraction { total + 1 } else { total };
         let s = &self.w.stories;
         let pick = self.rng.random::<f64>() * (s.paid + s.failed + s.retried + s.refunded);
-        let mut life = if pick < s.paid {
+        let life = if pick < s.paid {
             vec![Pending, Success]
         } else if pick < s.paid + s.failed {
             vec![Pending, Failed]
@@ -214,67 +273,138 @@ impl Generator {
         } else {
             vec![Pending, Success, Refunded]
         };
+        let mut life: Vec<Charge<'static>> = life.into_iter().map(|ty| Charge { ty, amount, currency: CURRENCY }).collect();
+        if self.rng.random::<f64>() < self.w.amount_variation_fraction {
+            self.vary(&mut life);
+        }
         if self.rng.random::<f64>() < self.w.out_of_order_fraction {
             life.shuffle(&mut self.rng);
         }
         (self.new_payment(order, amount), life)
     }
 
-    fn event(&mut self, p: u32, ty: EventType, order: Option<OrderRef>, ts: i64, expect: Expect) -> Prepared {
+    /// Gives each event of a story its own amount or currency around the payment's, and adds
+    /// one more event of a rank the story has with another pair, so that events of one rank
+    /// disagree (the same-rank conflict rule) as well as events of different ranks.
+    fn vary(&mut self, life: &mut Vec<Charge<'static>>) {
+        let base = life.first().map(|c| c.amount).unwrap_or(1);
+        let variant = |rng: &mut StdRng, not: Option<(i64, &str)>| loop {
+            let (amount, currency) = match rng.random_range(0..4) {
+                0 => (base, CURRENCY),
+                1 => (base - 1, CURRENCY),
+                2 => (base + 1, CURRENCY),
+                _ => (base, OTHER_CURRENCY),
+            };
+            if not != Some((amount, currency)) {
+                return (amount, currency);
+            }
+        };
+        for c in life.iter_mut() {
+            (c.amount, c.currency) = variant(&mut self.rng, None);
+        }
+        let twin = life[self.rng.random_range(0..life.len())];
+        let (amount, currency) = variant(&mut self.rng, Some((twin.amount, twin.currency)));
+        life.push(Charge { amount, currency, ..twin });
+    }
+
+    /// The payment's own amount and currency, for events that do not vary.
+    fn base(&self, p: u32, ty: EventType) -> Charge<'static> {
+        Charge { ty, amount: self.payments[p as usize].amount, currency: CURRENCY }
+    }
+
+    fn event(&mut self, p: u32, c: Charge<'static>, order: Option<OrderRef>, ts: i64, expect: Expect) -> Planned {
         let id = self.next_event;
         self.next_event += 1;
-        let spec = &self.payments[p as usize];
-        let body = json!({
-            "event_type": ty.as_str(),
-            "payment_id": self.ids.payment(p),
-            "order_id": self.ids.order(order.unwrap_or(spec.order)),
-            "amount": spec.amount,
-            "currency": "USD",
-            "event_id": self.ids.event(id),
-        })
-        .to_string()
-        .into_bytes();
-        let headers = self.sign(&self.ids.event(id), ts, &body, false);
-        Prepared { body, headers, expect, event: Some(EventRef { payment: p, id, ty }) }
+        let order = order.unwrap_or(self.payments[p as usize].order);
+        let e = EventRef { payment: p, id, ty: c.ty, amount: c.amount, currency: c.currency, reuse: Reuse::No };
+        Planned { kind: Kind::Event { e, order }, expect, ts }
+    }
+}
+
+/// Kinds of malformed body in the stream.
+const INVALID_BODIES: u8 = 5;
+
+/// Turns planned requests into bytes: the body written into a reused buffer from the ids
+/// and amounts that change, then signed; one per connection, so nothing is shared per send.
+#[derive(Clone)]
+pub struct Renderer {
+    ids: Ids,
+    signer: Signer,
+    pub body: Vec<u8>,
+    pub id: String,
+    pub sig: SigHeaders,
+}
+
+impl Renderer {
+    pub fn new(ids: Ids, signer: Signer) -> Self {
+        Self { ids, signer, body: Vec::with_capacity(256), id: String::with_capacity(64), sig: SigHeaders::default() }
     }
 
-    fn invalid(&mut self, ts: i64) -> Prepared {
-        let p = self.ids.payment(0);
-        let o = self.ids.order(OrderRef::Created(0));
-        let bodies = [
-            json!({"event_type": "payment.success", "payment_id": p, "order_id": o, "amount": -5, "currency": "USD"}).to_string(),
-            json!({"event_type": "payment.success", "payment_id": p, "order_id": o, "amount": 5, "currency": "usd"}).to_string(),
-            json!({"event_type": "payment.stolen", "payment_id": p, "order_id": o, "amount": 5, "currency": "USD"}).to_string(),
-            json!({"event_type": "payment.success", "payment_id": p, "order_id": o, "currency": "USD"}).to_string(),
-            format!(r#"{{"event_type":"payment.success","payment_id":"{p}","amount":"#),
-        ];
-        let body = bodies[self.rng.random_range(0..bodies.len())].clone().into_bytes();
-        let id = format!("{}-bad{}", self.ids.prefix, self.sent);
-        let headers = self.sign(&id, ts, &body, false);
-        Prepared { body, headers, expect: Expect::Refuse, event: None }
+    pub fn scheme(&self) -> Scheme {
+        self.signer.scheme()
     }
 
-    fn bad_signature(&mut self, ts: i64) -> Prepared {
-        let body = json!({"event_type": "payment.success", "payment_id": self.ids.payment(0),
-                          "order_id": self.ids.order(OrderRef::Created(0)), "amount": 1, "currency": "USD"})
-        .to_string()
-        .into_bytes();
-        let id = format!("{}-forged{}", self.ids.prefix, self.sent);
-        let headers = self.sign(&id, ts, &body, true);
-        Prepared { body, headers, expect: Expect::Refuse, event: None }
+    /// Writes `p`'s body, message id and signature into this renderer's buffers.
+    pub fn render(&mut self, p: &Planned) {
+        self.body.clear();
+        self.id.clear();
+        let pfx = &self.ids.prefix;
+        // Writing into a Vec or String cannot fail.
+        let _ = match p.kind {
+            Kind::Event { e, order } => {
+                let _ = write!(self.id, "{pfx}-e{}", e.id);
+                write!(
+                    self.body,
+                    r#"{{"event_type":"{}","payment_id":"{pfx}-p{}","order_id":"{}","amount":{},"currency":"{}","event_id":"{}"}}"#,
+                    e.ty.as_str(),
+                    e.payment,
+                    OrderName(pfx, order),
+                    e.amount,
+                    e.currency,
+                    self.id
+                )
+            }
+            Kind::Invalid { variant, n } => {
+                let _ = write!(self.id, "{pfx}-bad{n}");
+                let (ty, rest) = match variant {
+                    0 => ("payment.success", r#","amount":-5,"currency":"USD"}"#),
+                    1 => ("payment.success", r#","amount":5,"currency":"usd"}"#),
+                    2 => ("payment.stolen", r#","amount":5,"currency":"USD"}"#),
+                    _ => ("payment.success", r#","currency":"USD"}"#),
+                };
+                if variant >= INVALID_BODIES - 1 {
+                    write!(self.body, r#"{{"event_type":"payment.success","payment_id":"{pfx}-p0","amount":"#)
+                } else {
+                    write!(self.body, r#"{{"event_type":"{ty}","payment_id":"{pfx}-p0","order_id":"{pfx}-o0"{rest}"#)
+                }
+            }
+            Kind::Forged { n } => {
+                let _ = write!(self.id, "{pfx}-forged{n}");
+                write!(self.body, r#"{{"event_type":"payment.success","payment_id":"{pfx}-p0","order_id":"{pfx}-o0","amount":1,"currency":"USD"}}"#)
+            }
+        };
+        self.signer.sign(&self.id, p.ts, &self.body, matches!(p.kind, Kind::Forged { .. }), &mut self.sig);
     }
 
-    fn sign(&self, id: &str, ts: i64, body: &[u8], forge: bool) -> Vec<(&'static str, String)> {
-        // A forger signs with a key of its own.
-        let secret = if forge { "whsec_Zm9yZ2VkLWtleS1mb3ItdGVzdHM=" } else { self.signing.secret.as_str() };
-        match self.signing.scheme {
-            Scheme::None => Vec::new(),
-            Scheme::Standard => vec![
-                ("webhook-id", id.to_owned()),
-                ("webhook-timestamp", ts.to_string()),
-                ("webhook-signature", sign::standard(secret, id, ts, body).unwrap_or_default()),
-            ],
-            Scheme::Stripe => vec![("stripe-signature", sign::stripe(secret, ts, body).unwrap_or_default())],
+    /// The signature headers of the last rendered request, by name; no allocation.
+    pub fn headers(&self) -> impl Iterator<Item = (&'static str, &str)> {
+        let (sig, ts, id) = (self.sig.signature.as_str(), self.sig.timestamp.as_str(), self.id.as_str());
+        let (list, n) = match self.scheme() {
+            Scheme::None => ([("", ""); 3], 0),
+            Scheme::Standard => ([("webhook-id", id), ("webhook-timestamp", ts), ("webhook-signature", sig)], 3),
+            Scheme::Stripe => ([("stripe-signature", sig), ("", ""), ("", "")], 1),
+        };
+        list.into_iter().take(n)
+    }
+}
+
+struct OrderName<'a>(&'a str, OrderRef);
+
+impl std::fmt::Display for OrderName<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.1 {
+            OrderRef::Created(i) => write!(f, "{}-o{i}", self.0),
+            OrderRef::Unknown(i) => write!(f, "{}-u{i}", self.0),
         }
     }
 }
@@ -296,16 +426,33 @@ mod tests {
             mismatch_fraction: 0.1,
             unknown_order_fraction: 0.1,
             failing_fraction: 0.02,
+            amount_variation_fraction: 0.0,
+            id_reuse_fraction: 0.0,
         }
     }
 
-    fn signing() -> Signing {
-        Signing { scheme: Scheme::Standard, secret: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into() }
+    fn renderer(g: &Generator) -> Renderer {
+        let signer = Signer::new(Scheme::Standard, "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap();
+        Renderer::new(g.ids.clone(), signer)
     }
 
-    fn stream(seed: u64) -> Vec<(Vec<u8>, Vec<(&'static str, String)>)> {
-        let mut g = Generator::new(&workload(), &signing(), seed, "t".into(), 2000);
-        (0..2000).map(|i| g.next(1_700_000_000 + i / 100)).map(|p| (p.body, p.headers)).collect()
+    type Bytes = (Vec<u8>, String, SigHeaders);
+
+    fn rendered(g: &mut Generator, n: i64) -> Vec<(Planned, Bytes)> {
+        let planned: Vec<Planned> = (0..n).map(|i| g.next(1_700_000_000 + i / 100)).collect();
+        let mut r = renderer(g);
+        planned
+            .into_iter()
+            .map(|p| {
+                r.render(&p);
+                (p, (r.body.clone(), r.id.clone(), r.sig.clone()))
+            })
+            .collect()
+    }
+
+    fn stream(seed: u64) -> Vec<Bytes> {
+        let mut g = Generator::new(&workload(), seed, "t".into(), 2000);
+        rendered(&mut g, 2000).into_iter().map(|(_, b)| b).collect()
     }
 
     #[test]
@@ -316,13 +463,13 @@ mod tests {
 
     #[test]
     fn the_mix_has_every_kind_in_about_the_asked_proportions() {
-        let mut g = Generator::new(&workload(), &signing(), 1, "t".into(), 10_000);
-        let all: Vec<Prepared> = (0..10_000).map(|_| g.next(1_700_000_000)).collect();
+        let mut g = Generator::new(&workload(), 1, "t".into(), 10_000);
+        let all: Vec<Planned> = (0..10_000).map(|_| g.next(1_700_000_000)).collect();
         let count = |e: Expect| all.iter().filter(|p| p.expect == e).count();
         let refused = count(Expect::Refuse);
         assert!((700..1300).contains(&refused), "{refused} refused of 10000 (10% asked)");
         assert!(count(Expect::DeadLetter) > 50);
-        let mut ids: Vec<u64> = all.iter().filter_map(|p| p.event.map(|e| e.id)).collect();
+        let mut ids: Vec<u64> = all.iter().filter_map(|p| p.event().map(|e| e.id)).collect();
         let events = ids.len();
         ids.sort();
         ids.dedup();
@@ -333,13 +480,40 @@ mod tests {
 
     #[test]
     fn resends_are_byte_identical() {
-        let mut g = Generator::new(&workload(), &signing(), 3, "t".into(), 5000);
-        let all: Vec<Prepared> = (0..5000).map(|_| g.next(1_700_000_000)).collect();
+        let mut g = Generator::new(&workload(), 3, "t".into(), 5000);
         let mut by_id = std::collections::HashMap::new();
-        for p in all.iter().filter(|p| p.event.is_some()) {
-            let prev = by_id.insert(p.event.map(|e| e.id), (&p.body, &p.headers));
-            if let Some(prev) = prev {
-                assert_eq!(prev, (&p.body, &p.headers));
+        for (p, bytes) in rendered(&mut g, 5000).into_iter().filter(|(p, _)| p.event().is_some()) {
+            if let Some(prev) = by_id.insert(p.event().map(|e| e.id), bytes.clone()) {
+                assert_eq!(prev, bytes);
+            }
+        }
+    }
+
+    /// Every rendered valid body is JSON with the fields the system reads, and every
+    /// malformed one is refused for the reason it was made for.
+    #[test]
+    fn rendered_bodies_are_what_they_claim() {
+        let mut g = Generator::new(&workload(), 5, "t".into(), 3000);
+        for (p, (body, id, sig)) in rendered(&mut g, 3000) {
+            let parsed: Result<serde_json::Value, _> = serde_json::from_slice(&body);
+            assert!(sig.signature.starts_with("v1,"), "{sig:?}");
+            match p.kind {
+                Kind::Event { e, order, .. } => {
+                    let v = parsed.expect("valid event body");
+                    assert_eq!(v["event_id"], id.as_str());
+                    assert_eq!(v["payment_id"], g.ids.payment(e.payment));
+                    assert_eq!(v["order_id"], g.ids.order(order));
+                    assert_eq!(v["event_type"], e.ty.as_str());
+                    assert_eq!(v["amount"], e.amount);
+                    assert_eq!(v["currency"], e.currency);
+                }
+                Kind::Invalid { variant, .. } if variant == INVALID_BODIES - 1 => assert!(parsed.is_err()),
+                Kind::Invalid { .. } => {
+                    let v = parsed.expect("well-formed JSON with a bad field");
+                    let bad = v["amount"].as_i64().is_none_or(|a| a < 0) || v["currency"] != "USD" || v["event_type"] == "payment.stolen";
+                    assert!(bad, "{v}");
+                }
+                Kind::Forged { .. } => assert!(parsed.is_ok() && id.contains("forged")),
             }
         }
     }

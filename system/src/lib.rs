@@ -24,6 +24,7 @@ pub mod config;
 pub mod datadir;
 pub mod dlq;
 pub mod domain;
+pub mod fault;
 pub mod ingress;
 pub mod logging;
 pub mod metrics;

@@ -17,6 +17,18 @@ use webhooks::config::{ServerArgs, StorageArgs, WorkerArgs};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Test-only: apply stale events (see `webhooks::fault`).
+    #[cfg(feature = "fault-injection")]
+    #[arg(long, hide = true, global = true, env = "WEBHOOKS_FAULT_SKIP_STALE_RULE")]
+    fault_skip_stale_rule: bool,
+    /// Test-only: the larger of two disagreeing same-rank amounts wins.
+    #[cfg(feature = "fault-injection")]
+    #[arg(long, hide = true, global = true, env = "WEBHOOKS_FAULT_LARGER_AMOUNT_WINS")]
+    fault_larger_amount_wins: bool,
+    /// Test-only: CPU microseconds burnt per webhook, to show that the CI speed gates trip.
+    #[cfg(feature = "fault-injection")]
+    #[arg(long, hide = true, global = true, env = "WEBHOOKS_FAULT_BUSY_US", default_value_t = 0)]
+    fault_busy_us: u64,
     /// Log lines as text (coloured only on a terminal, never with NO_COLOR set) or as JSON
     /// objects for log shippers.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
@@ -90,9 +102,11 @@ enum DlqAction {
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+pub(crate) async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     logging::init(cli.log_format, "info");
+    #[cfg(feature = "fault-injection")]
+    inject_faults(&cli);
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));
     match cli.command {
@@ -113,6 +127,22 @@ async fn main() -> anyhow::Result<()> {
 
 async fn bind(server: &ServerArgs) -> anyhow::Result<TcpListener> {
     TcpListener::bind(server.listen).await.with_context(|| format!("cannot listen on {}", server.listen))
+}
+
+#[cfg(feature = "fault-injection")]
+fn inject_faults(cli: &Cli) {
+    if cli.fault_skip_stale_rule {
+        tracing::warn!("fault injection: the stale-event rule is OFF; this system is wrong on purpose");
+        webhooks::fault::skip_stale_rule();
+    }
+    if cli.fault_larger_amount_wins {
+        tracing::warn!("fault injection: the larger same-rank amount wins; this system is wrong on purpose");
+        webhooks::fault::let_larger_amount_win();
+    }
+    if cli.fault_busy_us > 0 {
+        tracing::warn!(us = cli.fault_busy_us, "fault injection: CPU burnt per webhook; this system is slow on purpose");
+        webhooks::fault::busy_per_event(cli.fault_busy_us);
+    }
 }
 
 /// SIGINT or SIGTERM starts a graceful shutdown; a second signal is left to the default

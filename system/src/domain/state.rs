@@ -145,7 +145,7 @@ pub fn decide(event: &PaymentEvent, payment: Option<&Payment>, order: Option<&Or
                 claimed: event.order_id.clone(),
             })
         }
-        Some(current) if incoming < current.status => (current.clone(), Outcome::Stale),
+        Some(current) if incoming < current.status && !crate::fault::skips_stale_rule() => (current.clone(), Outcome::Stale),
         Some(current) if incoming == current.status => same_rank(current, event),
         _ => (
             Payment {
@@ -173,7 +173,7 @@ fn same_rank(current: &Payment, event: &PaymentEvent) -> (Payment, Outcome) {
     if held == claimed {
         return (current.clone(), Outcome::Stale);
     }
-    let (currency, amount) = held.min(claimed);
+    let (currency, amount) = if crate::fault::larger_amount_wins() { held.max(claimed) } else { held.min(claimed) };
     let payment = Payment { amount, currency: currency.to_owned(), conflicted: true, ..current.clone() };
     (payment, Outcome::Conflict)
 }

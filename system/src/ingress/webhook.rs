@@ -35,6 +35,7 @@ pub async fn receive(State(app): State<AppState>, headers: HeaderMap, body: Body
 }
 
 async fn accept(app: &AppState, headers: &HeaderMap, body: Body) -> Result<Accepted, ApiError> {
+    crate::fault::busy_work();
     require_json(headers)?;
     let bytes = read_limited(headers, body, app.max_body).await?;
     readable_transport_id(headers)?;
