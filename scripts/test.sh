@@ -17,6 +17,13 @@ on_failure() {
 }
 trap on_failure ERR
 
+# The report's browser test (loadgen/tests/report_browser.rs) drives headless Chromium
+# through chromedriver; Debian packages both.
+if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
+  DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver
+fi
+
 # loadgen's oracle test (loadgen/tests/oracle.rs) needs a deliberately wrong system: built
 # with the test-only feature and kept apart, before the real one is built over it.
 cargo build --release -p system --features fault-injection --bin webhooks
@@ -30,6 +37,10 @@ command -v cargo-deny >/dev/null || cargo install cargo-deny --locked
 cargo deny check licenses bans sources
 
 cargo bench --workspace --no-run
+
+# Instruction counts of the hot paths against the checked-in baseline (Callgrind: the same
+# figure on a busy machine); installs valgrind and the pinned gungraun-runner if missing.
+scripts/instructions.sh check
 
 # The CI load gate: strict correctness, loose speed floors (scenarios/ci.toml). The build
 # left gigabytes of dirty pages; flush them first, so that their writeback does not compete
