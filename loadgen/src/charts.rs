@@ -173,7 +173,8 @@ where
     X::CoordDescType: Ranged<ValueType = f64> + ValueFormatter<f64>,
 {
     let fail = |e: &dyn std::fmt::Display| ChartError { chart: title.into(), message: e.to_string() };
-    let y_top = upper(lines, |p| p.1).max(1e-3) * 1.1;
+    // A flat zero line (an idle queue) gets a 0..1 axis rather than ticks in thousandths.
+    let y_top = upper(lines, |p| p.1).max(1.0) * 1.1;
     let mut svg = String::new();
     {
         let root = SVGBackend::with_string(&mut svg, SIZE).into_drawing_area();
