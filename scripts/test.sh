@@ -31,8 +31,8 @@ trap on_failure ERR
 # `cargo test` below replaces with the real one.
 cargo test --release -p system --features fault-injection --test cli --no-run
 
-# The console's browser test (system/tests/console.rs) drives headless Chromium through
-# chromedriver; Debian packages both.
+# The browser tests (system/tests/console.rs, loadgen/tests/report_browser.rs) drive headless
+# Chromium through chromedriver; Debian packages both.
 if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
   DEBIAN_FRONTEND=noninteractive apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver
@@ -49,6 +49,10 @@ command -v cargo-deny >/dev/null || cargo install cargo-deny --locked
 cargo deny check licenses bans sources
 
 cargo bench --workspace --no-run
+
+# Instruction counts of the hot paths against the checked-in baseline (Callgrind: the same
+# figure on a busy machine); installs valgrind and the pinned gungraun-runner if missing.
+scripts/instructions.sh check
 
 # The CI load gate: strict correctness, loose speed floors (scenarios/ci.toml). The build
 # left gigabytes of dirty pages; flush them first, so that their writeback does not compete

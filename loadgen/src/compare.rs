@@ -1,9 +1,13 @@
-//! `loadgen compare BASE.json NEW.json`: the differences that matter, and a verdict.
+//! `loadgen compare BASE.json NEW.json`: the differences that matter, a verdict, and
+//! optionally a page with both runs' charts overlaid.
 
 use std::path::Path;
 
 use anyhow::Context;
+use serde::Deserialize;
 use serde_json::Value;
+
+use crate::charts::{self, ChartError, RunData};
 
 /// Reads a report.json; every error names the file.
 pub fn read_report(path: &Path) -> anyhow::Result<Value> {
@@ -52,6 +56,13 @@ pub fn compare(base: &Value, new: &Value, tolerance: f64) -> (String, bool) {
         out.push_str(&format!("{name:<22} {b:>12} {n:>12} {:>9} {}\n", "", if worse { "REGRESSION" } else { "" }));
     }
     (out, ok)
+}
+
+/// compare.html: the table, then each chart with base and new overlaid. A report without
+/// some series (an older loadgen's) draws those lines empty rather than failing.
+pub fn html(base: &Value, new: &Value, table: &str) -> Result<String, ChartError> {
+    let data = |v: &Value| RunData::deserialize(v).unwrap_or_default();
+    Ok(charts::page("loadgen compare: base and new", table, &charts::compared(&data(base), &data(new))?))
 }
 
 #[cfg(test)]

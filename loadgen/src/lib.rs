@@ -7,16 +7,19 @@
 //! - `run`: spawn or reach the system, set up, fire, drain, verify; `engine`: the
 //!   connection loops that fire; `sign`: loadgen's own request signing.
 //! - `oracle`: loadgen's own model of the payment and order rules; `stats`: histograms
-//!   and timelines; `verify`: the expected end state against the stored one; `report`: files
+//!   and timelines; `sampler`: the system's queue depth, processing rate and end-to-end
+//!   latency once a second; `charts`: the report's SVG charts; `verify`: the expected end state against the stored one; `report`: files
 //!   and gates; `compare`: regression checks between two reports; `spawn`: child processes.
 
 pub mod capacity;
+pub mod charts;
 pub mod compare;
 pub mod engine;
 pub mod oracle;
 pub mod plan;
 pub mod report;
 pub mod run;
+pub mod sampler;
 pub mod scenario;
 pub mod sign;
 pub mod spawn;

@@ -41,6 +41,9 @@ enum Command {
         /// Allowed relative change, for example 0.2 for 20 %.
         #[arg(long, default_value_t = 0.2)]
         tolerance: f64,
+        /// Write compare.html here: the table and both runs' charts overlaid.
+        #[arg(long, env = "LOADGEN_COMPARE_OUT")]
+        out: Option<PathBuf>,
     },
 }
 
@@ -85,9 +88,15 @@ fn real_main() -> anyhow::Result<i32> {
             }
             Ok(if pass { 0 } else { GATES_FAILED })
         }
-        Command::Compare { base, new, tolerance } => {
-            let (table, ok) = compare::compare(&compare::read_report(&base)?, &compare::read_report(&new)?, tolerance);
+        Command::Compare { base, new, tolerance, out } => {
+            let (base, new) = (compare::read_report(&base)?, compare::read_report(&new)?);
+            let (table, ok) = compare::compare(&base, &new, tolerance);
             print!("{table}");
+            if let Some(dir) = out {
+                std::fs::create_dir_all(&dir)?;
+                std::fs::write(dir.join("compare.html"), compare::html(&base, &new, &table)?)?;
+                println!("  comparison written to {}", dir.join("compare.html").display());
+            }
             Ok(if ok { 0 } else { GATES_FAILED })
         }
     }

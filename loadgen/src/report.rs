@@ -10,7 +10,9 @@ use serde_json::Value;
 
 use crate::capacity::CapacityReport;
 use crate::plan;
+use crate::charts;
 use crate::run::LoadTiming;
+use crate::sampler::SystemSample;
 use crate::scenario::{Gates, Scenario, Shape};
 use crate::stats::{Percentiles, Recorder, Second};
 use crate::verify::Verdict;
@@ -69,6 +71,8 @@ pub struct SystemSide {
     pub clean_exit: Option<bool>,
     /// CPU seconds the spawned system used over the whole run (setup and verification included).
     pub cpu_s: Option<f64>,
+    /// Queue depth, processing rate and end-to-end latency once a second.
+    pub timeline: Vec<SystemSample>,
 }
 
 fn ms_percentiles(v: &Value) -> Option<BTreeMap<String, f64>> {
@@ -113,6 +117,8 @@ pub struct Measured {
     pub ack_latency_ms: BTreeMap<String, Percentiles>,
     /// From each request's actual send, all classes: the gap to the above shows client-side queueing.
     pub service_time_ms: Percentiles,
+    /// Accepted requests' latency from schedule, `(percentile, ms)`, for the distribution chart.
+    pub ack_distribution: Vec<(f64, f64)>,
     pub setup_s: f64,
     pub drain_s: f64,
     pub drained: bool,
@@ -201,6 +207,7 @@ impl Measured {
             },
             ack_latency_ms: r.latency_by_class(),
             service_time_ms: r.service_time(),
+            ack_distribution: r.ack_distribution(),
             setup_s,
             drain_s,
             drained,
@@ -349,7 +356,7 @@ impl Measured {
         std::fs::create_dir_all(dir)?;
         std::fs::write(dir.join("report.json"), serde_json::to_string_pretty(self)?)?;
         std::fs::write(dir.join("report.md"), self.markdown())?;
-        std::fs::write(dir.join("report.html"), self.html())?;
+        std::fs::write(dir.join("report.html"), self.html()?)?;
         Ok(())
     }
 
@@ -367,36 +374,12 @@ impl Measured {
         s
     }
 
-    fn html(&self) -> String {
-        let sent: Vec<f64> = self.timeline.iter().map(|t| t.sent as f64).collect();
-        let accepted: Vec<f64> = self.timeline.iter().map(|t| t.accepted as f64).collect();
-        let p99: Vec<f64> = self.timeline.iter().map(|t| t.p99_ms).collect();
-        format!(
-            "<!doctype html><meta charset=utf-8><title>loadgen {name}</title>\
-             <style>body{{font-family:sans-serif;margin:2em}}pre{{background:#f4f4f4;padding:1em}}</style>\
-             <h1>loadgen: {name}</h1><pre>{summary}</pre>\
-             <h2>Requests per second (blue: sent, green: accepted)</h2>{c1}\
-             <h2>p99 latency from schedule per second (ms)</h2>{c2}\
-             <h2>System resident memory (MB, every 0.5 s)</h2>{c3}",
-            name = self.scenario.name,
-            summary = self.summary().replace('<', "&lt;"),
-            c1 = svg(&[(&sent, "#1f77b4"), (&accepted, "#2ca02c")]),
-            c2 = svg(&[(&p99, "#d62728")]),
-            c3 = svg(&[(&self.system.rss_samples_mb, "#9467bd")]),
-        )
+    fn html(&self) -> Result<String, charts::ChartError> {
+        let data = charts::RunData {
+            timeline: self.timeline.clone(),
+            ack_distribution: self.ack_distribution.clone(),
+            system: charts::SystemData { timeline: self.system.timeline.clone(), rss_samples_mb: self.system.rss_samples_mb.clone() },
+        };
+        Ok(charts::page(&format!("loadgen: {}", self.scenario.name), &self.summary(), &charts::of_run(&data)?))
     }
-}
-
-/// A line chart as inline SVG, y from 0 to the maximum, with the maximum labelled.
-fn svg(series: &[(&Vec<f64>, &str)]) -> String {
-    let (w, h) = (800.0, 220.0);
-    let n = series.iter().map(|(s, _)| s.len()).max().unwrap_or(0).max(2) as f64;
-    let top = series.iter().flat_map(|(s, _)| s.iter().copied()).fold(0.0f64, f64::max).max(1e-9);
-    let mut out = format!("<svg width='{w}' height='{}' xmlns='http://www.w3.org/2000/svg'><rect width='{w}' height='{h}' fill='none' stroke='#ccc'/>", h + 20.0);
-    for (s, color) in series {
-        let pts: Vec<String> = s.iter().enumerate().map(|(i, v)| format!("{:.1},{:.1}", i as f64 / (n - 1.0) * w, h - v / top * h)).collect();
-        let _ = write!(out, "<polyline fill='none' stroke='{color}' stroke-width='2' points='{}'/>", pts.join(" "));
-    }
-    let _ = write!(out, "<text x='4' y='14' font-size='12'>max {top:.1}</text><text x='4' y='{}' font-size='12'>0 .. {} s</text></svg>", h + 16.0, n as u64 - 1);
-    out
 }

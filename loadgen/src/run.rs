@@ -16,6 +16,7 @@ use crate::capacity::Search;
 use crate::engine::{self, Live};
 use crate::plan::{self, Schedule};
 use crate::report::{Measured, SystemSide};
+use crate::sampler::Sampler;
 use crate::scenario::Scenario;
 use crate::spawn::{own_cpu_seconds, System};
 use crate::sign::Signer;
@@ -62,7 +63,7 @@ impl Client {
 
     /// The system's /api/stats; a server-only target's worker side is filled in from its
     /// workers' own stats when loadgen started them.
-    async fn stats(&self) -> Option<Value> {
+    pub(crate) async fn stats(&self) -> Option<Value> {
         let mut stats = self.get_json("/api/stats").await.ok()?;
         if stats["worker"].is_null() && !self.workers.is_empty() {
             let mut each = Vec::with_capacity(self.workers.len());
@@ -74,6 +75,17 @@ impl Client {
             stats["queue"]["depth"] = each.iter().map(|w| w["queue"]["depth"].as_u64()).sum::<Option<u64>>().map_or(Value::Null, Value::from);
         }
         Some(stats)
+    }
+
+    /// The Prometheus text of the server and of every worker process loadgen started.
+    pub(crate) async fn metrics_texts(&self) -> Vec<String> {
+        let mut out = Vec::with_capacity(1 + self.workers.len());
+        for base in std::iter::once(&self.base).chain(&self.workers) {
+            if let Ok(r) = self.authed(self.http.get(format!("{base}/metrics"))).send().await {
+                out.extend(r.text().await.ok());
+            }
+        }
+        out
     }
 
     async fn post_json(&self, path: &str, body: &Value) -> anyhow::Result<(u16, Value)> {
@@ -167,6 +179,7 @@ async fn experiment(s: &Scenario, client: &Client, progress: bool, system_cpu: &
     let before = client.stats().await;
 
     let system_cpu_before = system_cpu();
+    let sampler = Sampler::start(client.clone(), Instant::now() + LOAD_LEAD);
     let cpu_before = own_cpu_seconds();
     let (mut recorder, generator, load, capacity, ran) = match &s.capacity {
         Some(capacity) => {
@@ -211,7 +224,8 @@ async fn experiment(s: &Scenario, client: &Client, progress: bool, system_cpu: &
     };
     step.done();
     let after = client.stats().await;
-    let mut m = Measured::new(&ran, &recorder, load, setup_s, ceiling_rps, cpu_used, drain_s, drained, verdict, SystemSide::from_stats(after.as_ref()));
+    let system = SystemSide { timeline: sampler.finish().await, ..SystemSide::from_stats(after.as_ref()) };
+    let mut m = Measured::new(&ran, &recorder, load, setup_s, ceiling_rps, cpu_used, drain_s, drained, verdict, system);
     m.system_cpu_us_per_event = system_cpu_s.map(|cpu| cpu * 1e6 / recorder.accepted.max(1) as f64);
     m.capacity = capacity;
     Ok(m)
@@ -287,6 +301,9 @@ async fn ceiling(c: &Client, connections: usize, duration_s: f64) -> f64 {
     ok.load(Ordering::Relaxed) as f64 / duration_s
 }
 
+/// From the start of the load's set-up to its first scheduled instant.
+const LOAD_LEAD: Duration = Duration::from_millis(500);
+
 /// Timing of the load itself.
 #[derive(Debug, Clone, Copy)]
 pub struct LoadTiming {
@@ -299,7 +316,7 @@ pub struct LoadTiming {
 pub(crate) async fn load(s: &Scenario, client: &Client, generator: Generator, renderer: Renderer, planned: u64, progress: bool) -> anyhow::Result<(Recorder, Generator, LoadTiming)> {
     let threads = s.load.threads.unwrap_or(1);
     let live: Vec<Arc<Live>> = (0..threads).map(|_| Arc::default()).collect();
-    let t0 = Instant::now() + Duration::from_millis(500);
+    let t0 = Instant::now() + LOAD_LEAD;
     let load = engine::Load {
         base: client.base.clone(),
         path: s.target.webhook_path.clone().unwrap_or_else(|| "/api/webhooks/payment".into()),

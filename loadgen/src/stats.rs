@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::verify::{Ledger, Window};
 use crate::workload::{EventRef, Expect};
@@ -37,6 +37,9 @@ fn small_hdr() -> Histogram<u64> {
     Histogram::new(2).expect("static HDR precision")
 }
 
+/// Points per halving of the distance to 100 %, as in HdrHistogram's own percentile output.
+const DISTRIBUTION_TICKS: u32 = 5;
+
 fn hdr() -> Histogram<u64> {
     // 1 µs .. 10 min; the bounds are constants, so this cannot fail.
     Histogram::new_with_bounds(1, 600_000_000, 3).expect("static HDR bounds")
@@ -59,7 +62,9 @@ impl Percentiles {
     }
 }
 
-#[derive(Debug, Default, Clone, Serialize)]
+/// One second of the load, by scheduled instant; latency from schedule, all classes.
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Second {
     pub t: u64,
     pub sent: u64,
@@ -67,7 +72,9 @@ pub struct Second {
     pub refused: u64,
     pub shed: u64,
     pub errors: u64,
+    pub p50_ms: f64,
     pub p99_ms: f64,
+    pub p999_ms: f64,
 }
 
 #[derive(Debug, Default, Clone, Serialize)]
@@ -183,7 +190,12 @@ impl Recorder {
             "shed" => s.shed += 1,
             _ => s.errors += 1,
         }
-        h.saturating_record((o.latency.as_micros() as u64).max(1));
+        // `record` grows an auto-resizing histogram to the value; `saturating_record` would
+        // clamp it to the 2 µs the histogram starts with.
+        let micros = (o.latency.as_micros() as u64).max(1);
+        if h.record(micros).is_err() {
+            h.saturating_record(micros);
+        }
     }
 
     /// This record moved later by `secs` and behind `phases` earlier phases, so that a
@@ -266,8 +278,18 @@ impl Recorder {
     pub fn timeline_out(&self) -> Vec<Second> {
         self.seconds
             .iter()
-            .map(|(s, h)| Second { p99_ms: h.value_at_quantile(0.99) as f64 / 1000.0, ..s.clone() })
+            .map(|(s, h)| {
+                let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+                Second { p50_ms: ms(0.5), p99_ms: ms(0.99), p999_ms: ms(0.999), ..s.clone() }
+            })
             .collect()
+    }
+
+    /// The accepted requests' latency from schedule at each percentile, as HdrHistogram's
+    /// percentile distribution prints it: `(percentile, ms)`, denser towards the tail.
+    pub fn ack_distribution(&self) -> Vec<(f64, f64)> {
+        let Some(h) = self.by_class.get("2xx") else { return Vec::new() };
+        h.iter_quantiles(DISTRIBUTION_TICKS).map(|v| (v.quantile_iterated_to() * 100.0, v.value_iterated_to() as f64 / 1000.0)).collect()
     }
 }
 
@@ -341,6 +363,19 @@ mod tests {
         let t = r.timeline_out();
         assert_eq!(t.len(), 2);
         assert_eq!((t[1].sent, t[1].accepted), (4, 4));
+        assert!(t[1].p50_ms >= 1.9 && t[1].p999_ms >= 990.0, "a second's percentiles are the latencies recorded in it: {:?}", t[1]);
+    }
+
+    #[test]
+    fn a_seconds_histogram_grows_only_to_the_latencies_seen() {
+        let mut r = Recorder::new(1, false);
+        r.record(&outcome(Some(200), Expect::Apply, 20));
+        let quiet = r.seconds[1].1.distinct_values() * 8;
+        for ms in [1, 100, 1000, 10_000] {
+            r.record(&outcome(Some(200), Expect::Apply, ms));
+        }
+        let stalled = r.seconds[1].1.distinct_values() * 8;
+        assert!(quiet <= 12 * 1024 && stalled <= 20 * 1024, "{quiet} and {stalled} bytes of counts, against 172 KB for a full-range one");
     }
 
     #[test]

@@ -1,0 +1,147 @@
+//! Instruction counts of the hot paths under Valgrind's Callgrind (gungraun): the same figure
+//! on a busy shared machine as on an idle one, so CI can gate on a few percent (see
+//! scripts/instructions.sh and REPORT.md).
+//!
+//! Set-up (opening the log and the store, building requests and events) is outside the
+//! counted region. Work that the measured call hands to another thread is counted too: the
+//! embedded log's appender thread (the durable append), and tokio's blocking pool, on which
+//! the SQLite store runs its transaction (see `TOGGLES`).
+
+use std::hint::black_box;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::Router;
+use benches::{body, event, now_secs, STANDARD_SECRET};
+use gungraun::{library_benchmark, library_benchmark_group, main, Callgrind, LibraryBenchmarkConfig};
+use http::Request;
+use loadgen::scenario::{Scenario, Scheme};
+use loadgen::sign::Signer;
+use loadgen::workload::{Generator, Planned, Renderer};
+use tokio::runtime::Runtime;
+use tokio::sync::Notify;
+use tower::ServiceExt;
+use webhooks::domain::PaymentEvent;
+use webhooks::ingress::signature::sign;
+use webhooks::ingress::{router, AppState, Limits, Verifier};
+use webhooks::metrics::Metrics;
+use webhooks::queue::embedded::{EmbeddedConfig, EmbeddedProducer};
+use webhooks::queue::{Position, Producer};
+use webhooks::store::sqlite::SqliteStore;
+use webhooks::store::Store;
+
+/// Every thread other than the benchmark's, whole: in set-up they only wait (the log's
+/// appender) or do not exist yet (tokio's blocking pool), so what they count is the measured
+/// call's work. Rust's thread entry point is passed to pthread_create, so never inlined.
+const TOGGLES: [&str; 1] = ["--toggle-collect=*thread_start*"];
+/// Requests per handler run: one at a time, so each is its own group commit.
+const REQUESTS: usize = 20;
+const BATCH: usize = 1000;
+const RENDERS: u64 = 1000;
+
+fn runtime() -> Runtime {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime")
+}
+
+/// What a handler run needs; returned by the run, so that dropping it is not counted.
+struct Ingress {
+    rt: Runtime,
+    app: Router,
+    requests: Vec<Request<Body>>,
+    _dir: tempfile::TempDir,
+}
+
+fn ingress() -> Ingress {
+    let rt = runtime();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let metrics = Metrics::new();
+    let producer: Arc<dyn Producer> =
+        Arc::new(rt.block_on(async { EmbeddedProducer::open(&EmbeddedConfig::in_dir(dir.path()), metrics.clone(), Arc::new(Notify::new())) }).expect("queue"));
+    let state = AppState {
+        producer,
+        store: Arc::new(SqliteStore::open(&dir.path().join("store.db")).expect("store")),
+        verifier: Arc::new(Verifier::new(STANDARD_SECRET, "", 300).expect("secret")),
+        metrics,
+        max_body: 64 * 1024,
+        admin_token: None,
+    };
+    let limits = Limits { max_in_flight: 4096, request_timeout: Duration::from_secs(10), header_timeout: Duration::from_secs(10) };
+    let app = rt.block_on(async { router(state, limits) });
+    let ts = now_secs();
+    let requests = (0..REQUESTS)
+        .map(|i| {
+            let (b, id) = (body(i), format!("msg_{i}"));
+            let sig = sign::standard(STANDARD_SECRET, &id, ts, b.as_bytes()).expect("sign");
+            Request::post("/api/webhooks/payment")
+                .header("content-type", "application/json")
+                .header("webhook-id", id)
+                .header("webhook-timestamp", ts.to_string())
+                .header("webhook-signature", sig)
+                .body(Body::from(b))
+                .expect("request")
+        })
+        .collect();
+    Ingress { rt, app, requests, _dir: dir }
+}
+
+// Signed request bytes through the whole axum handler to a durable (fsync'd) append.
+#[library_benchmark]
+#[bench::signed_20_requests(setup = ingress)]
+fn handler_to_durable_append(mut s: Ingress) -> Ingress {
+    for r in std::mem::take(&mut s.requests) {
+        let response = s.rt.block_on(s.app.clone().oneshot(r)).expect("infallible");
+        assert_eq!(response.status(), 200);
+    }
+    s
+}
+
+struct Batch {
+    rt: Runtime,
+    store: SqliteStore,
+    events: Vec<PaymentEvent>,
+    _dir: tempfile::TempDir,
+}
+
+fn batch() -> Batch {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = SqliteStore::open(&dir.path().join("store.db")).expect("store");
+    Batch { rt: runtime(), store, events: (0..BATCH).map(event).collect(), _dir: dir }
+}
+
+// One worker transaction of 1,000 new events on SQLite.
+#[library_benchmark]
+#[bench::events_1000(setup = batch)]
+fn sqlite_apply_batch(s: Batch) -> Batch {
+    let pos = [Position { partition: 0, offset: BATCH as i64 }];
+    s.rt.block_on(s.store.apply_batch("bench", &s.events, &pos)).expect("apply");
+    s
+}
+
+const WORKLOAD: &str = "name = \"bench\"\n[target]\nurl = \"http://127.0.0.1:1\"\n[workload]\norders = 1000\nduplicate_fraction = 0.1\n[load]\n[[load.phases]]\nkind = \"constant\"\nrate = 1000\nduration_s = 1\n";
+
+fn planned() -> (Renderer, Vec<Planned>) {
+    let s = Scenario::parse(WORKLOAD).expect("scenario");
+    let mut g = Generator::new(&s.workload, 1, "bench".into(), RENDERS);
+    let signer = Signer::new(Scheme::Standard, STANDARD_SECRET).expect("secret");
+    let ts = now_secs();
+    let planned = (0..RENDERS).map(|_| g.next(ts)).collect();
+    (Renderer::new(g.ids.clone(), signer), planned)
+}
+
+// loadgen's per-request build: body, message id and HMAC written into reused buffers.
+#[library_benchmark]
+#[bench::requests_1000(setup = planned)]
+fn loadgen_render((mut r, planned): (Renderer, Vec<Planned>)) -> Renderer {
+    for p in &planned {
+        r.render(black_box(p));
+    }
+    r
+}
+
+library_benchmark_group!(name = hot_paths; benchmarks = handler_to_durable_append, sqlite_apply_batch, loadgen_render);
+
+main!(
+    config = LibraryBenchmarkConfig::default().tool(Callgrind::with_args(TOGGLES.iter().copied().chain(["--cache-sim=no"])));
+    library_benchmark_groups = hot_paths
+);
