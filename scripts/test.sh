@@ -6,6 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/services.sh up
+# The failover tests (system/tests/kafka_cluster.rs) need the three-node cluster too.
+scripts/services.sh up kafka-cluster
 
 # The power-cut and disk-fault tests mount faultfs (FUSE): they need /dev/fuse and fusermount3.
 if ! command -v fusermount3 >/dev/null; then
@@ -41,6 +43,15 @@ command -v cargo-deny >/dev/null || cargo install cargo-deny --locked
 cargo deny check licenses bans sources
 
 cargo bench --workspace --no-run
+
+# docker-compose.yml, without a Docker engine: the Compose Specification's schema, the
+# references between services, and the variables our binary reads (scripts/check_compose.py).
+if ! python3 -c 'import jsonschema, yaml' 2>/dev/null; then
+  DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3-jsonschema python3-yaml >/dev/null
+fi
+scripts/check_compose.py --self-test target/release/webhooks
+scripts/check_compose.py target/release/webhooks
 
 # The CI load gate: strict correctness, loose speed floors (scenarios/ci.toml). The build
 # left gigabytes of dirty pages; flush them first, so that their writeback does not compete
