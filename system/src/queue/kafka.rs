@@ -48,8 +48,10 @@ fn producer(cfg: &KafkaConfig) -> Result<FutureProducer, QueueError> {
         .set("acks", "all")
         .set("enable.idempotence", "true")
         .set("compression.type", "lz4")
-        // A few milliseconds of linger lets concurrent requests share a produce request.
-        .set("linger.ms", "2")
+        // Linger lets concurrent requests share a produce request. Profiled under load, half
+        // of the server's CPU was librdkafka's broker threads waking (poll, clock_gettime)
+        // for small batches: 5 ms instead of 2 fills them more, for 3 ms more per answer.
+        .set("linger.ms", "5")
         .set("message.timeout.ms", cfg.produce_timeout.as_millis().max(1).to_string())
         .create()
         .map_err(unavailable)
@@ -142,6 +144,10 @@ impl KafkaConsumer {
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
+            // The broker answers a fetch once it has 64 KiB or after 10 ms, not per record:
+            // fewer fetch round trips for the worker's and the broker's CPU, at most 10 ms later.
+            .set("fetch.min.bytes", "65536")
+            .set("fetch.wait.max.ms", "10")
             // The broker's minimum: a worker that died is replaced within seconds.
             .set("session.timeout.ms", "6000")
             .set("heartbeat.interval.ms", "1500")
