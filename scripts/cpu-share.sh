@@ -5,6 +5,8 @@
 # Samples `ps` every second; a process's share is its CPU time at its last sample minus its
 # CPU time when first seen (from 0 if it started during the run). Processes are labelled by
 # role: a Kafka JVM by its data directory, webhooks by its command, PostgreSQL backends together.
+# Only webhooks and loadgen processes run from this checkout count (other checkouts on a shared
+# machine run their own); brokers and PostgreSQL may be shared, and then include others' work.
 set -euo pipefail
 [ $# -ge 1 ] || { sed -n '2,6p' "$0" >&2; exit 2; }
 
@@ -19,9 +21,11 @@ i=1
 while kill -0 "$cmd" 2>/dev/null; do sample "$i"; i=$((i + 1)); sleep 1; done
 wait "$cmd" && rc=0 || rc=$?
 
-awk '
+awk -v root="$(cd "$(dirname "$0")/.." && pwd)" '
+  function ours(args) { return index(args, root "/target/") > 0 || args ~ /^\.\/target\// }
   function label(args,   a, n) {
     if (args ~ /kafka\.Kafka/) { n = split(args, a, "/"); return "kafka " (args ~ /kafka-cluster/ ? a[n-1] : "single") }
+    if (!ours(args) && args ~ /(webhooks|loadgen)/) return ""
     if (args ~ /webhooks (server|worker|standalone)/) { match(args, /webhooks (server|worker|standalone)/); return substr(args, RSTART, RLENGTH) }
     if (args ~ /^postgres/) return "postgresql"
     if (args ~ /loadgen/) return "loadgen"
