@@ -507,7 +507,9 @@ cluster_node_wait() { # N FROM
   local n="$1" from="$2" deadline=$((SECONDS + KAFKA_START_TIMEOUT)) log_file
   log_file="$(node_log "$n")"
   sleep 0.5
-  until tail -n +"$((from + 1))" "$log_file" | grep -q 'Kafka Server started' && port_open "$KAFKA_HOST" "$(node_port "$n")"; do
+  # awk, not `tail | grep -q`: grep quitting early would fail the pipe (pipefail, SIGPIPE)
+  until awk -v from="$from" 'NR > from && /Kafka Server started/ { found = 1; exit } END { exit !found }' "$log_file" \
+      && port_open "$KAFKA_HOST" "$(node_port "$n")"; do
     if [ -z "$(node_pid "$n")" ]; then
       tail -n 40 "$log_file" >&2 || true
       die "cluster node $n exited during startup (log $log_file)"
