@@ -34,6 +34,7 @@
 #   KAFKA_CLUSTER_PORT_BASE   cluster node N listens on BASE+N, its controller on BASE+100+N;
 #                             default 29090 (clients on 29091-29093)
 #   KAFKA_CLUSTER_HEAP_OPTS   per cluster node, default "-Xms128m -Xmx384m"
+#   KAFKA_CLUSTER_START_TIMEOUT  seconds to wait for a cluster node to start, default 180
 #   PG_VERSION / PG_CLUSTER   default 15 / main
 set -euo pipefail
 
@@ -390,6 +391,8 @@ KAFKA_CLUSTER_DIR="$CACHE/kafka-cluster"
 KAFKA_CLUSTER_NODES=3
 KAFKA_CLUSTER_PORT_BASE="${KAFKA_CLUSTER_PORT_BASE:-29090}"
 KAFKA_CLUSTER_HEAP_OPTS="${KAFKA_CLUSTER_HEAP_OPTS:--Xms128m -Xmx384m}"
+# Three JVMs starting together on a busy 2-core machine took up to 77 s for one node.
+KAFKA_CLUSTER_START_TIMEOUT="${KAFKA_CLUSTER_START_TIMEOUT:-180}"
 
 node_port() { echo $((KAFKA_CLUSTER_PORT_BASE + $1)); }
 node_controller_port() { echo $((KAFKA_CLUSTER_PORT_BASE + 100 + $1)); }
@@ -504,7 +507,7 @@ cluster_node_launch() { # N
 # Waits until node N says it started (after log line FROM) and its port answers. A node can
 # only finish starting once a majority of controllers runs, so nodes start together.
 cluster_node_wait() { # N FROM
-  local n="$1" from="$2" deadline=$((SECONDS + KAFKA_START_TIMEOUT)) log_file
+  local n="$1" from="$2" deadline=$((SECONDS + KAFKA_CLUSTER_START_TIMEOUT)) log_file
   log_file="$(node_log "$n")"
   sleep 0.5
   # awk, not `tail | grep -q`: grep quitting early would fail the pipe (pipefail, SIGPIPE)
@@ -516,7 +519,7 @@ cluster_node_wait() { # N FROM
     fi
     if [ $SECONDS -ge $deadline ]; then
       tail -n 40 "$log_file" >&2 || true
-      die "cluster node $n did not start within ${KAFKA_START_TIMEOUT}s (log $log_file)"
+      die "cluster node $n did not start within ${KAFKA_CLUSTER_START_TIMEOUT}s (log $log_file)"
     fi
     sleep 0.5
   done
