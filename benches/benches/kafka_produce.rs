@@ -20,8 +20,7 @@ fn produce(c: &mut Criterion) {
         brokers,
         topic: format!("bench-{}", std::process::id()),
         partitions: 6,
-        replication_factor: None,
-        min_insync_replicas: None,
+        replication_factor: 1,
         produce_timeout: Duration::from_secs(10),
     };
     let producer = match rt.block_on(KafkaProducer::connect(&cfg)) {
