@@ -77,6 +77,9 @@ fn real_main() -> anyhow::Result<i32> {
                 Ok(m) => m?,
                 Err(signalled) => {
                     eprintln!("loadgen: {signalled}");
+                    // The load's connection loops run on blocking threads until their schedule
+                    // ends; dropping the runtime would wait for them, for minutes.
+                    runtime.shutdown_background();
                     return Ok(signalled.exit_code);
                 }
             };
