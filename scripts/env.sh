@@ -4,3 +4,5 @@
 # Values already set in the environment win.
 export KAFKA_TEST_BROKERS="${KAFKA_TEST_BROKERS:-127.0.0.1:${KAFKA_PORT:-9092}}"
 export TEST_DATABASE_URL="${TEST_DATABASE_URL:-postgres://webhooks:webhooks@127.0.0.1:5432/webhooks}"
+# The three-node cluster of `scripts/services.sh up kafka-cluster` (failover tests).
+export KAFKA_CLUSTER_TEST_BROKERS="${KAFKA_CLUSTER_TEST_BROKERS:-127.0.0.1:29091,127.0.0.1:29092,127.0.0.1:29093}"

@@ -4,11 +4,17 @@
 #     Maven Central jars listed in scripts/kafka/pom.xml
 #   - PostgreSQL 15 (Debian's cluster 15/main) with role/database "webhooks"
 #
-# Usage: scripts/services.sh <command> [kafka|postgres]
+#   - optionally, a three-node Kafka KRaft cluster (replication factor 3, min ISR 2) for
+#     the failover tests: `up kafka-cluster`; never started by a bare `up`
+#
+# Usage: scripts/services.sh <command> [kafka|kafka-cluster|postgres]
 #   up [svc]        install what is missing, start, wait until it answers (idempotent)
 #   down [svc]      stop (Kafka: SIGTERM, SIGKILL after $KAFKA_STOP_TIMEOUT s; data is kept)
 #   restart [svc]   down + up
 #   kill [svc]      hard stop (Kafka: SIGKILL; PostgreSQL: immediate shutdown) to simulate a crash
+#   kill kafka-cluster [N...]   SIGKILL cluster nodes N (default: all); `down kafka-cluster N` is SIGTERM
+#   start kafka-cluster N...    start cluster nodes N and wait until they run (nodes that must
+#                   form a controller majority again have to be started in one call)
 #   status          print whether each service is up (exit 0 only if all are)
 #   logs [svc] [N]  print the last N (default 100) lines of the service logs
 #   env             print the export lines (same as scripts/env.sh)
@@ -25,6 +31,10 @@
 #   KAFKA_START_TIMEOUT   seconds to wait for the broker to answer, default 90
 #   KAFKA_STOP_TIMEOUT    seconds to wait after SIGTERM before SIGKILL, default 60
 #   KAFKA_AUTO_CREATE_TOPICS  default false (the application creates its topics)
+#   KAFKA_CLUSTER_PORT_BASE   cluster node N listens on BASE+N, its controller on BASE+100+N;
+#                             default 29090 (clients on 29091-29093)
+#   KAFKA_CLUSTER_HEAP_OPTS   per cluster node, default "-Xms128m -Xmx384m"
+#   KAFKA_CLUSTER_START_TIMEOUT  seconds to wait for a cluster node to start, default 180
 #   PG_VERSION / PG_CLUSTER   default 15 / main
 set -euo pipefail
 
@@ -180,7 +190,12 @@ log.retention.hours=168
 log.segment.bytes=268435456
 EOF
   mv "$KAFKA_PROPS.tmp" "$KAFKA_PROPS"
+  write_kafka_log4j
+}
 
+# Logging configs for brokers and CLI tools, shared by the single broker and the cluster.
+write_kafka_log4j() {
+  mkdir -p "$KAFKA_DIR"
   cat >"$KAFKA_LOG4J" <<'EOF'
 # Broker logging (stdout, redirected by services.sh into kafka.log)
 status = warn
@@ -233,16 +248,30 @@ ensure_kafka_formatted() {
     || die "kafka.tools.StorageTool format failed"
 }
 
-# pid of our broker if it is alive, else empty
-kafka_pid() {
+# Starts a broker in the background: launch_kafka PIDFILE PROPS LOG LOGSDIR HEAP_OPTS
+launch_kafka() {
+  # setsid + nohup: the broker outlives this script and its process group;
+  # the inner bash writes its own pid and then execs java, so the pid file is java's.
+  # shellcheck disable=SC2086,SC2016  # word-split heap opts; inner script is literal
+  setsid nohup bash -c 'ulimit -n "$(ulimit -Hn)" 2>/dev/null || true; echo $$ >"$0"; exec "$@"' "$1" \
+    java $5 -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -XX:InitiatingHeapOccupancyPercent=35 \
+    -XX:+ExplicitGCInvokesConcurrent -XX:MaxDirectMemorySize=256m -Djava.awt.headless=true \
+    -Dlog4j2.configurationFile="$KAFKA_LOG4J" -Dkafka.logs.dir="$4" \
+    -cp "$LIBS/*" kafka.Kafka "$2" </dev/null >>"$3" 2>&1 9>&- &
+}
+
+# pid of a broker if it is alive, else empty: java_pid_of PIDFILE
+java_pid_of() {
   local pid
-  [ -f "$KAFKA_PID" ] || return 0
-  pid="$(cat "$KAFKA_PID" 2>/dev/null || true)"
+  [ -f "$1" ] || return 0
+  pid="$(cat "$1" 2>/dev/null || true)"
   [ -n "$pid" ] || return 0
   if [ -r "/proc/$pid/cmdline" ] && tr '\0' ' ' <"/proc/$pid/cmdline" | grep -q 'kafka\.Kafka'; then
     echo "$pid"
   fi
 }
+
+kafka_pid() { java_pid_of "$KAFKA_PID"; }
 
 kafka_answers() { # metadata round trip (list topics), not just an open port
   kafka_tool_cmd
@@ -276,14 +305,7 @@ kafka_up() {
       mv -f "$KAFKA_LOG" "$KAFKA_LOG.1"
     fi
     printf '\n===== %s services.sh: starting Kafka %s =====\n' "$(date -Is)" "$(kafka_version)" >>"$KAFKA_LOG"
-    # setsid + nohup: the broker outlives this script and its process group;
-    # the inner bash writes its own pid and then execs java, so the pid file is java's.
-    # shellcheck disable=SC2086,SC2016  # word-split heap opts; inner script is literal
-    setsid nohup bash -c 'ulimit -n "$(ulimit -Hn)" 2>/dev/null || true; echo $$ >"$0"; exec "$@"' "$KAFKA_PID" \
-      java $KAFKA_HEAP_OPTS -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -XX:InitiatingHeapOccupancyPercent=35 \
-      -XX:+ExplicitGCInvokesConcurrent -XX:MaxDirectMemorySize=256m -Djava.awt.headless=true \
-      -Dlog4j2.configurationFile="$KAFKA_LOG4J" -Dkafka.logs.dir="$KAFKA_DIR" \
-      -cp "$LIBS/*" kafka.Kafka "$KAFKA_PROPS" </dev/null >>"$KAFKA_LOG" 2>&1 9>&- &
+    launch_kafka "$KAFKA_PID" "$KAFKA_PROPS" "$KAFKA_LOG" "$KAFKA_DIR" "$KAFKA_HEAP_OPTS"
     log "kafka starting, log: $KAFKA_LOG"
     local i
     for i in 1 2 3 4 5 6 7 8 9 10; do
@@ -313,20 +335,21 @@ kafka_up() {
   log "kafka $(kafka_version) up on $KAFKA_BOOTSTRAP (pid $(kafka_pid), $((SECONDS - start))s)"
 }
 
-kafka_down() { # [signal]
-  local sig="${1:-TERM}" pid
-  pid="$(kafka_pid)"
+# Stops a broker and waits until its port is free: stop_broker NAME PIDFILE PORT SIGNAL
+stop_broker() {
+  local name="$1" pidfile="$2" port="$3" sig="$4" pid
+  pid="$(java_pid_of "$pidfile")"
   if [ -z "$pid" ]; then
-    rm -f "$KAFKA_PID"
-    log "kafka is not running"
+    rm -f "$pidfile"
+    log "$name is not running"
     return 0
   fi
-  log "stopping kafka (pid $pid, SIG$sig)"
+  log "stopping $name (pid $pid, SIG$sig)"
   kill -"$sig" "$pid" 2>/dev/null || true
   local deadline=$((SECONDS + KAFKA_STOP_TIMEOUT))
   while kill -0 "$pid" 2>/dev/null; do
     if [ $SECONDS -ge $deadline ]; then
-      log "kafka still running after ${KAFKA_STOP_TIMEOUT}s; SIGKILL"
+      log "$name still running after ${KAFKA_STOP_TIMEOUT}s; SIGKILL"
       kill -KILL "$pid" 2>/dev/null || true
       sleep 0.5
       break
@@ -335,10 +358,12 @@ kafka_down() { # [signal]
   done
   # the listener socket closes with the process; wait briefly so an immediate `up` can bind
   local i=0
-  while port_open "$KAFKA_HOST" "$KAFKA_PORT" && [ $i -lt 25 ]; do sleep 0.2; i=$((i + 1)); done
-  rm -f "$KAFKA_PID"
-  log "kafka stopped"
+  while port_open "$KAFKA_HOST" "$port" && [ $i -lt 25 ]; do sleep 0.2; i=$((i + 1)); done
+  rm -f "$pidfile"
+  log "$name stopped"
 }
+
+kafka_down() { stop_broker kafka "$KAFKA_PID" "$KAFKA_PORT" "${1:-TERM}"; }
 
 kafka_status() {
   local pid
@@ -355,6 +380,190 @@ kafka_status() {
     echo "kafka:    down"
   fi
   return 1
+}
+
+# ---------------------------------------------------------------- Kafka cluster
+# Three combined broker+controller KRaft nodes on 127.0.0.1, the shape users run in
+# production (replication factor 3, min.insync.replicas 2), for the failover tests.
+# Node N listens on $KAFKA_CLUSTER_PORT_BASE+N (clients) and +100+N (controller).
+
+KAFKA_CLUSTER_DIR="$CACHE/kafka-cluster"
+KAFKA_CLUSTER_NODES=3
+KAFKA_CLUSTER_PORT_BASE="${KAFKA_CLUSTER_PORT_BASE:-29090}"
+KAFKA_CLUSTER_HEAP_OPTS="${KAFKA_CLUSTER_HEAP_OPTS:--Xms128m -Xmx384m}"
+# Three JVMs starting together on a busy 2-core machine took up to 77 s for one node.
+KAFKA_CLUSTER_START_TIMEOUT="${KAFKA_CLUSTER_START_TIMEOUT:-180}"
+
+node_port() { echo $((KAFKA_CLUSTER_PORT_BASE + $1)); }
+node_controller_port() { echo $((KAFKA_CLUSTER_PORT_BASE + 100 + $1)); }
+node_dir() { echo "$KAFKA_CLUSTER_DIR/node-$1"; }
+node_pidfile() { echo "$(node_dir "$1")/kafka.pid"; }
+node_log() { echo "$CACHE/kafka-cluster-$1.log"; }
+node_pid() { java_pid_of "$(node_pidfile "$1")"; }
+
+cluster_nodes() { seq 1 "$KAFKA_CLUSTER_NODES"; }
+
+cluster_bootstrap() {
+  local n out=""
+  for n in $(cluster_nodes); do out="${out:+$out,}$KAFKA_HOST:$(node_port "$n")"; done
+  echo "$out"
+}
+
+cluster_voters() {
+  local n out=""
+  for n in $(cluster_nodes); do out="${out:+$out,}$n@$KAFKA_HOST:$(node_controller_port "$n")"; done
+  echo "$out"
+}
+
+check_node_numbers() { # N...
+  local n
+  for n in "$@"; do
+    case "$n" in
+      [1-9]) [ "$n" -le "$KAFKA_CLUSTER_NODES" ] || die "no cluster node $n (1..$KAFKA_CLUSTER_NODES)" ;;
+      *) die "cluster node must be a number 1..$KAFKA_CLUSTER_NODES, not '$n'" ;;
+    esac
+  done
+}
+
+write_cluster_node_config() { # N
+  local n="$1" dir
+  dir="$(node_dir "$n")"
+  mkdir -p "$dir/data"
+  cat >"$dir/server.properties" <<EOF
+# Generated by scripts/services.sh -- edits are overwritten on every start.
+# Node $n of a three-node KRaft cluster; every node is both broker and controller.
+process.roles=broker,controller
+node.id=$n
+controller.quorum.voters=$(cluster_voters)
+listeners=PLAINTEXT://$KAFKA_HOST:$(node_port "$n"),CONTROLLER://$KAFKA_HOST:$(node_controller_port "$n")
+advertised.listeners=PLAINTEXT://$KAFKA_HOST:$(node_port "$n")
+inter.broker.listener.name=PLAINTEXT
+controller.listener.names=CONTROLLER
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+log.dirs=$dir/data
+
+# What users run: every write on three brokers, acknowledged once two have it, and a
+# replica that fell behind never becomes leader (it could have lost acknowledged writes).
+num.partitions=6
+default.replication.factor=3
+min.insync.replicas=2
+unclean.leader.election.enable=false
+auto.create.topics.enable=false
+delete.topic.enable=true
+offsets.topic.replication.factor=3
+offsets.topic.num.partitions=10
+transaction.state.log.replication.factor=3
+transaction.state.log.min.isr=2
+transaction.state.log.num.partitions=10
+share.coordinator.state.topic.replication.factor=3
+share.coordinator.state.topic.min.isr=2
+group.initial.rebalance.delay.ms=0
+
+# A killed node is fenced, and its partitions get new leaders, after 6 s instead of 9:
+# failover tests then spend less time waiting, at the price of more heartbeats.
+broker.session.timeout.ms=6000
+broker.heartbeat.interval.ms=1000
+
+# three of these share 2 cores with everything else
+num.network.threads=1
+num.io.threads=2
+num.recovery.threads.per.data.dir=1
+background.threads=2
+log.cleaner.threads=1
+log.cleaner.dedupe.buffer.size=8388608
+log.retention.hours=168
+log.segment.bytes=268435456
+EOF
+}
+
+ensure_cluster_formatted() { # N
+  local n="$1" dir id_file="$KAFKA_CLUSTER_DIR/cluster.id"
+  dir="$(node_dir "$n")"
+  if [ -f "$dir/data/meta.properties" ]; then return 0; fi
+  if [ ! -s "$id_file" ]; then
+    kafka_tool kafka.tools.StorageTool random-uuid | tail -n1 >"$id_file"
+    [ -s "$id_file" ] || die "kafka.tools.StorageTool random-uuid printed nothing"
+  fi
+  log "formatting KRaft storage of cluster node $n in $dir/data (cluster id $(cat "$id_file"))"
+  kafka_tool kafka.tools.StorageTool format --ignore-formatted -t "$(cat "$id_file")" -c "$dir/server.properties" >&2 \
+    || die "kafka.tools.StorageTool format failed for cluster node $n"
+}
+
+# Starts node N unless it runs; prints the line of its log where this start begins.
+cluster_node_launch() { # N
+  local n="$1" log_file
+  log_file="$(node_log "$n")"
+  touch "$log_file"
+  if [ -n "$(node_pid "$n")" ]; then echo 0; return 0; fi
+  write_cluster_node_config "$n"
+  ensure_cluster_formatted "$n"
+  if [ "$(stat -c %s "$log_file")" -gt 52428800 ]; then mv -f "$log_file" "$log_file.1"; touch "$log_file"; fi
+  wc -l <"$log_file"
+  printf '\n===== %s services.sh: starting cluster node %s =====\n' "$(date -Is)" "$n" >>"$log_file"
+  launch_kafka "$(node_pidfile "$n")" "$(node_dir "$n")/server.properties" "$log_file" "$(node_dir "$n")" "$KAFKA_CLUSTER_HEAP_OPTS"
+  log "cluster node $n starting on $KAFKA_HOST:$(node_port "$n"), log: $log_file"
+}
+
+# Waits until node N says it started (after log line FROM) and its port answers. A node can
+# only finish starting once a majority of controllers runs, so nodes start together.
+cluster_node_wait() { # N FROM
+  local n="$1" from="$2" deadline=$((SECONDS + KAFKA_CLUSTER_START_TIMEOUT)) log_file
+  log_file="$(node_log "$n")"
+  sleep 0.5
+  # awk, not `tail | grep -q`: grep quitting early would fail the pipe (pipefail, SIGPIPE)
+  until awk -v from="$from" 'NR > from && /Kafka Server started/ { found = 1; exit } END { exit !found }' "$log_file" \
+      && port_open "$KAFKA_HOST" "$(node_port "$n")"; do
+    if [ -z "$(node_pid "$n")" ]; then
+      tail -n 40 "$log_file" >&2 || true
+      die "cluster node $n exited during startup (log $log_file)"
+    fi
+    if [ $SECONDS -ge $deadline ]; then
+      tail -n 40 "$log_file" >&2 || true
+      die "cluster node $n did not start within ${KAFKA_CLUSTER_START_TIMEOUT}s (log $log_file)"
+    fi
+    sleep 0.5
+  done
+}
+
+cluster_start() { # N...
+  local n from=() i=0
+  ensure_java
+  ensure_kafka_libs
+  write_kafka_log4j
+  for n in "$@"; do from+=("$(cluster_node_launch "$n")"); done
+  for n in "$@"; do cluster_node_wait "$n" "${from[$i]}"; i=$((i + 1)); done
+  log "cluster nodes $* up"
+}
+
+kafka_cluster_up() {
+  local start=$SECONDS
+  # shellcheck disable=SC2046  # one word per node number
+  cluster_start $(cluster_nodes)
+  KAFKA_BOOTSTRAP="$(cluster_bootstrap)" kafka_answers || die "the cluster does not answer a metadata request on $(cluster_bootstrap)"
+  log "kafka cluster up on $(cluster_bootstrap) ($((SECONDS - start))s)"
+}
+
+cluster_stop() { # SIGNAL N...
+  local sig="$1" n
+  shift
+  for n in "$@"; do stop_broker "cluster node $n" "$(node_pidfile "$n")" "$(node_port "$n")" "$sig"; done
+}
+
+# shellcheck disable=SC2046  # one word per node number
+kafka_cluster_down() { cluster_stop "${1:-TERM}" $(cluster_nodes); }
+
+kafka_cluster_status() {
+  local n pid rc=0
+  for n in $(cluster_nodes); do
+    pid="$(node_pid "$n")"
+    if [ -n "$pid" ] && port_open "$KAFKA_HOST" "$(node_port "$n")"; then
+      echo "kafka-cluster node $n: up      $KAFKA_HOST:$(node_port "$n") (pid $pid, log $(node_log "$n"))"
+    else
+      echo "kafka-cluster node $n: down"
+      rc=1
+    fi
+  done
+  return $rc
 }
 
 # ---------------------------------------------------------------- PostgreSQL
@@ -483,6 +692,7 @@ postgres_status() {
 
 print_env() {
   echo "export KAFKA_TEST_BROKERS=$KAFKA_BOOTSTRAP"
+  echo "export KAFKA_CLUSTER_TEST_BROKERS=$(cluster_bootstrap)"
   echo "export TEST_DATABASE_URL=$(pg_url)"
 }
 
@@ -495,8 +705,9 @@ services_for() { # [svc] -> list
   case "${1:-all}" in
     all | "") echo "postgres kafka" ;;
     kafka) echo kafka ;;
+    kafka-cluster) echo kafka_cluster ;;
     postgres | postgresql | pg) echo postgres ;;
-    *) die "unknown service '$1' (kafka | postgres)" ;;
+    *) die "unknown service '$1' (kafka | kafka-cluster | postgres)" ;;
   esac
 }
 
@@ -521,6 +732,7 @@ case "$cmd" in
     # everything: stop Kafka first (reverse order of up)
     case "$(services_for "${1:-}")" in
       kafka) kafka_down ;;
+      kafka_cluster) shift; check_node_numbers "$@"; if [ $# -gt 0 ]; then cluster_stop TERM "$@"; else kafka_cluster_down TERM; fi ;;
       postgres) postgres_down ;;
       *) kafka_down; postgres_down ;;
     esac
@@ -533,14 +745,24 @@ case "$cmd" in
     take_lock
     case "$(services_for "${1:-}")" in
       kafka) kafka_down KILL ;;
+      kafka_cluster) shift; check_node_numbers "$@"; if [ $# -gt 0 ]; then cluster_stop KILL "$@"; else kafka_cluster_down KILL; fi ;;
       postgres) postgres_down immediate ;;
       *) kafka_down KILL; postgres_down immediate ;;
     esac
+    ;;
+  start)
+    [ "${1:-}" = kafka-cluster ] && [ $# -ge 2 ] || die "usage: $0 start kafka-cluster N [N...]"
+    shift
+    check_node_numbers "$@"
+    take_lock
+    cluster_start "$@"
     ;;
   status)
     rc=0
     postgres_status || rc=1
     kafka_status || rc=1
+    # optional: reported, but its absence does not fail the default services' status
+    if [ -d "$KAFKA_CLUSTER_DIR" ]; then kafka_cluster_status || true; fi
     exit $rc
     ;;
   logs)
@@ -557,6 +779,12 @@ case "$cmd" in
         kafka)
           echo "===== Kafka log: $KAFKA_LOG (last $n lines) ====="
           tail -n "$n" "$KAFKA_LOG" 2>/dev/null || echo "(no Kafka log yet)"
+          ;;
+        kafka_cluster)
+          for node in $(cluster_nodes); do
+            echo "===== Kafka cluster node $node log: $(node_log "$node") (last $n lines) ====="
+            tail -n "$n" "$(node_log "$node")" 2>/dev/null || echo "(no log yet)"
+          done
           ;;
         postgres)
           f="$( (command -v pg_lsclusters >/dev/null 2>&1 && pg_field 7) || true)"

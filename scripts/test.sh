@@ -6,6 +6,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/services.sh up
+# The failover tests (system/tests/kafka_cluster.rs) need the three-node cluster too. Idle, its
+# three JVMs still take about a fifth of a core: stopped again after the tests if started here,
+# so that it does not weigh on the load gate below.
+cluster_was_up=0
+if [ "$(scripts/services.sh status 2>/dev/null | grep -c 'kafka-cluster node .: up')" -eq 3 ]; then cluster_was_up=1; fi
+scripts/services.sh up kafka-cluster
 
 # The power-cut and disk-fault tests mount faultfs (FUSE): they need /dev/fuse and fusermount3.
 if ! command -v fusermount3 >/dev/null; then
@@ -42,6 +48,7 @@ fi
 # add (tokio's test-util and others); a separate `cargo build` without them compiled tokio,
 # serde and their dependents a second time. The load gate below runs these same binaries.
 cargo test --release --workspace
+if [ "$cluster_was_up" -eq 0 ]; then scripts/services.sh down kafka-cluster; fi
 
 # Dependency policy (deny.toml): licenses, bans and sources. Advisories need the RustSec
 # database from GitHub, which these machines cannot reach.
@@ -53,6 +60,15 @@ cargo bench --workspace --no-run
 # Instruction counts of the hot paths against the checked-in baseline (Callgrind: the same
 # figure on a busy machine); installs valgrind and the pinned gungraun-runner if missing.
 scripts/instructions.sh check
+
+# docker-compose.yml, without a Docker engine: the Compose Specification's schema, the
+# references between services, and the variables our binary reads (scripts/check_compose.py).
+if ! python3 -c 'import jsonschema, yaml' 2>/dev/null; then
+  DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3-jsonschema python3-yaml >/dev/null
+fi
+scripts/check_compose.py --self-test target/release/webhooks
+scripts/check_compose.py target/release/webhooks
 
 # The CI load gate: strict correctness, loose speed floors (scenarios/ci.toml). The build
 # left gigabytes of dirty pages; flush them first, so that their writeback does not compete

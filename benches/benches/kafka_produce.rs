@@ -20,7 +20,8 @@ fn produce(c: &mut Criterion) {
         brokers,
         topic: format!("bench-{}", std::process::id()),
         partitions: 6,
-        replication_factor: 1,
+        replication_factor: None,
+        min_insync_replicas: None,
         produce_timeout: Duration::from_secs(10),
     };
     let producer = match rt.block_on(KafkaProducer::connect(&cfg)) {

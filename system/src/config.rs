@@ -48,9 +48,14 @@ pub struct KafkaArgs {
     #[arg(long, env = "KAFKA_PARTITIONS", default_value_t = 6)]
     pub kafka_partitions: i32,
 
-    /// Replication factor of the topics when they are created.
-    #[arg(long, env = "KAFKA_REPLICATION_FACTOR", default_value_t = 1)]
-    pub kafka_replication_factor: i32,
+    /// Replication factor of the topics when they are created [default: one per broker, at most 3].
+    #[arg(long, env = "KAFKA_REPLICATION_FACTOR")]
+    pub kafka_replication_factor: Option<i32>,
+
+    /// min.insync.replicas of the topics when they are created: with acks=all, a write is
+    /// acknowledged only once this many replicas have it [default: 2 with 3 replicas or more, else 1].
+    #[arg(long, env = "KAFKA_MIN_INSYNC_REPLICAS")]
+    pub kafka_min_insync_replicas: Option<i32>,
 
     #[arg(long, env = "KAFKA_PRODUCE_TIMEOUT_MS", default_value_t = 5_000, help = PRODUCE_TIMEOUT_HELP)]
     pub kafka_produce_timeout_ms: u64,
@@ -87,7 +92,8 @@ impl StorageArgs {
             brokers: brokers.clone(),
             topic: k.kafka_topic.clone(),
             partitions: k.kafka_partitions.max(1),
-            replication_factor: k.kafka_replication_factor.max(1),
+            replication_factor: k.kafka_replication_factor.map(|r| r.max(1)),
+            min_insync_replicas: k.kafka_min_insync_replicas.map(|m| m.max(1)),
             produce_timeout: Duration::from_millis(k.kafka_produce_timeout_ms.max(1)),
         })
     }

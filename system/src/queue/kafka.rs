@@ -5,8 +5,6 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{CommitMode, Consumer as _, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
@@ -18,12 +16,18 @@ use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use super::{Consumer, Delivery, Position, Producer, QueueError};
 use crate::domain::PaymentEvent;
 
+mod topics;
+pub use topics::{ensure_topics, TopicSettings};
+
 #[derive(Debug, Clone)]
 pub struct KafkaConfig {
     pub brokers: String,
     pub topic: String,
     pub partitions: i32,
-    pub replication_factor: i32,
+    /// Unset: one replica per broker, at most three.
+    pub replication_factor: Option<i32>,
+    /// Unset: two when there are three replicas or more, else one.
+    pub min_insync_replicas: Option<i32>,
     /// A produce not acknowledged within this time is answered 503.
     pub produce_timeout: Duration,
 }
@@ -38,33 +42,16 @@ fn unavailable(e: KafkaError) -> QueueError {
     QueueError::Unavailable(e.to_string())
 }
 
-/// Creates the topic and its dead-letter topic when absent.
-pub async fn ensure_topics(cfg: &KafkaConfig) -> Result<(), QueueError> {
-    let admin: AdminClient<DefaultClientContext> =
-        ClientConfig::new().set("bootstrap.servers", &cfg.brokers).create().map_err(unavailable)?;
-    let (main, dlq) = (cfg.topic.clone(), cfg.dlq_topic());
-    let topics = [
-        NewTopic::new(&main, cfg.partitions, TopicReplication::Fixed(cfg.replication_factor)),
-        NewTopic::new(&dlq, cfg.partitions, TopicReplication::Fixed(cfg.replication_factor)),
-    ];
-    let opts = AdminOptions::new().operation_timeout(Some(Timeout::After(Duration::from_secs(10))));
-    for result in admin.create_topics(&topics, &opts).await.map_err(unavailable)? {
-        match result {
-            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-            Err((topic, code)) => return Err(QueueError::Unavailable(format!("cannot create topic {topic}: {code}"))),
-        }
-    }
-    Ok(())
-}
-
 fn producer(cfg: &KafkaConfig) -> Result<FutureProducer, QueueError> {
     ClientConfig::new()
         .set("bootstrap.servers", &cfg.brokers)
         .set("acks", "all")
         .set("enable.idempotence", "true")
         .set("compression.type", "lz4")
-        // A few milliseconds of linger lets concurrent requests share a produce request.
-        .set("linger.ms", "2")
+        // Linger lets concurrent requests share a produce request. Profiled under load, half
+        // of the server's CPU was librdkafka's broker threads waking (poll, clock_gettime)
+        // for small batches: 5 ms instead of 2 fills them more, for 3 ms more per answer.
+        .set("linger.ms", "5")
         .set("message.timeout.ms", cfg.produce_timeout.as_millis().max(1).to_string())
         .create()
         .map_err(unavailable)
@@ -123,9 +110,19 @@ impl ConsumerContext for RebalanceLog {
     fn pre_rebalance(&self, _: &rdkafka::consumer::BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         tracing::info!(?rebalance, "kafka rebalance starting");
     }
+    /// Which partitions this worker holds, one line per change: what an operator (or a
+    /// failover test) needs to tell which worker a partition's events wait for.
     fn post_rebalance(&self, _: &rdkafka::consumer::BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        tracing::info!(?rebalance, "kafka rebalance done");
+        match rebalance {
+            Rebalance::Assign(tpl) => tracing::info!(partitions = %partition_list(tpl), "kafka partitions assigned"),
+            Rebalance::Revoke(tpl) => tracing::info!(partitions = %partition_list(tpl), "kafka partitions revoked"),
+            Rebalance::Error(e) => tracing::warn!(error = %e, "kafka rebalance failed"),
+        }
     }
+}
+
+fn partition_list(tpl: &TopicPartitionList) -> String {
+    tpl.elements().iter().map(|e| e.partition().to_string()).collect::<Vec<_>>().join(",")
 }
 
 /// The worker's side: one member of the consumer group.
@@ -147,6 +144,10 @@ impl KafkaConsumer {
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
+            // The broker answers a fetch once it has 64 KiB or after 10 ms, not per record:
+            // fewer fetch round trips for the worker's and the broker's CPU, at most 10 ms later.
+            .set("fetch.min.bytes", "65536")
+            .set("fetch.wait.max.ms", "10")
             // The broker's minimum: a worker that died is replaced within seconds.
             .set("session.timeout.ms", "6000")
             .set("heartbeat.interval.ms", "1500")

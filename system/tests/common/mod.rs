@@ -2,6 +2,7 @@
 //! processes) on free loopback ports with temporary data, and talk HTTP to it.
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod cluster;
 pub mod power;
 
 use std::collections::BTreeMap;
@@ -297,6 +298,10 @@ impl KafkaSystem {
             brokers: brokers.to_owned(),
             topic: format!("t-{unique}"),
         }
+    }
+
+    pub fn topic(&self) -> &str {
+        &self.topic
     }
 
     fn kafka_args(&self) -> Vec<String> {
