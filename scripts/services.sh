@@ -549,8 +549,13 @@ cluster_stop() { # SIGNAL N...
   for n in "$@"; do stop_broker "cluster node $n" "$(node_pidfile "$n")" "$(node_port "$n")" "$sig"; done
 }
 
-# shellcheck disable=SC2046  # one word per node number
-kafka_cluster_down() { cluster_stop "${1:-TERM}" $(cluster_nodes); }
+# All nodes at once: stopped one after another, the last one has lost its controller quorum
+# and cannot finish a controlled shutdown, so it would wait out KAFKA_STOP_TIMEOUT.
+kafka_cluster_down() {
+  local n
+  for n in $(cluster_nodes); do cluster_stop "${1:-TERM}" "$n" & done
+  wait
+}
 
 kafka_cluster_status() {
   local n pid rc=0
