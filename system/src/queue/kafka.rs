@@ -80,6 +80,12 @@ pub struct KafkaProducer {
 impl KafkaProducer {
     pub async fn connect(cfg: &KafkaConfig) -> Result<Self, QueueError> {
         ensure_topics(cfg).await?;
+        Self::new(cfg)
+    }
+
+    /// Without creating the topics, so it can be made while no broker answers: its appends
+    /// then fail after the produce timeout, as during an outage.
+    pub fn new(cfg: &KafkaConfig) -> Result<Self, QueueError> {
         Ok(Self { producer: producer(cfg)?, cfg: cfg.clone() })
     }
 }
