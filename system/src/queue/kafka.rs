@@ -2,6 +2,7 @@
 //! partition, in order), produced with `acks=all` and idempotence, consumed by a consumer
 //! group with manual offset commits, and a `<topic>.dlq` dead-letter topic.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -66,6 +67,12 @@ pub struct KafkaProducer {
 impl KafkaProducer {
     pub async fn connect(cfg: &KafkaConfig) -> Result<Self, QueueError> {
         ensure_topics(cfg).await?;
+        Self::new(cfg)
+    }
+
+    /// Without creating the topics, so it can be made while no broker answers: its appends
+    /// then fail after the produce timeout, as during an outage.
+    pub fn new(cfg: &KafkaConfig) -> Result<Self, QueueError> {
         Ok(Self { producer: producer(cfg)?, cfg: cfg.clone() })
     }
 }
@@ -130,10 +137,40 @@ pub struct KafkaConsumer {
     consumer: StreamConsumer<RebalanceLog>,
     dlq: FutureProducer,
     cfg: KafkaConfig,
-    lag: Option<(std::time::Instant, u64)>,
+    lag: Option<Lag>,
 }
 
 const LAG_REFRESH: Duration = Duration::from_secs(5);
+
+/// What depth is counted from: per assigned partition, its end offset as last asked and the
+/// group's committed offset, kept current by this consumer's own commits.
+struct Lag {
+    at: std::time::Instant,
+    ends: BTreeMap<i32, i64>,
+    committed: BTreeMap<i32, i64>,
+}
+
+impl Lag {
+    fn fetch(consumer: &StreamConsumer<RebalanceLog>) -> Option<Self> {
+        let committed = consumer.committed(Duration::from_secs(1)).ok()?;
+        let mut lag = Self { at: std::time::Instant::now(), ends: BTreeMap::new(), committed: BTreeMap::new() };
+        for e in committed.elements() {
+            let (low, high) = consumer.fetch_watermarks(e.topic(), e.partition(), Duration::from_secs(1)).ok()?;
+            // Nothing committed yet: the group starts at the earliest offset still kept.
+            let from = match e.offset() {
+                Offset::Offset(o) => o.max(low),
+                _ => low,
+            };
+            lag.ends.insert(e.partition(), high);
+            lag.committed.insert(e.partition(), from);
+        }
+        Some(lag)
+    }
+
+    fn total(&self) -> u64 {
+        self.ends.iter().map(|(p, end)| (end - self.committed.get(p).copied().unwrap_or(*end)).max(0) as u64).sum()
+    }
+}
 
 impl KafkaConsumer {
     pub async fn join(cfg: &KafkaConfig, group: &str) -> Result<Self, QueueError> {
@@ -203,33 +240,26 @@ impl Consumer for KafkaConsumer {
             tpl.add_partition_offset(&self.cfg.topic, p.partition, Offset::Offset(p.offset + 1)).map_err(unavailable)?;
         }
         let consumer = &self.consumer;
-        tokio::task::block_in_place(|| consumer.commit(&tpl, CommitMode::Sync)).map_err(unavailable)
-    }
-
-    /// Lag over the assigned partitions. Asking the broker for watermarks costs a round trip
-    /// per partition, so the figure is refreshed at most every few seconds.
-    async fn depth(&mut self) -> Option<u64> {
-        if let Some((at, lag)) = self.lag {
-            if at.elapsed() < LAG_REFRESH {
-                return Some(lag);
+        tokio::task::block_in_place(|| consumer.commit(&tpl, CommitMode::Sync)).map_err(unavailable)?;
+        if let Some(lag) = &mut self.lag {
+            for p in super::last_positions(batch) {
+                if let Some(c) = lag.committed.get_mut(&p.partition) {
+                    *c = (*c).max(p.offset + 1);
+                }
             }
         }
-        let consumer = &self.consumer;
-        let lag = tokio::task::block_in_place(|| {
-            let positions = consumer.position().ok()?;
-            let mut lag = 0u64;
-            for e in positions.elements() {
-                let (_, high) = consumer.fetch_watermarks(e.topic(), e.partition(), Duration::from_secs(1)).ok()?;
-                let at = match e.offset() {
-                    Offset::Offset(o) => o,
-                    _ => continue,
-                };
-                lag += (high - at).max(0) as u64;
-            }
-            Some(lag)
-        })?;
-        self.lag = Some((std::time::Instant::now(), lag));
-        Some(lag)
+        Ok(())
+    }
+
+    /// Events after the committed offsets of the assigned partitions: delivered but not yet
+    /// committed ones count. Asking the broker costs a round trip per partition, so the end
+    /// offsets are refreshed at most every few seconds; this consumer's commits count at once.
+    async fn depth(&mut self) -> Option<u64> {
+        if self.lag.as_ref().is_none_or(|l| l.at.elapsed() >= LAG_REFRESH) {
+            let consumer = &self.consumer;
+            self.lag = Some(tokio::task::block_in_place(|| Lag::fetch(consumer))?);
+        }
+        self.lag.as_ref().map(Lag::total)
     }
 
     async fn close(&mut self) {
