@@ -11,7 +11,11 @@ scripts/services.sh up
 # so that it does not weigh on the load gate below.
 cluster_was_up=0
 if [ "$(scripts/services.sh status 2>/dev/null | grep -c 'kafka-cluster node .: up')" -eq 3 ]; then cluster_was_up=1; fi
-scripts/services.sh up kafka-cluster
+# Its three JVMs start (about a minute) while the tests compile.
+cluster_log=target/kafka-cluster-up.log
+mkdir -p target
+scripts/services.sh up kafka-cluster >"$cluster_log" 2>&1 &
+cluster_up=$!
 
 # The power-cut and disk-fault tests mount faultfs (FUSE): they need /dev/fuse and fusermount3.
 if ! command -v fusermount3 >/dev/null; then
@@ -47,12 +51,20 @@ fi
 # One build. `cargo test` also builds the binaries, with the features the dev-dependencies
 # add (tokio's test-util and others); a separate `cargo build` without them compiled tokio,
 # serde and their dependents a second time. The load gate below runs these same binaries.
+cargo test --release --workspace --no-run
+wait "$cluster_up" || { cat "$cluster_log" >&2; echo "the three-node Kafka cluster did not start" >&2; exit 1; }
+# The tools of the checks after the tests (cargo-deny; valgrind and gungraun-runner) take about
+# 8 minutes to compile on a fresh machine. The tests mostly wait (on brokers, fsyncs, restarts),
+# so the tools compile meanwhile, at the lowest priority.
+tools_log=target/tool-install.log
+nice -n 19 bash -c 'command -v cargo-deny >/dev/null || cargo install cargo-deny --locked; scripts/instructions.sh install' >"$tools_log" 2>&1 &
+tools=$!
 cargo test --release --workspace
 if [ "$cluster_was_up" -eq 0 ]; then scripts/services.sh down kafka-cluster; fi
+wait "$tools" || { cat "$tools_log" >&2; echo "installing cargo-deny or gungraun-runner failed" >&2; exit 1; }
 
 # Dependency policy (deny.toml): licenses, bans and sources. Advisories need the RustSec
 # database from GitHub, which these machines cannot reach.
-command -v cargo-deny >/dev/null || cargo install cargo-deny --locked
 cargo deny check licenses bans sources
 
 cargo bench --workspace --no-run
