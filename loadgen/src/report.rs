@@ -194,7 +194,7 @@ impl Measured {
             planned,
             sent: r.sent,
             accepted: r.accepted,
-            statuses: r.statuses.clone(),
+            statuses: r.statuses(),
             unexpected_status: r.unexpected_status,
             invalid_accepted: r.invalid_accepted,
             phases,
