@@ -228,7 +228,7 @@ async fn connection(sh: &Shared, mut renderer: Renderer, rec: &RefCell<Recorder>
     let mut free_at = Instant::now();
     while let Some((slot, p)) = cur.current(&sh.plan) {
         if conn.is_none() {
-            conn = Conn::open(&sh.addr).await.ok();
+            conn = open(&sh.addr).await;
         }
         renderer.render(&p);
         sh.request.write(&mut request, renderer.headers(), &renderer.body);
@@ -237,7 +237,7 @@ async fn connection(sh: &Shared, mut renderer: Renderer, rec: &RefCell<Recorder>
             tokio::time::sleep_until(due).await;
         }
         if conn.as_ref().is_some_and(Conn::closed_while_idle) {
-            conn = Conn::open(&sh.addr).await.ok();
+            conn = open(&sh.addr).await;
         }
         let sent = Instant::now();
         live.phase.store(slot.phase as u64, Ordering::Relaxed);
@@ -259,6 +259,12 @@ async fn connection(sh: &Shared, mut renderer: Renderer, rec: &RefCell<Recorder>
     }
 }
 
+/// A new connection, or `None` when it is refused or not accepted within a request's timeout
+/// (a server whose accept queue is full leaves the connect pending, not refused).
+async fn open(addr: &str) -> Option<Conn> {
+    tokio::time::timeout(REQUEST_TIMEOUT, Conn::open(addr)).await.ok()?.ok()
+}
+
 fn outcome(slot: Slot, p: &Planned, latency: Duration, service: Duration, send_lag: Duration, status: Option<u16>) -> Outcome {
     Outcome { phase: slot.phase, scheduled: slot.at, latency, service, send_lag, status, expect: p.expect, event: p.event() }
 }
@@ -271,5 +277,98 @@ fn record(rec: &RefCell<Recorder>, live: &Live, o: Outcome, sent_at: Duration) {
     if r.sent.is_multiple_of(1000) {
         live.p99_us.store((r.p99_ms() * 1000.0) as u64, Ordering::Relaxed);
         live.errors.store(r.errors() + r.unexpected_status, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scenario::Scenario;
+    use crate::sign::Signer;
+    use crate::workload::Ids;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    const SCENARIO: &str = r#"
+name = "engine"
+[target]
+url = "http://127.0.0.1:1"
+[signing]
+scheme = "standard"
+secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+[workload]
+orders = 20
+[[load.phases]]
+kind = "constant"
+rate = 400
+duration_s = 1
+"#;
+
+    /// A server on loopback that answers every request 200 and closes each connection after
+    /// its third answer (saying so with `connection: close`), as a server draining its
+    /// keep-alive connections would.
+    fn closing_server() -> String {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr").to_string();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+            rt.block_on(async move {
+                listener.set_nonblocking(true).expect("nonblocking");
+                let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
+                while let Ok((mut s, _)) = listener.accept().await {
+                    tokio::spawn(async move {
+                        let mut buf = Vec::with_capacity(4096);
+                        for answered in 1..=3 {
+                            while !complete(&buf) {
+                                if s.read_buf(&mut buf).await.unwrap_or(0) == 0 {
+                                    return;
+                                }
+                            }
+                            buf.clear();
+                            let close = if answered == 3 { "connection: close\r\n" } else { "" };
+                            let answer = format!("HTTP/1.1 200 OK\r\n{close}content-length: 2\r\n\r\nok");
+                            if s.write_all(answer.as_bytes()).await.is_err() {
+                                return;
+                            }
+                        }
+                    });
+                }
+            });
+        });
+        format!("http://{addr}")
+    }
+
+    /// Whether `buf` holds a whole request: its head and Content-Length bytes of body.
+    fn complete(buf: &[u8]) -> bool {
+        let mut headers = [httparse::EMPTY_HEADER; 16];
+        let mut req = httparse::Request::new(&mut headers);
+        let Ok(httparse::Status::Complete(head)) = req.parse(buf) else { return false };
+        let length = req.headers.iter().find(|h| h.name.eq_ignore_ascii_case("content-length")).and_then(|h| std::str::from_utf8(h.value).ok()?.parse::<usize>().ok());
+        length.is_some_and(|n| buf.len() >= head + n)
+    }
+
+    #[test]
+    fn connections_closed_by_the_server_are_reopened_and_no_request_is_lost() {
+        let s = Scenario::parse(SCENARIO).expect("scenario");
+        let planned = s.planned_requests();
+        let generator = Generator::new(&s.workload, s.seed, "engine".into(), planned);
+        let signer = Signer::new(s.signing.scheme, &s.signing.secret).expect("signer");
+        let load = Load {
+            base: closing_server(),
+            path: "/api/webhooks/payment".into(),
+            schedule: Schedule::new(&s.load.phases),
+            generator,
+            renderer: Renderer::new(Ids { prefix: "engine".into() }, signer),
+            connections: 8,
+            threads: 2,
+            phases: 1,
+            allow_shedding: false,
+            start_unix: 1_700_000_000,
+            t0: Instant::now() + Duration::from_millis(100),
+        };
+        let live: Vec<Arc<Live>> = (0..2).map(|_| Arc::default()).collect();
+        let (rec, _) = run(load, &live).expect("load");
+        assert_eq!(rec.sent, planned);
+        assert_eq!(rec.statuses().get("200"), Some(&planned), "every request answered 200 despite {} closes: {:?}", planned / 3, rec.statuses());
+        assert_eq!(live.iter().map(|l| l.done.load(Ordering::Relaxed)).sum::<u64>(), planned);
     }
 }
