@@ -229,6 +229,8 @@ async fn connection(sh: &Shared, mut renderer: Renderer, rec: &RefCell<Recorder>
     while let Some((slot, p)) = cur.current(&sh.plan) {
         if conn.is_none() {
             conn = open(&sh.addr).await;
+            // A slow connect is the server's delay, not the generator's lateness.
+            free_at = Instant::now();
         }
         renderer.render(&p);
         sh.request.write(&mut request, renderer.headers(), &renderer.body);
@@ -238,6 +240,7 @@ async fn connection(sh: &Shared, mut renderer: Renderer, rec: &RefCell<Recorder>
         }
         if conn.as_ref().is_some_and(Conn::closed_while_idle) {
             conn = open(&sh.addr).await;
+            free_at = Instant::now();
         }
         let sent = Instant::now();
         live.phase.store(slot.phase as u64, Ordering::Relaxed);
