@@ -4,7 +4,7 @@
 //! the knee and its ratio to the bare-HTTP ceiling of the same run go into the JSON report
 //! under `capacity`.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::plan;
 use crate::run::{self, Client, LoadTiming};
@@ -17,7 +17,7 @@ use crate::workload::{Generator, Renderer};
 /// schedule (as for a whole run, see `report`).
 const GENERATOR_LAG_MS: f64 = 5.0;
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StepResult {
     pub offered_rate: f64,
     pub achieved_send_rate: f64,
@@ -33,7 +33,7 @@ pub struct StepResult {
     pub within_limits: bool,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CapacityReport {
     pub steps: Vec<StepResult>,
     /// The highest step within both limits; `None` when even the first step was past them.

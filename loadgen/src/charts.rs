@@ -1,7 +1,8 @@
 //! The charts of report.html and of `loadgen compare --out`, drawn by `plotters` into inline
 //! SVG (the page stays one self-contained file): latency from schedule over time at p50, p99
 //! and p99.9; the HdrHistogram percentile distribution; end-to-end latency and queue depth
-//! over time; sent, accepted and processed rates; resident memory. A comparison draws the
+//! over time; sent, accepted and processed rates; resident memory; for a capacity search,
+//! accepted rate and ack p99 against the offered rate of each step. A comparison draws the
 //! same charts with one line per run.
 
 use std::fmt::Write as _;
@@ -11,6 +12,7 @@ use plotters::coord::ranged1d::{AsRangedCoord, Ranged, ValueFormatter};
 use plotters::prelude::*;
 use serde::Deserialize;
 
+use crate::capacity::CapacityReport;
 use crate::sampler::SystemSample;
 use crate::stats::Second;
 
@@ -35,6 +37,7 @@ pub struct RunData {
     pub timeline: Vec<Second>,
     pub ack_distribution: Vec<(f64, f64)>,
     pub system: SystemData,
+    pub capacity: Option<CapacityReport>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -67,7 +70,7 @@ pub fn of_run(r: &RunData) -> Result<Vec<Chart>, ChartError> {
     let tl = &r.timeline;
     let sys = &r.system.timeline;
     let [p50, p99, p999] = PERCENTILE_COLORS;
-    Ok(vec![
+    let mut charts = vec![
         over_time(
             "Ack latency from schedule, per second",
             "latency (ms)",
@@ -97,7 +100,11 @@ pub fn of_run(r: &RunData) -> Result<Vec<Chart>, ChartError> {
             ],
         )?,
         over_time("System resident memory", "MB", vec![Line::new("RSS", p99, rss(&r.system.rss_samples_mb))])?,
-    ])
+    ];
+    if let Some(c) = &r.capacity {
+        charts.push(capacity(c)?);
+    }
+    Ok(charts)
 }
 
 /// Two runs overlaid: one colour per run, the same charts as a run's.
@@ -167,44 +174,89 @@ fn distribution(lines: Vec<Line>) -> Result<Chart, ChartError> {
     draw(title, TAIL_AXIS.log_scale(), "percentile (log scale of 1 / (1 - p))", &tail_label, "latency from schedule (ms)", &lines)
 }
 
+const CEILING: RGBColor = RGBColor(127, 127, 127);
+const GRID: RGBColor = RGBColor(235, 235, 235);
+
+type Drawn = Result<(), Box<dyn std::error::Error>>;
+
+/// One chart drawn into an SVG string: a white canvas with the margins and label areas
+/// every chart shares (and a right axis's when asked), handed to `draw`.
+fn svg_chart(title: &str, right_axis: bool, draw: impl FnOnce(&mut ChartBuilder<'_, '_, SVGBackend<'_>>) -> Drawn) -> Result<Chart, ChartError> {
+    let mut svg = String::new();
+    let drawn = (|| -> Drawn {
+        let root = SVGBackend::with_string(&mut svg, SIZE).into_drawing_area();
+        root.fill(&WHITE)?;
+        let mut builder = ChartBuilder::on(&root);
+        builder.margin(12).x_label_area_size(42).y_label_area_size(70);
+        if right_axis {
+            builder.right_y_label_area_size(70);
+        }
+        draw(&mut builder)?;
+        root.present()?;
+        Ok(())
+    })();
+    drawn.map_err(|e| ChartError { chart: title.into(), message: e.to_string() })?;
+    Ok(Chart { title: title.into(), svg })
+}
+
+/// A legend sample: a short stroke in the series' style.
+fn legend(style: ShapeStyle) -> impl Fn((i32, i32)) -> PathElement<(i32, i32)> {
+    move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], style)
+}
+
+fn line_series<DB: DrawingBackend>(l: &Line) -> LineSeries<DB, (f64, f64)> {
+    LineSeries::new(l.points.iter().copied(), l.color.stroke_width(2))
+}
+
+/// The capacity search: accepted rate (left axis) and ack p99 (right axis) at each step's
+/// offered rate, the bare-HTTP ceiling as a dashed line, the knee as a dashed upright.
+fn capacity(c: &CapacityReport) -> Result<Chart, ChartError> {
+    let [accepted_color, _, p99_color] = PERCENTILE_COLORS;
+    let accepted = [Line::new("accepted/s (left)", accepted_color, c.steps.iter().map(|s| (s.offered_rate, s.accepted_per_s)))];
+    let p99 = [Line::new("ack p99 ms (right)", p99_color, c.steps.iter().map(|s| (s.offered_rate, s.ack_p99_ms)))];
+    let x_top = upper(&accepted, |p| p.0).max(1.0) * 1.1;
+    let rate_top = upper(&accepted, |p| p.1).max(c.ceiling_rps.unwrap_or(0.0)).max(1.0) * 1.1;
+    let p99_top = upper(&p99, |p| p.1).max(1.0) * 1.1;
+    svg_chart("Capacity search: accepted rate and ack p99 by offered rate", true, |builder| {
+        let mut chart = builder.build_cartesian_2d(0.0..x_top, 0.0..rate_top)?.set_secondary_coord(0.0..x_top, 0.0..p99_top);
+        let whole = |v: &f64| format!("{v:.0}");
+        let mut mesh = chart.configure_mesh();
+        mesh.x_desc("offered rate (requests/s)").y_desc("accepted (requests/s)").x_label_formatter(&whole).y_label_formatter(&whole);
+        mesh.light_line_style(GRID).draw()?;
+        chart.configure_secondary_axes().y_desc("ack p99 from schedule (ms)").draw()?;
+        let [a] = &accepted;
+        chart.draw_series(line_series(a).point_size(3))?.label(a.label.as_str()).legend(legend(a.color.stroke_width(2)));
+        let [p] = &p99;
+        chart.draw_secondary_series(line_series(p).point_size(3))?.label(p.label.as_str()).legend(legend(p.color.stroke_width(2)));
+        if let Some(ceiling) = c.ceiling_rps {
+            let line = DashedLineSeries::new([(0.0, ceiling), (x_top, ceiling)], 6, 4, CEILING.stroke_width(1));
+            chart.draw_series(line)?.label(format!("bare-HTTP ceiling {ceiling:.0}/s")).legend(legend(CEILING.stroke_width(1)));
+        }
+        if let Some(k) = &c.knee {
+            let upright = DashedLineSeries::new([(k.offered_rate, 0.0), (k.offered_rate, rate_top)], 3, 3, BLACK.stroke_width(1));
+            chart.draw_series(upright)?.label(format!("knee {:.0}/s offered", k.offered_rate)).legend(legend(BLACK.stroke_width(1)));
+        }
+        chart.configure_series_labels().position(SeriesLabelPosition::UpperLeft).background_style(WHITE.mix(0.85)).border_style(BLACK).draw()?;
+        Ok(())
+    })
+}
+
 fn draw<X>(title: &str, x: X, x_desc: &str, x_fmt: &dyn Fn(&f64) -> String, y_desc: &str, lines: &[Line]) -> Result<Chart, ChartError>
 where
     X: AsRangedCoord<Value = f64>,
     X::CoordDescType: Ranged<ValueType = f64> + ValueFormatter<f64>,
 {
-    let fail = |e: &dyn std::fmt::Display| ChartError { chart: title.into(), message: e.to_string() };
     // A flat zero line (an idle queue) gets a 0..1 axis rather than ticks in thousandths.
     let y_top = upper(lines, |p| p.1).max(1.0) * 1.1;
-    let mut svg = String::new();
-    {
-        let root = SVGBackend::with_string(&mut svg, SIZE).into_drawing_area();
-        root.fill(&WHITE).map_err(|e| fail(&e))?;
-        let mut chart = ChartBuilder::on(&root)
-            .margin(12)
-            .x_label_area_size(42)
-            .y_label_area_size(70)
-            .build_cartesian_2d(x, 0.0..y_top)
-            .map_err(|e| fail(&e))?;
-        chart
-            .configure_mesh()
-            .x_desc(x_desc)
-            .y_desc(y_desc)
-            .x_label_formatter(x_fmt)
-            .light_line_style(RGBColor(235, 235, 235))
-            .draw()
-            .map_err(|e| fail(&e))?;
+    svg_chart(title, false, |builder| {
+        let mut chart = builder.build_cartesian_2d(x, 0.0..y_top)?;
+        chart.configure_mesh().x_desc(x_desc).y_desc(y_desc).x_label_formatter(x_fmt).light_line_style(GRID).draw()?;
         for l in lines {
-            let color = l.color;
-            chart
-                .draw_series(LineSeries::new(l.points.iter().copied(), color.stroke_width(2)))
-                .map_err(|e| fail(&e))?
-                .label(l.label.as_str())
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
+            chart.draw_series(line_series(l))?.label(l.label.as_str()).legend(legend(l.color.stroke_width(2)));
         }
-        chart.configure_series_labels().position(SeriesLabelPosition::UpperLeft).background_style(WHITE.mix(0.85)).border_style(BLACK).draw().map_err(|e| fail(&e))?;
-        root.present().map_err(|e| fail(&e))?;
-    }
-    Ok(Chart { title: title.into(), svg })
+        chart.configure_series_labels().position(SeriesLabelPosition::UpperLeft).background_style(WHITE.mix(0.85)).border_style(BLACK).draw()?;
+        Ok(())
+    })
 }
 
 #[cfg(test)]
@@ -232,7 +284,7 @@ mod tests {
             timeline: (0..5).map(|t| SystemSample { t_s: t as f64, queue_depth: Some(t * 3), processed_per_s: 80.0, e2e_p50_ms: Some(2.0), e2e_p99_ms: Some(7.0) }).collect(),
             rss_samples_mb: vec![40.0, 42.0, 41.0],
         };
-        let run = RunData { timeline, ack_distribution: vec![(0.0, 1.0), (50.0, 1.2), (99.0, 5.0), (99.9, 9.0)], system };
+        let run = RunData { timeline, ack_distribution: vec![(0.0, 1.0), (50.0, 1.2), (99.0, 5.0), (99.9, 9.0)], system, capacity: None };
         let charts = of_run(&run).expect("charts");
         assert_eq!(charts.len(), 6);
         for c in &charts {
@@ -242,5 +294,38 @@ mod tests {
         assert!(texts(&charts[1].svg).any(|t| t == "99.9%"), "the distribution's axis is labelled in percentiles");
         let overlaid = compared(&run, &RunData::default()).expect("charts");
         assert!(overlaid.iter().all(|c| texts(&c.svg).any(|t| t == "base") && texts(&c.svg).any(|t| t == "new")), "both runs are in every legend");
+    }
+
+    #[test]
+    fn a_capacity_search_is_drawn_with_its_knee_and_ceiling() {
+        use crate::capacity::StepResult;
+        let step = |rate: f64, accepted: f64, p99: f64, ok: bool| StepResult {
+            offered_rate: rate,
+            achieved_send_rate: rate,
+            send_shortfall_pct: 0.0,
+            accepted_per_s: accepted,
+            ack_p99_ms: p99,
+            system_cpu_us_per_event: None,
+            loadgen_us_per_request: 10.0,
+            generator_limited: false,
+            within_limits: ok,
+        };
+        let steps = vec![step(1500.0, 1500.0, 4.0, true), step(3000.0, 2990.0, 9.0, true), step(4500.0, 3600.0, 250.0, false)];
+        let report = CapacityReport { knee: Some(steps[1].clone()), steps, ceiling_rps: Some(9000.0), knee_ceiling_ratio: Some(0.33) };
+        let charts = of_run(&RunData { capacity: Some(report), ..RunData::default() }).expect("charts");
+        let c = charts.last().expect("a capacity chart");
+        assert!(c.title.starts_with("Capacity"));
+        // The longest line of that colour: its legend sample has two points.
+        let points_in = |color: &str| {
+            let lines = c.svg.split("<polyline").filter(|p| p.contains(&format!("stroke=\"{color}\"")));
+            lines.filter_map(|l| l.split("points=\"").nth(1)?.split('"').next().map(|p| p.split_whitespace().count())).max().unwrap_or(0)
+        };
+        assert_eq!(points_in("#2CA02C"), 3, "accepted/s at each step");
+        assert_eq!(points_in("#D62728"), 3, "ack p99 at each step");
+        let labels: Vec<&str> = texts(&c.svg).collect();
+        for want in ["offered rate (requests/s)", "accepted (requests/s)", "ack p99 from schedule (ms)", "bare-HTTP ceiling 9000/s", "knee 3000/s offered"] {
+            assert!(labels.contains(&want), "{want:?} missing from {labels:?}");
+        }
+        assert_eq!(of_run(&RunData::default()).expect("charts").len(), 6, "no capacity chart without a search");
     }
 }

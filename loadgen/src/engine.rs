@@ -1,28 +1,25 @@
 //! The open-loop sender, shaped like wrk2: a few threads, each running a fixed set of
-//! connection loops; each loop owns one HTTP/1.1 keep-alive connection (hyper's client
-//! connection API) and, when free, claims the next due slot of the schedule (one queue
-//! served by every connection, so one slow answer holds back no other slot). A request is rendered
-//! into the loop's reused buffers when it is due, and its outcome is recorded in its
-//! thread's recorder; the recorders are merged at the end. Nothing is spawned, sent over a
-//! channel or locked per request: the plan is shared in chunks, taken once per chunk.
+//! connection loops (one task each on the thread's own runtime); each loop owns one
+//! HTTP/1.1 keep-alive connection (`wire`) and, when free, claims the next due slot of the
+//! schedule (one queue served by every connection, so one slow answer holds back no other
+//! slot). A request is rendered into the loop's reused buffers before it is due, and its
+//! outcome is recorded in its thread's recorder; the recorders are merged at the end.
+//! Nothing is spawned, sent over a channel or locked per request: the plan is shared in
+//! chunks, taken once per chunk.
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
+use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::Bytes;
-use http::header::{CONTENT_TYPE, HOST};
-use http::{HeaderName, HeaderValue, Method, Request, Uri};
-use http_body_util::{BodyExt, Full};
-use hyper::client::conn::http1::{self, SendRequest};
-use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
+use tokio::task::LocalSet;
 use tokio::time::Instant;
 
 use crate::plan::{Schedule, Slot};
 use crate::stats::{Outcome, Recorder};
+use crate::wire::{Conn, Template};
 use crate::workload::{Generator, Planned, Renderer};
 
 /// Slots planned per connection and chunk: a connection takes the plan's lock only when its
@@ -107,8 +104,7 @@ impl Plan {
 struct Shared {
     plan: Plan,
     addr: String,
-    host: HeaderValue,
-    uri: Uri,
+    request: Template,
     t0: Instant,
 }
 
@@ -127,12 +123,18 @@ pub struct Load {
     pub t0: Instant,
 }
 
+/// `host:port` of an `http://host:port` base URL.
+fn authority(base: &str) -> Result<String, EngineError> {
+    let url = reqwest::Url::parse(base).map_err(|_| EngineError::Target(base.into()))?;
+    match (url.scheme(), url.host_str(), url.port_or_known_default()) {
+        ("http", Some(host), Some(port)) => Ok(format!("{host}:{port}")),
+        _ => Err(EngineError::Target(base.into())),
+    }
+}
+
 /// Runs the whole schedule; returns the merged record and the generator (for the oracle).
 pub fn run(load: Load, live: &[Arc<Live>]) -> Result<(Recorder, Generator), EngineError> {
-    let uri: Uri = load.base.parse().map_err(|_| EngineError::Target(load.base.clone()))?;
-    let authority = uri.authority().ok_or_else(|| EngineError::Target(load.base.clone()))?.clone();
-    let addr = format!("{}:{}", authority.host(), authority.port_u16().unwrap_or(80));
-    let host = HeaderValue::from_str(authority.as_str()).map_err(|_| EngineError::Target(load.base.clone()))?;
+    let addr = authority(&load.base)?;
     let connections = load.connections.max(1) as u64;
     let shared = Arc::new(Shared {
         plan: Plan {
@@ -142,9 +144,8 @@ pub fn run(load: Load, live: &[Arc<Live>]) -> Result<(Recorder, Generator), Engi
             state: Mutex::new(PlanState { generator: load.generator, next: 0, ready: VecDeque::new() }),
             schedule: load.schedule,
         },
+        request: Template::post(&addr, &load.path),
         addr,
-        host,
-        uri: load.path.parse().map_err(|_| EngineError::Target(load.path.clone()))?,
         t0: load.t0,
     });
     let threads = load.threads.clamp(1, load.connections.max(1));
@@ -155,9 +156,15 @@ pub fn run(load: Load, live: &[Arc<Live>]) -> Result<(Recorder, Generator), Engi
         let mine = (t as u64..connections).step_by(threads).count();
         handles.push(std::thread::Builder::new().name(format!("loadgen-{t}")).spawn(move || -> std::io::Result<Recorder> {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-            let rec = RefCell::new(Recorder::new(phases, shedding));
-            rt.block_on(futures_util::future::join_all((0..mine).map(|_| connection(&shared, renderer.clone(), &rec, &live))));
-            Ok(rec.into_inner())
+            let rec = Rc::new(RefCell::new(Recorder::new(phases, shedding)));
+            let loops = LocalSet::new();
+            for _ in 0..mine {
+                let (shared, renderer, rec, live) = (shared.clone(), renderer.clone(), rec.clone(), live.clone());
+                loops.spawn_local(async move { connection(&shared, renderer, &rec, &live).await });
+            }
+            // A LocalSet, awaited, runs until every task spawned on it has finished.
+            rt.block_on(loops);
+            Ok(Rc::try_unwrap(rec).map(RefCell::into_inner).unwrap_or_else(|rc| rc.replace(Recorder::new(phases, shedding))))
         })?);
     }
     let mut merged: Option<Recorder> = None;
@@ -212,96 +219,53 @@ impl Cursor {
     }
 }
 
-/// One connection loop: connect, send its slots in turn on that connection, and reconnect
-/// after a transport error or a close by the server.
+/// One connection loop: sends its claimed slots in turn on its connection, opening it
+/// ahead of the next due instant, and again after a transport error or a close by the server.
 async fn connection(sh: &Shared, mut renderer: Renderer, rec: &RefCell<Recorder>, live: &Live) {
     let mut cur = Cursor { claimed: None, chunk: None };
-    while let Some((slot, _)) = cur.current(&sh.plan) {
-        match connect(&sh.addr).await {
-            Ok((sender, conn)) => {
-                let driver = async move {
-                    // Its error, if any, is the one the pending request sees.
-                    let _ = conn.await;
-                };
-                futures_util::future::join(driver, send_on(sender, &mut cur, sh, &mut renderer, rec, live)).await;
-            }
-            Err(_) => {
-                // Recorded at its due instant, so a refused connection cannot spin ahead
-                // of the schedule.
-                let due = sh.t0 + slot.at;
-                tokio::time::sleep_until(due).await;
-                if let Some((slot, p)) = cur.current(&sh.plan) {
-                    let now = Instant::now();
-                    record(rec, live, outcome(slot, &p, now - due, Duration::ZERO, Duration::ZERO, None), now - sh.t0);
-                }
-                cur.advance();
-            }
-        }
-    }
-}
-
-type Conn = hyper::client::conn::http1::Connection<TokioIo<TcpStream>, Full<Bytes>>;
-
-async fn connect(addr: &str) -> std::io::Result<(SendRequest<Full<Bytes>>, Conn)> {
-    let stream = TcpStream::connect(addr).await?;
-    stream.set_nodelay(true)?;
-    http1::handshake(TokioIo::new(stream)).await.map_err(std::io::Error::other)
-}
-
-/// Sends this connection's slots until the schedule ends or the connection fails; the
-/// sender is dropped on return, which closes the connection.
-async fn send_on(mut sender: SendRequest<Full<Bytes>>, cur: &mut Cursor, sh: &Shared, r: &mut Renderer, rec: &RefCell<Recorder>, live: &Live) {
+    let mut conn: Option<Conn> = None;
+    let mut request = Vec::with_capacity(1024);
     let mut free_at = Instant::now();
     while let Some((slot, p)) = cur.current(&sh.plan) {
+        if conn.is_none() {
+            conn = open(&sh.addr).await;
+            // A slow connect is the server's delay, not the generator's lateness.
+            free_at = Instant::now();
+        }
+        renderer.render(&p);
+        sh.request.write(&mut request, renderer.headers(), &renderer.body);
         let due = sh.t0 + slot.at;
         if due > Instant::now() {
             tokio::time::sleep_until(due).await;
         }
-        if sender.ready().await.is_err() {
-            // Closed by the server while idle: reconnect and send this slot on the new one.
-            return;
+        if conn.as_ref().is_some_and(Conn::closed_while_idle) {
+            conn = open(&sh.addr).await;
+            free_at = Instant::now();
         }
-        r.render(&p);
-        let req = request(sh, r);
         let sent = Instant::now();
         live.phase.store(slot.phase as u64, Ordering::Relaxed);
-        let status = match tokio::time::timeout(REQUEST_TIMEOUT, exchange(&mut sender, req)).await {
-            Ok(Ok(s)) => Some(s),
-            _ => None,
+        let answer = match conn.as_mut() {
+            Some(c) => tokio::time::timeout(REQUEST_TIMEOUT, c.exchange(&request)).await.ok().and_then(Result::ok),
+            // Refused: recorded as an error at once; the next slot tries to connect again.
+            None => None,
         };
+        if !answer.is_some_and(|a| a.keep_alive) {
+            // A failed or closing connection is not reused: the next slot opens another.
+            conn = None;
+        }
+        let status = answer.map(|a| a.status);
         let done = Instant::now();
         let lag = sent.saturating_duration_since(due.max(free_at));
         record(rec, live, outcome(slot, &p, done - due, done - sent, lag, status), sent - sh.t0);
         free_at = done;
         cur.advance();
-        if status.is_none() {
-            return;
-        }
     }
 }
 
-fn request(sh: &Shared, r: &Renderer) -> Request<Full<Bytes>> {
-    let mut req = Request::new(Full::new(Bytes::copy_from_slice(&r.body)));
-    *req.method_mut() = Method::POST;
-    *req.uri_mut() = sh.uri.clone();
-    let h = req.headers_mut();
-    h.insert(HOST, sh.host.clone());
-    h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    for (name, v) in r.headers() {
-        // Rendered values are ASCII ids, digits and base64 or hex: always valid.
-        if let Ok(v) = HeaderValue::from_str(v) {
-            h.insert(HeaderName::from_static(name), v);
-        }
-    }
-    req
-}
-
-async fn exchange(sender: &mut SendRequest<Full<Bytes>>, req: Request<Full<Bytes>>) -> Result<u16, hyper::Error> {
-    let resp = sender.send_request(req).await?;
-    let status = resp.status().as_u16();
-    // Read to the end so the connection is free for the next request.
-    resp.into_body().collect().await?;
-    Ok(status)
+/// A new connection, or `None` when it is refused or not accepted within a request's timeout
+/// (a server whose accept queue is full leaves the connect pending, not refused).
+async fn open(addr: &str) -> Option<Conn> {
+    tokio::time::timeout(REQUEST_TIMEOUT, Conn::open(addr)).await.ok()?.ok()
 }
 
 fn outcome(slot: Slot, p: &Planned, latency: Duration, service: Duration, send_lag: Duration, status: Option<u16>) -> Outcome {
@@ -316,5 +280,98 @@ fn record(rec: &RefCell<Recorder>, live: &Live, o: Outcome, sent_at: Duration) {
     if r.sent.is_multiple_of(1000) {
         live.p99_us.store((r.p99_ms() * 1000.0) as u64, Ordering::Relaxed);
         live.errors.store(r.errors() + r.unexpected_status, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scenario::Scenario;
+    use crate::sign::Signer;
+    use crate::workload::Ids;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    const SCENARIO: &str = r#"
+name = "engine"
+[target]
+url = "http://127.0.0.1:1"
+[signing]
+scheme = "standard"
+secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+[workload]
+orders = 20
+[[load.phases]]
+kind = "constant"
+rate = 400
+duration_s = 1
+"#;
+
+    /// A server on loopback that answers every request 200 and closes each connection after
+    /// its third answer (saying so with `connection: close`), as a server draining its
+    /// keep-alive connections would.
+    fn closing_server() -> String {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr").to_string();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+            rt.block_on(async move {
+                listener.set_nonblocking(true).expect("nonblocking");
+                let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
+                while let Ok((mut s, _)) = listener.accept().await {
+                    tokio::spawn(async move {
+                        let mut buf = Vec::with_capacity(4096);
+                        for answered in 1..=3 {
+                            while !complete(&buf) {
+                                if s.read_buf(&mut buf).await.unwrap_or(0) == 0 {
+                                    return;
+                                }
+                            }
+                            buf.clear();
+                            let close = if answered == 3 { "connection: close\r\n" } else { "" };
+                            let answer = format!("HTTP/1.1 200 OK\r\n{close}content-length: 2\r\n\r\nok");
+                            if s.write_all(answer.as_bytes()).await.is_err() {
+                                return;
+                            }
+                        }
+                    });
+                }
+            });
+        });
+        format!("http://{addr}")
+    }
+
+    /// Whether `buf` holds a whole request: its head and Content-Length bytes of body.
+    fn complete(buf: &[u8]) -> bool {
+        let mut headers = [httparse::EMPTY_HEADER; 16];
+        let mut req = httparse::Request::new(&mut headers);
+        let Ok(httparse::Status::Complete(head)) = req.parse(buf) else { return false };
+        let length = req.headers.iter().find(|h| h.name.eq_ignore_ascii_case("content-length")).and_then(|h| std::str::from_utf8(h.value).ok()?.parse::<usize>().ok());
+        length.is_some_and(|n| buf.len() >= head + n)
+    }
+
+    #[test]
+    fn connections_closed_by_the_server_are_reopened_and_no_request_is_lost() {
+        let s = Scenario::parse(SCENARIO).expect("scenario");
+        let planned = s.planned_requests();
+        let generator = Generator::new(&s.workload, s.seed, "engine".into(), planned);
+        let signer = Signer::new(s.signing.scheme, &s.signing.secret).expect("signer");
+        let load = Load {
+            base: closing_server(),
+            path: "/api/webhooks/payment".into(),
+            schedule: Schedule::new(&s.load.phases),
+            generator,
+            renderer: Renderer::new(Ids { prefix: "engine".into() }, signer),
+            connections: 8,
+            threads: 2,
+            phases: 1,
+            allow_shedding: false,
+            start_unix: 1_700_000_000,
+            t0: Instant::now() + Duration::from_millis(100),
+        };
+        let live: Vec<Arc<Live>> = (0..2).map(|_| Arc::default()).collect();
+        let (rec, _) = run(load, &live).expect("load");
+        assert_eq!(rec.sent, planned);
+        assert_eq!(rec.statuses().get("200"), Some(&planned), "every request answered 200 despite {} closes: {:?}", planned / 3, rec.statuses());
+        assert_eq!(live.iter().map(|l| l.done.load(Ordering::Relaxed)).sum::<u64>(), planned);
     }
 }

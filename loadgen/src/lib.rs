@@ -5,7 +5,7 @@
 //! - `plan`: when each request is due (constant, ramp, burst phases).
 //! - `workload`: the seeded stream of events and what the system must do with each.
 //! - `run`: spawn or reach the system, set up, fire, drain, verify; `engine`: the
-//!   connection loops that fire; `sign`: loadgen's own request signing.
+//!   connection loops that fire, over `wire`'s hand-written HTTP/1.1; `sign`: loadgen's own request signing.
 //! - `oracle`: loadgen's own model of the payment and order rules; `stats`: histograms
 //!   and timelines; `sampler`: the system's queue depth, processing rate and end-to-end
 //!   latency once a second; `charts`: the report's SVG charts; `verify`: the expected end state against the stored one; `report`: files
@@ -25,6 +25,7 @@ pub mod sign;
 pub mod spawn;
 pub mod stats;
 pub mod verify;
+pub mod wire;
 pub mod workload;
 
 /// Exit code of a run whose gates failed, apart from crashes (1), as k6 does.

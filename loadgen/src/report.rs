@@ -194,7 +194,7 @@ impl Measured {
             planned,
             sent: r.sent,
             accepted: r.accepted,
-            statuses: r.statuses.clone(),
+            statuses: r.statuses(),
             unexpected_status: r.unexpected_status,
             invalid_accepted: r.invalid_accepted,
             phases,
@@ -379,6 +379,7 @@ impl Measured {
             timeline: self.timeline.clone(),
             ack_distribution: self.ack_distribution.clone(),
             system: charts::SystemData { timeline: self.system.timeline.clone(), rss_samples_mb: self.system.rss_samples_mb.clone() },
+            capacity: self.capacity.clone(),
         };
         Ok(charts::page(&format!("loadgen: {}", self.scenario.name), &self.summary(), &charts::of_run(&data)?))
     }

@@ -60,27 +60,29 @@ impl Signer {
     /// `forge` signs with a key the system does not know.
     pub fn sign(&self, id: &str, ts: i64, body: &[u8], forge: bool, out: &mut SigHeaders) {
         let mut mac = if forge { self.forged.clone() } else { self.genuine.clone() };
-        let ts_buf = itoa_i64(ts);
+        let mut ts_buf = itoa::Buffer::new();
+        // Timestamps are positive unix seconds; a negative one is clamped rather than signed.
+        let ts_buf = ts_buf.format(ts.max(0));
         out.timestamp.clear();
-        out.timestamp.push_str(ts_buf.as_str());
+        out.timestamp.push_str(ts_buf);
         out.signature.clear();
         match self.scheme {
             Scheme::None => {}
             Scheme::Standard => {
                 mac.update(id.as_bytes());
                 mac.update(b".");
-                mac.update(ts_buf.as_str().as_bytes());
+                mac.update(ts_buf.as_bytes());
                 mac.update(b".");
                 mac.update(body);
                 out.signature.push_str("v1,");
                 B64.encode_string(mac.finalize().into_bytes(), &mut out.signature);
             }
             Scheme::Stripe => {
-                mac.update(ts_buf.as_str().as_bytes());
+                mac.update(ts_buf.as_bytes());
                 mac.update(b".");
                 mac.update(body);
                 out.signature.push_str("t=");
-                out.signature.push_str(ts_buf.as_str());
+                out.signature.push_str(ts_buf);
                 out.signature.push_str(",v1=");
                 let mut hex = [0u8; 64];
                 // 32 bytes always fit 64 hex digits.
@@ -88,32 +90,6 @@ impl Signer {
                     out.signature.extend(hex.iter().map(|b| *b as char));
                 }
             }
-        }
-    }
-}
-
-/// A decimal `i64` without a heap allocation.
-struct Decimal {
-    buf: [u8; 20],
-    start: usize,
-}
-
-impl Decimal {
-    fn as_str(&self) -> &str {
-        std::str::from_utf8(&self.buf[self.start..]).unwrap_or("0")
-    }
-}
-
-fn itoa_i64(v: i64) -> Decimal {
-    // Timestamps are positive unix seconds; a negative one is clamped rather than signed.
-    let mut n = v.max(0) as u64;
-    let mut d = Decimal { buf: [0; 20], start: 20 };
-    loop {
-        d.start -= 1;
-        d.buf[d.start] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            return d;
         }
     }
 }

@@ -95,7 +95,9 @@ pub struct Recorder {
     /// The latest actual send, from the start of the load.
     pub last_send: Duration,
     pub phases: Vec<PhaseTotals>,
-    pub statuses: BTreeMap<String, u64>,
+    /// Answers by status code; `None` for a transport error or a timeout. Keyed by number
+    /// so that counting an answer allocates nothing.
+    by_status: BTreeMap<Option<u16>, u64>,
     pub sent: u64,
     pub accepted: u64,
     pub unexpected_status: u64,
@@ -124,7 +126,7 @@ impl Recorder {
             seconds: Vec::new(),
             last_send: Duration::ZERO,
             phases: vec![PhaseTotals::default(); phases],
-            statuses: BTreeMap::new(),
+            by_status: BTreeMap::new(),
             sent: 0,
             accepted: 0,
             unexpected_status: 0,
@@ -140,7 +142,7 @@ impl Recorder {
         self.all.saturating_record(micros(o.latency));
         self.service.saturating_record(micros(o.service));
         self.send_lag.saturating_record(micros(o.send_lag));
-        *self.statuses.entry(o.status.map_or("error".into(), |s| s.to_string())).or_default() += 1;
+        *self.by_status.entry(o.status).or_default() += 1;
         self.sent += 1;
         let ok = c == "2xx";
         if ok {
@@ -237,8 +239,8 @@ impl Recorder {
             p.accepted += o.accepted;
             p.last_scheduled_s = p.last_scheduled_s.max(o.last_scheduled_s);
         }
-        for (k, n) in other.statuses {
-            *self.statuses.entry(k).or_default() += n;
+        for (k, n) in other.by_status {
+            *self.by_status.entry(k).or_default() += n;
         }
         self.sent += other.sent;
         self.accepted += other.accepted;
@@ -246,6 +248,11 @@ impl Recorder {
         self.invalid_accepted += other.invalid_accepted;
         self.last_send = self.last_send.max(other.last_send);
         self.ledger.merge(other.ledger);
+    }
+
+    /// Answers by status code as the report names them ("200", "error").
+    pub fn statuses(&self) -> BTreeMap<String, u64> {
+        self.by_status.iter().map(|(s, n)| (s.map_or_else(|| "error".into(), |s| s.to_string()), *n)).collect()
     }
 
     /// The generator's own lateness in sending (see `Outcome::send_lag`).
@@ -388,7 +395,9 @@ mod tests {
         }
         a.merge(b);
         assert_eq!((a.sent, a.accepted, a.unexpected_status), (one.sent, one.accepted, one.unexpected_status));
-        assert_eq!(a.statuses, one.statuses);
+        assert_eq!(a.statuses(), one.statuses());
+        assert_eq!(one.statuses().get("error"), None);
+        assert_eq!((one.statuses().get("200"), one.statuses().get("503")), (Some(&3), Some(&2)));
         assert_eq!(a.latency_by_class().len(), one.latency_by_class().len());
         assert_eq!(a.accepted_latency().max_ms, one.accepted_latency().max_ms);
         let (ta, t1) = (a.timeline_out(), one.timeline_out());

@@ -1,7 +1,8 @@
-//! report.html and compare.html from two real short runs against the real system (spawned
-//! `webhooks standalone`), opened in headless Chromium over WebDriver (Debian's `chromium`
-//! and `chromium-driver`): every chart must be drawn, with plotted lines of real extent, and
-//! the browser's screenshots are kept beside the reports in `target/loadgen/report-browser/`.
+//! report.html and compare.html from two real short runs and a short capacity search against
+//! the real system (spawned `webhooks standalone`), opened in headless Chromium over
+//! WebDriver (Debian's `chromium` and `chromium-driver`): every chart must be drawn, with
+//! plotted lines of real extent, and the browser's screenshots are kept beside the reports
+//! in `target/loadgen/report-browser/`.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -15,7 +16,7 @@ use serde_json::{json, Value};
 const OUT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../target/loadgen/report-browser");
 const WAIT: Duration = Duration::from_secs(30);
 
-/// A ramp past what the worker applies at once, so that queue depth and end-to-end latency move.
+/// The system and workload of every run here; each run adds its load.
 const SCENARIO: &str = r#"
 name = "report-browser"
 seed = 11
@@ -35,14 +36,32 @@ invalid_fraction = 0.02
 [load]
 max_in_flight = 64
 
+[drain]
+timeout_s = 60
+"#;
+
+/// A ramp past what the worker applies at once, so that queue depth and end-to-end latency move.
+const RAMP: &str = r#"
 [[load.phases]]
 kind = "ramp"
 from = 300
 to = 2000
 duration_s = 4
+"#;
 
-[drain]
-timeout_s = 60
+/// Three small steps, with limits no step on loopback passes, so that all three are drawn.
+const CAPACITY: &str = r#"
+[capacity]
+start_rate = 200
+step_rate = 200
+step_duration_s = 1.5
+max_steps = 3
+max_p99_ack_ms = 60000
+max_shortfall_pct = 90
+
+[ceiling]
+enabled = true
+duration_s = 1
 "#;
 
 /// chromedriver on a free port, killed when dropped.
@@ -85,8 +104,8 @@ async fn session(port: u16) -> Client {
     }
 }
 
-async fn short_run(seed: u64, dir: &Path) {
-    let mut s = Scenario::parse(SCENARIO).expect("scenario");
+async fn short_run(load: &str, seed: u64, dir: &Path) {
+    let mut s = Scenario::parse(&format!("{SCENARIO}{load}")).expect("scenario");
     s.seed = seed;
     let mut m = run::run(&s, false).await.expect("run");
     assert!(m.judge(&s.gates), "{}", m.summary());
@@ -120,7 +139,7 @@ async fn open_and_check(b: &Client, page: &Path, lines_per_chart: u64) -> Vec<Va
         assert!(n("labels") >= 8.0, "{c}: its axes are not labelled");
     }
     b.execute("document.body.style.width = '1000px'", vec![]).await.expect("fix the width");
-    let height = b.execute("return document.body.scrollHeight", vec![]).await.expect("height").as_u64().unwrap_or(1000);
+    let height = b.execute("return document.documentElement.scrollHeight", vec![]).await.expect("height").as_u64().unwrap_or(1000);
     b.set_window_size(1100, height as u32 + 100).await.expect("resize to the whole page");
     let png = b.screenshot().await.expect("screenshot");
     std::fs::write(page.with_extension("png"), png).expect("write the screenshot");
@@ -133,8 +152,9 @@ async fn reports_of_real_runs_draw_every_chart_in_a_real_browser() {
     let Some(_driver) = Driver::start(port) else { return };
     let out = PathBuf::from(OUT);
     let (base, new) = (out.join("base"), out.join("new"));
-    short_run(11, &base).await;
-    short_run(12, &new).await;
+    short_run(RAMP, 11, &base).await;
+    short_run(RAMP, 12, &new).await;
+    short_run(CAPACITY, 13, &out.join("capacity")).await;
     let read = |d: &Path| -> Value { serde_json::from_str(&std::fs::read_to_string(d.join("report.json")).expect("report.json")).expect("json") };
     let (table, _) = loadgen::compare::compare(&read(&base), &read(&new), 0.2);
     std::fs::write(out.join("compare.html"), loadgen::compare::html(&read(&base), &read(&new), &table).expect("compare page")).expect("write compare.html");
@@ -146,5 +166,8 @@ async fn reports_of_real_runs_draw_every_chart_in_a_real_browser() {
     let ack = &run_charts[0];
     assert!(ack["lines"].as_u64() == Some(3), "p50, p99 and p99.9 on one chart: {ack}");
     open_and_check(&b, &out.join("compare.html"), 2).await;
+    let capacity_charts = open_and_check(&b, &out.join("capacity/report.html"), 1).await;
+    let search = capacity_charts.iter().find(|c| c["title"].as_str().is_some_and(|t| t.starts_with("Capacity"))).expect("a capacity chart");
+    assert_eq!(search["lines"].as_u64(), Some(2), "accepted/s and ack p99 over the three steps: {search}");
     b.close().await.expect("close the browser");
 }
