@@ -72,6 +72,7 @@ impl StorageArgs {
             cfg.max_pending = s.queue_max_pending;
             cfg.append_timeout = Duration::from_millis(s.append_timeout_ms);
             cfg.segment_bytes = s.queue_segment_bytes;
+            cfg.min_sync_interval = Duration::from_micros(s.queue_sync_interval_us);
         }
         cfg
     }
@@ -167,6 +168,12 @@ pub struct ServerArgs {
     /// are deleted a whole segment at a time, after the store has synced their effects.
     #[arg(help_heading = "Embedded queue", long, env = "QUEUE_SEGMENT_BYTES", default_value_t = crate::queue::log::DEFAULT_SEGMENT_BYTES)]
     pub queue_segment_bytes: u64,
+
+    /// Under load, the embedded log syncs at most once per this many microseconds, so that a
+    /// group carries more events per fsync; adds up to that much to an acknowledgement. An
+    /// event after a quiet moment, or from a lone client, is synced at once. 0 syncs back to back.
+    #[arg(help_heading = "Embedded queue", long, env = "QUEUE_SYNC_INTERVAL_US", default_value_t = 2_000)]
+    pub queue_sync_interval_us: u64,
 
     /// Bearer token required by management and read endpoints (orders, payments, stats,
     /// dead letters); unset leaves them open.

@@ -39,6 +39,8 @@ pub struct EmbeddedConfig {
     /// An append not durable within this time is answered 503.
     pub append_timeout: Duration,
     pub segment_bytes: u64,
+    /// Least time between two syncs of the log (group commit waiting for company under load).
+    pub min_sync_interval: Duration,
     /// The consumer keeps its committed position in the log's directory: for the spool,
     /// which has no store to keep it in.
     pub own_position: bool,
@@ -52,6 +54,7 @@ impl EmbeddedConfig {
             max_pending: 50_000,
             append_timeout: Duration::from_secs(5),
             segment_bytes: DEFAULT_SEGMENT_BYTES,
+            min_sync_interval: Duration::ZERO,
             own_position: false,
         }
     }
@@ -77,7 +80,7 @@ impl EmbeddedProducer {
     pub fn open(cfg: &EmbeddedConfig, metrics: Metrics, wake: Arc<Notify>) -> Result<Self, QueueError> {
         identity::load_or_create(&cfg.dir).map_err(storage)?;
         legacy::drain(&cfg.legacy, &cfg.dir)?;
-        let appender_cfg = AppenderConfig { segment_bytes: cfg.segment_bytes, max_pending: cfg.max_pending };
+        let appender_cfg = AppenderConfig { segment_bytes: cfg.segment_bytes, max_pending: cfg.max_pending, min_sync_interval: cfg.min_sync_interval };
         let appender = Appender::start(&cfg.dir, &appender_cfg, metrics, wake).map_err(storage)?;
         Ok(Self { appender, append_timeout: cfg.append_timeout })
     }

@@ -200,7 +200,7 @@ mod tests {
     use crate::queue::log::appender::{Appender, AppenderConfig};
 
     async fn log_of(dir: &Path, n: usize, segment_bytes: u64) -> Appender {
-        let appender = Appender::start(dir, &AppenderConfig { segment_bytes, max_pending: 1000 }, Metrics::new(), Default::default()).expect("start");
+        let appender = Appender::start(dir, &AppenderConfig { segment_bytes, max_pending: 1000, min_sync_interval: std::time::Duration::ZERO }, Metrics::new(), Default::default()).expect("start");
         for i in 1..=n {
             appender.append(format!("record {i}").into_bytes()).await.expect("append");
         }
