@@ -28,6 +28,8 @@ use crate::metrics::Metrics;
 
 /// Most appends in one group; bounds one group's latency.
 const MAX_GROUP: usize = 2048;
+/// A group this large shares its fsync well enough: no waiting for more.
+const FULL_ENOUGH: usize = 16;
 
 #[derive(Debug, Clone)]
 pub struct AppenderConfig {
@@ -121,11 +123,9 @@ fn run(mut writer: Writer, mut rx: mpsc::Receiver<Request>, out: &Group) {
     while let Some(first) = rx.blocking_recv() {
         group.push(first);
         take_waiting(&mut rx, &mut group);
-        // Company is worth waiting for only when appends overlap: a lone client that sends
-        // one event after another's acknowledgement would wait out every interval alone.
-        let since = last_start.map_or(Duration::MAX, |t| t.elapsed());
-        if (last_len > 1 || group.len() > 1) && since < out.min_sync_interval && group.len() < MAX_GROUP {
-            std::thread::sleep(out.min_sync_interval - since);
+        if waits_for_company(last_start, last_len, group.len(), out.min_sync_interval) {
+            let since = last_start.map_or(Duration::ZERO, |t| t.elapsed());
+            std::thread::sleep(out.min_sync_interval.saturating_sub(since));
             take_waiting(&mut rx, &mut group);
         }
         let started = Instant::now();
@@ -160,6 +160,15 @@ fn run(mut writer: Writer, mut rx: mpsc::Receiver<Request>, out: &Group) {
         }
     }
     tracing::debug!("log appender stopped");
+}
+
+/// Company is worth waiting for only when appends overlap (a lone client that sends one
+/// event after another's acknowledgement would wait out every interval alone) and groups are
+/// still small: once a group fills during a sync, waiting would only cap a closed-loop
+/// client's rate at its connections per interval.
+fn waits_for_company(last_start: Option<Instant>, last_len: usize, len: usize, interval: Duration) -> bool {
+    let Some(last_start) = last_start else { return false };
+    (last_len > 1 || len > 1) && last_len < FULL_ENOUGH && len < FULL_ENOUGH && last_start.elapsed() < interval
 }
 
 fn take_waiting(rx: &mut mpsc::Receiver<Request>, group: &mut Vec<Request>) {
@@ -303,6 +312,19 @@ mod tests {
         let groups = groups(&metrics);
         assert!(groups <= bound, "{groups} groups in {:?}: syncs did not wait for company", started.elapsed());
         assert_eq!(super::super::reader::durable(dir.path()).expect("durable"), 200);
+    }
+
+    #[test]
+    fn company_is_awaited_only_for_small_overlapping_groups_within_the_interval() {
+        let interval = std::time::Duration::from_secs(60);
+        let just_now = Some(Instant::now());
+        assert!(!waits_for_company(None, 0, 5, interval), "the first sync never waits");
+        assert!(!waits_for_company(just_now, 1, 1, interval), "a lone client");
+        assert!(waits_for_company(just_now, 1, 2, interval), "appends overlap now");
+        assert!(waits_for_company(just_now, 4, 1, interval), "appends overlapped before");
+        assert!(!waits_for_company(just_now, FULL_ENOUGH, 3, interval), "the last group filled by itself");
+        assert!(!waits_for_company(just_now, 3, FULL_ENOUGH, interval), "this group is full enough");
+        assert!(!waits_for_company(just_now, 4, 4, std::time::Duration::ZERO), "no interval set");
     }
 
     /// A client that sends the next event only after the previous one's acknowledgement has
