@@ -25,7 +25,7 @@ awk -v root="$(cd "$(dirname "$0")/.." && pwd)" '
   function ours(args) { return index(args, root "/target/") > 0 || args ~ /^\.\/target\// }
   function label(args,   a, n) {
     if (args ~ /kafka\.Kafka/) { n = split(args, a, "/"); return "kafka " (args ~ /kafka-cluster/ ? a[n-1] : "single") }
-    # Before the checkout filter: a backend's title names its role and database, "webhooks".
+    # Before the checkout filter: the title of a backend names its role and database, webhooks.
     if (args ~ /^(postgres|\/usr\/lib\/postgresql)/) return "postgresql"
     if (!ours(args) && args ~ /(webhooks|loadgen)/) return ""
     if (args ~ /webhooks (server|worker|standalone)/) { match(args, /webhooks (server|worker|standalone)/); return substr(args, RSTART, RLENGTH) }
