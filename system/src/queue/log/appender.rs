@@ -60,7 +60,7 @@ impl Appender {
         let tail = recovery::recover(dir)?;
         let hint = dir.join(super::reader::DURABLE_FILE);
         let hint = OpenOptions::new().create(true).truncate(false).write(true).open(&hint).map_err(LogError::io("open", &hint))?;
-        let cfg = cfg.clone();
+        let min_sync_interval = cfg.min_sync_interval;
         let writer = Writer {
             hint,
             dir: dir.to_owned(),
@@ -77,7 +77,7 @@ impl Appender {
         let flag = failed.clone();
         std::thread::Builder::new()
             .name("log-appender".into())
-            .spawn(move || run(writer, rx, &Group { failed: flag, wake, metrics, min_sync_interval: cfg.min_sync_interval }))
+            .spawn(move || run(writer, rx, &Group { failed: flag, wake, metrics, min_sync_interval }))
             .map_err(LogError::io("start appender for", dir))?;
         Ok(Self { tx, failed })
     }
@@ -123,9 +123,8 @@ fn run(mut writer: Writer, mut rx: mpsc::Receiver<Request>, out: &Group) {
     while let Some(first) = rx.blocking_recv() {
         group.push(first);
         take_waiting(&mut rx, &mut group);
-        if waits_for_company(last_start, last_len, group.len(), out.min_sync_interval) {
-            let since = last_start.map_or(Duration::ZERO, |t| t.elapsed());
-            std::thread::sleep(out.min_sync_interval.saturating_sub(since));
+        if let Some(wait) = company_wait(last_start, last_len, group.len(), out.min_sync_interval) {
+            std::thread::sleep(wait);
             take_waiting(&mut rx, &mut group);
         }
         let started = Instant::now();
@@ -165,10 +164,11 @@ fn run(mut writer: Writer, mut rx: mpsc::Receiver<Request>, out: &Group) {
 /// Company is worth waiting for only when appends overlap (a lone client that sends one
 /// event after another's acknowledgement would wait out every interval alone) and groups are
 /// still small: once a group fills during a sync, waiting would only cap a closed-loop
-/// client's rate at its connections per interval.
-fn waits_for_company(last_start: Option<Instant>, last_len: usize, len: usize, interval: Duration) -> bool {
-    let Some(last_start) = last_start else { return false };
-    (last_len > 1 || len > 1) && last_len < FULL_ENOUGH && len < FULL_ENOUGH && last_start.elapsed() < interval
+/// client's rate at its connections per interval. Returns how long to wait, if at all.
+fn company_wait(last_start: Option<Instant>, last_len: usize, len: usize, interval: Duration) -> Option<Duration> {
+    let overlapping_and_small = (last_len > 1 || len > 1) && last_len < FULL_ENOUGH && len < FULL_ENOUGH;
+    let left = interval.checked_sub(last_start?.elapsed()).filter(|d| !d.is_zero())?;
+    overlapping_and_small.then_some(left)
 }
 
 fn take_waiting(rx: &mut mpsc::Receiver<Request>, group: &mut Vec<Request>) {
@@ -318,13 +318,13 @@ mod tests {
     fn company_is_awaited_only_for_small_overlapping_groups_within_the_interval() {
         let interval = std::time::Duration::from_secs(60);
         let just_now = Some(Instant::now());
-        assert!(!waits_for_company(None, 0, 5, interval), "the first sync never waits");
-        assert!(!waits_for_company(just_now, 1, 1, interval), "a lone client");
-        assert!(waits_for_company(just_now, 1, 2, interval), "appends overlap now");
-        assert!(waits_for_company(just_now, 4, 1, interval), "appends overlapped before");
-        assert!(!waits_for_company(just_now, FULL_ENOUGH, 3, interval), "the last group filled by itself");
-        assert!(!waits_for_company(just_now, 3, FULL_ENOUGH, interval), "this group is full enough");
-        assert!(!waits_for_company(just_now, 4, 4, std::time::Duration::ZERO), "no interval set");
+        assert!(company_wait(None, 0, 5, interval).is_none(), "the first sync never waits");
+        assert!(company_wait(just_now, 1, 1, interval).is_none(), "a lone client");
+        assert!(company_wait(just_now, 1, 2, interval).is_some_and(|w| w <= interval), "appends overlap now");
+        assert!(company_wait(just_now, 4, 1, interval).is_some_and(|w| w <= interval), "appends overlapped before");
+        assert!(company_wait(just_now, FULL_ENOUGH, 3, interval).is_none(), "the last group filled by itself");
+        assert!(company_wait(just_now, 3, FULL_ENOUGH, interval).is_none(), "this group is full enough");
+        assert!(company_wait(just_now, 4, 4, std::time::Duration::ZERO).is_none(), "no interval set");
     }
 
     /// A client that sends the next event only after the previous one's acknowledgement has
