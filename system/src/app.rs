@@ -166,7 +166,7 @@ pub async fn worker(storage: StorageArgs, worker: WorkerArgs, metrics_listen: Op
     let consumer = open_consumer(&storage, &worker.consumer, Arc::new(Notify::new())).await?;
     let metrics = Metrics::new();
     if let Some(addr) = metrics_listen {
-        let listener = TcpListener::bind(addr).await?;
+        let listener = ingress::serve::bind(addr, 1024)?;
         tracing::info!(%addr, "worker metrics listening");
         let header_timeout = std::time::Duration::from_secs(10);
         tokio::spawn(ingress::serve::serve(listener, ingress::worker_routes(metrics.clone()), header_timeout, shutdown.clone()));

@@ -140,6 +140,11 @@ pub struct ServerArgs {
     #[arg(long, env = "LISTEN", default_value = "127.0.0.1:3000")]
     pub listen: SocketAddr,
 
+    /// Connections the kernel may hold for the server before it accepts them (capped by
+    /// net.core.somaxconn). Too few, and a burst of new connections waits for SYN retransmits.
+    #[arg(long, env = "LISTEN_BACKLOG", default_value_t = 4096)]
+    pub listen_backlog: u32,
+
     /// Standard Webhooks secrets (whsec_<base64>), comma-separated for rotation.
     #[arg(long, env = "WEBHOOK_SECRET", hide_env_values = true, default_value = "")]
     pub webhook_secret: String,

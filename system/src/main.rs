@@ -126,7 +126,7 @@ pub(crate) async fn main() -> anyhow::Result<()> {
 }
 
 async fn bind(server: &ServerArgs) -> anyhow::Result<TcpListener> {
-    TcpListener::bind(server.listen).await.with_context(|| format!("cannot listen on {}", server.listen))
+    webhooks::ingress::serve::bind(server.listen, server.listen_backlog).with_context(|| format!("cannot listen on {}", server.listen))
 }
 
 #[cfg(feature = "fault-injection")]

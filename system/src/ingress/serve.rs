@@ -3,6 +3,7 @@
 //! hyper directly: header-read timeout, TCP_NODELAY, and a graceful shutdown that lets
 //! requests in flight finish.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use axum::Router;
@@ -10,8 +11,21 @@ use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 use tokio_util::sync::CancellationToken;
+
+/// Listens with room for `backlog` connections that the kernel completed and the accept loop
+/// has not taken yet (capped by `net.core.somaxconn`). The standard library's 128 overflows
+/// when a client opens hundreds of connections at once: the kernel drops the handshake and
+/// the client's retransmitted SYN comes about half a second later, an acknowledgement that
+/// looks like a stall of the server.
+pub fn bind(addr: SocketAddr, backlog: u32) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+    // As the standard library does: a restarted server can bind while old connections linger.
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(backlog)
+}
 
 /// Serves until `shutdown`; a connection whose request headers do not arrive within
 /// `header_timeout` is closed.
@@ -44,4 +58,37 @@ pub async fn serve(listener: TcpListener, app: Router, header_timeout: Duration,
     drop(listener);
     graceful.shutdown().await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Connections a server has not accepted yet, as a burst of new clients makes them: the
+    /// kernel completes each handshake only while the listen queue has room.
+    async fn handshakes_completed(listener: &TcpListener, clients: usize) -> usize {
+        let addr = listener.local_addr().unwrap();
+        let mut held = Vec::new();
+        for _ in 0..clients {
+            // A dropped SYN is retried after a second; anything under that completed at once.
+            match tokio::time::timeout(Duration::from_millis(500), tokio::net::TcpStream::connect(addr)).await {
+                Ok(Ok(stream)) => held.push(stream),
+                _ => break,
+            }
+        }
+        held.len()
+    }
+
+    #[tokio::test]
+    async fn a_burst_of_new_connections_fits_in_the_listen_queue() {
+        let listener = bind("127.0.0.1:0".parse().unwrap(), 1024).unwrap();
+        assert_eq!(handshakes_completed(&listener, 400).await, 400);
+    }
+
+    /// What the fix is for: the standard library's queue of 128 drops the rest of the burst.
+    #[tokio::test]
+    async fn a_queue_of_128_overflows_under_the_same_burst() {
+        let listener = bind("127.0.0.1:0".parse().unwrap(), 128).unwrap();
+        assert!(handshakes_completed(&listener, 400).await < 400);
+    }
 }
