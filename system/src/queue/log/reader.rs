@@ -13,8 +13,11 @@ use super::{segment, LogError};
 
 /// The file holding the last durable offset (8 bytes, little endian).
 pub const DURABLE_FILE: &str = "durable";
-/// Bytes read from a segment at a time (more when one record is larger).
-const CHUNK: usize = 1 << 20;
+/// Bytes read from a segment at a time (more when one record is larger). The newest segment
+/// is preallocated ahead of its records, so a reader that follows the appender reads this
+/// much, mostly zeros, for every group: small enough to cost little, large enough for a
+/// reader catching up to take hundreds of records a read.
+const CHUNK: usize = 64 << 10;
 
 /// A reader positioned after an offset; it follows new records as they become durable.
 pub struct Reader {

@@ -29,14 +29,15 @@ pub fn list(dir: &Path) -> Result<Vec<u64>, LogError> {
 /// never synced can vanish at a power cut with every record fsync'd into it.
 pub fn create(dir: &Path, base: u64) -> Result<File, LogError> {
     let p = path(dir, base);
-    let file = OpenOptions::new().create_new(true).append(true).open(&p).map_err(LogError::io("create segment", &p))?;
+    let file = OpenOptions::new().create_new(true).write(true).open(&p).map_err(LogError::io("create segment", &p))?;
     sync_dir(dir)?;
     Ok(file)
 }
 
-pub fn open_for_append(dir: &Path, base: u64) -> Result<File, LogError> {
+/// Opens the newest segment for the appender, which writes at positions it keeps itself.
+pub fn open_for_write(dir: &Path, base: u64) -> Result<File, LogError> {
     let p = path(dir, base);
-    OpenOptions::new().append(true).open(&p).map_err(LogError::io("open segment", &p))
+    OpenOptions::new().write(true).open(&p).map_err(LogError::io("open segment", &p))
 }
 
 pub fn sync_dir(dir: &Path) -> Result<(), LogError> {
