@@ -212,7 +212,7 @@ struct Writer {
     next: u64,
     segment_bytes: u64,
     buf: Vec<u8>,
-    /// What preallocation writes, kept between steps.
+    /// What preallocation writes (a step of zeros), kept between steps.
     zeros: Vec<u8>,
 }
 
@@ -255,8 +255,11 @@ impl Writer {
     /// group. Failing (a full disk) only means the next groups grow the file themselves.
     fn preallocate(&mut self, from: u64) {
         let to = (from + PREALLOCATE).min(self.segment_bytes).max(from);
-        self.zeros.resize((to - from) as usize, 0);
-        match self.file.write_all_at(&self.zeros, from) {
+        if self.zeros.is_empty() {
+            // Allocated zeroed (calloc: fresh pages, no memset), once.
+            self.zeros = vec![0; PREALLOCATE as usize];
+        }
+        match self.file.write_all_at(&self.zeros[..(to - from) as usize], from) {
             Ok(()) => self.allocated = to,
             Err(e) => {
                 tracing::debug!(error = %e, "cannot preallocate the segment; it grows with its records");
