@@ -155,6 +155,24 @@ fn migrate(conn: &mut Connection) -> Result<(), rusqlite::Error> {
     tx.commit()
 }
 
+/// Processes that open a new database together (a split server and worker) race to switch it
+/// to WAL and to migrate it, and SQLite answers the loser "database is locked" at once, without
+/// waiting in its busy handler. Opening again a moment later finds the work done.
+fn retry_while_locked<T>(mut open: impl FnMut() -> Result<T, rusqlite::Error>) -> Result<T, StoreError> {
+    const ATTEMPTS: u32 = 50;
+    let mut attempt = 1;
+    loop {
+        match open().map_err(classify) {
+            Err(StoreError::Transient(why)) if attempt < ATTEMPTS => {
+                tracing::debug!(error = %why, attempt, "store busy while opening; trying again");
+                attempt += 1;
+                std::thread::sleep(Duration::from_millis(20 * attempt as u64));
+            }
+            other => return other,
+        }
+    }
+}
+
 impl SqliteStore {
     /// A store whose every commit is durable when it returns.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
@@ -162,9 +180,12 @@ impl SqliteStore {
     }
 
     pub fn open_with(path: &Path, durability: Durability) -> Result<Self, StoreError> {
-        let mut writer = connect(path, durability).map_err(classify)?;
-        migrate(&mut writer).map_err(classify)?;
-        let reader = connect(path, durability).map_err(classify)?;
+        let writer = retry_while_locked(|| {
+            let mut c = connect(path, durability)?;
+            migrate(&mut c)?;
+            Ok(c)
+        })?;
+        let reader = retry_while_locked(|| connect(path, durability))?;
         let thread = |name, conn| ConnThread::spawn(name, conn).map_err(|e| StoreError::Permanent(format!("start {name}: {e}")));
         Ok(Self { writer: thread("store-writer", writer)?, reader: thread("store-reader", reader)?, durability })
     }
@@ -476,6 +497,31 @@ impl Store for SqliteStore {
 mod tests {
     use super::*;
     use rusqlite::StatementStatus;
+
+    /// A split server and worker open a new database at the same moment: both set WAL mode
+    /// and migrate. Many rounds of four at once, each on a fresh file.
+    #[test]
+    fn processes_opening_a_new_database_together_all_succeed() {
+        for round in 0..40 {
+            let dir = tempfile::tempdir().expect("dir");
+            let path = dir.path().join("store.db");
+            let barrier = std::sync::Barrier::new(4);
+            let results: Vec<_> = std::thread::scope(|s| {
+                let opens: Vec<_> = (0..4)
+                    .map(|_| {
+                        s.spawn(|| {
+                            barrier.wait();
+                            SqliteStore::open_with(&path, Durability::Checkpoint).map(|_| ())
+                        })
+                    })
+                    .collect();
+                opens.into_iter().map(|h| h.join().expect("thread")).collect()
+            });
+            for r in results {
+                r.unwrap_or_else(|e| panic!("round {round}: {e}"));
+            }
+        }
+    }
 
     fn event(i: i64) -> PaymentEvent {
         PaymentEvent {
