@@ -28,7 +28,7 @@ async fn repeated_cuts(machine: &mut Machine, roles: &[&str], rounds: usize) -> 
     let tally = Arc::new(Tally::default());
     for round in 0..rounds {
         let mut procs = start_all(machine, roles);
-        wait_healthy(&client(), &machine.base).await;
+        machine.wait_healthy().await;
         let (before, unanswered) = (tally.acked(), tally.unanswered());
         let load = Load::start(&machine.base, CLIENTS, tally.clone());
         until_acked(&tally, before + 1_500 + round * 500, Duration::from_secs(20)).await;
@@ -83,7 +83,7 @@ async fn a_power_cut_after_a_quiet_checkpoint_loses_nothing() {
     let mut machine = Machine::new();
     let tally = Arc::new(Tally::default());
     let mut server = machine.start("server", &[]);
-    wait_healthy(&client(), &machine.base).await;
+    machine.wait_healthy().await;
     let load = Load::start(&machine.base, CLIENTS, tally.clone());
     until_acked(&tally, 20_000, Duration::from_secs(90)).await;
     load.stop().await;
@@ -127,7 +127,7 @@ async fn a_full_disk_gets_503_dead_letters_nothing_and_recovers_by_itself() {
     // Few, quick retries: a worker that took the full disk for poison would dead-letter at once.
     let quick = ["--max-attempts", "2", "--retry-base-ms", "5", "--retry-cap-ms", "50"];
     let mut procs = vec![machine.start("standalone", &quick)];
-    wait_healthy(&client(), &machine.base).await;
+    machine.wait_healthy().await;
     let load = Load::start(&machine.base, CLIENTS, tally.clone());
     until_acked(&tally, 1_000, Duration::from_secs(20)).await;
     machine.fs.limit_space(Target::All, 256 * 1024);
@@ -161,7 +161,7 @@ async fn a_failed_fsync_is_never_acknowledged() {
     let mut machine = Machine::new();
     let tally = Arc::new(Tally::default());
     let mut procs = vec![machine.start("standalone", &[])];
-    wait_healthy(&client(), &machine.base).await;
+    machine.wait_healthy().await;
     let load = Load::start(&machine.base, CLIENTS, tally.clone());
     until_acked(&tally, 1_000, Duration::from_secs(20)).await;
     machine.fs.fail(Op::Fsync, Target::file(QUEUE_LOG), Some(1));

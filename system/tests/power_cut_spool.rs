@@ -24,7 +24,7 @@ async fn spooled_events_survive_a_power_cut_during_a_broker_outage() {
 
     let tally = Arc::new(Tally::default());
     let mut procs = vec![machine.start("server", &server_args), machine.start("worker", &worker_args)];
-    wait_healthy(&client(), &machine.base).await;
+    machine.wait_healthy().await;
     let load = Load::start(&machine.base, 8, tally.clone());
     until_acked(&tally, 300, Duration::from_secs(20)).await;
     services(&["down", "kafka"]);

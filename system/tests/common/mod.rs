@@ -72,16 +72,21 @@ pub fn client() -> reqwest::Client {
 }
 
 pub async fn wait_healthy(http: &reqwest::Client, base: &str) {
-    let deadline = Instant::now() + Duration::from_secs(30);
+    assert!(healthy_within(http, base, Duration::from_secs(30)).await, "{base} did not become healthy within 30 s");
+}
+
+/// Whether `/healthz` answered 2xx within `limit`.
+pub async fn healthy_within(http: &reqwest::Client, base: &str, limit: Duration) -> bool {
+    let deadline = Instant::now() + limit;
     while Instant::now() < deadline {
         if let Ok(r) = http.get(format!("{base}/healthz")).send().await {
             if r.status().is_success() {
-                return;
+                return true;
             }
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    panic!("{base} did not become healthy within 30 s");
+    false
 }
 
 pub fn order(id: &str, total: i64) -> Value {

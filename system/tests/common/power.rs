@@ -77,12 +77,24 @@ impl Machine {
         self.fs.power_cut()
     }
 
-    /// The processes' logs, for a failure message.
+    /// Waits for the server to answer; if it does not, the failure shows the processes' logs
+    /// (a process that stopped at start-up says why).
+    pub async fn wait_healthy(&self) {
+        if !healthy_within(&client(), &self.base, Duration::from_secs(30)).await {
+            panic!("{} did not become healthy within 30 s\n{}", self.base, self.log_tail());
+        }
+    }
+
+    /// The processes' logs, for a failure message: each one's error, if it stopped on one
+    /// (the first lines, above the backtrace that follows it), and its last lines.
     pub fn log_tail(&self) -> String {
         let mut out = String::new();
         if let Ok(dir) = std::fs::read_dir(self.logs.path()) {
             for e in dir.flatten() {
                 let text = std::fs::read_to_string(e.path()).unwrap_or_default();
+                if let Some(error) = text.lines().find(|l| l.starts_with("Error: ")) {
+                    out += &format!("--- {}: {error}\n", e.path().display());
+                }
                 let tail: Vec<&str> = text.lines().rev().take(15).collect();
                 out += &format!("--- {}\n{}\n", e.path().display(), tail.into_iter().rev().collect::<Vec<_>>().join("\n"));
             }
@@ -181,7 +193,7 @@ pub async fn until_acked(tally: &Tally, n: usize, max: Duration) {
 /// Every acknowledged event applied exactly once, after everything has been restarted.
 pub async fn verify(machine: &Machine, tally: &Tally) {
     let http = client();
-    wait_healthy(&http, &machine.base).await;
+    machine.wait_healthy().await;
     let ledger = tally.ledger.lock().expect("ledger").clone();
     assert!(!ledger.is_empty(), "the load acknowledged nothing: the test proved nothing\n{}", machine.log_tail());
     all_applied(machine, &ledger).await;
