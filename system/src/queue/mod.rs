@@ -63,6 +63,11 @@ impl Delivery {
 pub trait Producer: Send + Sync {
     /// Returns once the event is durable; an error means it is not stored.
     async fn append(&self, event: &PaymentEvent) -> Result<(), QueueError>;
+    /// Appends a batch pipelined, queued in its order; the spool's drainer forwards this way.
+    /// An error means some of the batch may not be stored, and the rest may be.
+    async fn append_all(&self, events: &[&PaymentEvent]) -> Result<(), QueueError> {
+        futures_util::future::join_all(events.iter().map(|e| self.append(e))).await.into_iter().collect()
+    }
     /// Whether appends can currently succeed.
     async fn ready(&self) -> Result<(), QueueError>;
     /// Events acknowledged but waiting in a local spool for the broker, when there is one.

@@ -208,17 +208,20 @@ impl Drainer {
     }
 }
 
-/// Sends a batch in spool order: `join_all` polls the sends in order, so the producer
-/// queues them in that order, and per partition the broker keeps it.
+/// Sends a batch in spool order: the producer queues it in that order, and per partition the
+/// broker keeps it.
 async fn forward(broker: &dyn Producer, batch: &[Delivery]) -> Result<(), QueueError> {
-    let events = batch.iter().filter_map(|d| match &d.event {
-        Ok(e) => Some(e),
-        Err(why) => {
-            tracing::error!(offset = d.position.offset, error = %why, "unreadable spool entry skipped");
-            None
-        }
-    });
-    futures_util::future::join_all(events.map(|e| broker.append(e))).await.into_iter().collect()
+    let events: Vec<&PaymentEvent> = batch
+        .iter()
+        .filter_map(|d| match &d.event {
+            Ok(e) => Some(e),
+            Err(why) => {
+                tracing::error!(offset = d.position.offset, error = %why, "unreadable spool entry skipped");
+                None
+            }
+        })
+        .collect();
+    broker.append_all(&events).await
 }
 
 #[cfg(test)]
