@@ -105,11 +105,22 @@ fn classify(e: rusqlite::Error) -> StoreError {
     }
 }
 
+/// With commits unsynced, SQLite's automatic checkpoint is where the store's writes reach the
+/// disk: it syncs the WAL, copies it and syncs the database. The log's group fsync shares the
+/// disk and waits behind such a sync, so smaller checkpoints keep the acknowledgement's tail
+/// short: every 250 pages (about 1 MiB of WAL) instead of SQLite's 1,000. REPORT.md has the
+/// pairs: at 10,000 events/s the ack p99 fell by 15-31 % in each, for no CPU cost the pairs
+/// can tell apart.
+const CHECKPOINT_PAGES: u32 = 250;
+
 fn connect(path: &Path, durability: Durability) -> Result<Connection, rusqlite::Error> {
     let conn = Connection::open(path)?;
     conn.busy_timeout(Duration::from_secs(5))?;
     conn.execute_batch("PRAGMA journal_mode=WAL; PRAGMA cache_size=-16384; PRAGMA temp_store=MEMORY; PRAGMA foreign_keys=ON;")?;
     conn.pragma_update(None, "synchronous", synchronous(durability))?;
+    if durability == Durability::Checkpoint {
+        conn.pragma_update(None, "wal_autocheckpoint", CHECKPOINT_PAGES)?;
+    }
     Ok(conn)
 }
 
@@ -534,6 +545,29 @@ mod tests {
             created_at: None,
             received_at_us: 1,
         }
+    }
+
+    /// Unsynced commits pile up in the WAL until a checkpoint syncs them; each checkpoint
+    /// must stay small (see CHECKPOINT_PAGES), so the WAL never grows far past it.
+    #[test]
+    fn the_wal_is_checkpointed_in_small_steps() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        let mut c = connect(&path, Durability::Checkpoint).unwrap();
+        migrate(&mut c).unwrap();
+        let scattered = |i: i64| (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        for batch in 0..200 {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate).unwrap();
+            for i in batch * 50..(batch + 1) * 50 {
+                let e = PaymentEvent { event_id: format!("e{:016x}", scattered(i)), payment_id: format!("p{:016x}", scattered(i / 3)), ..event(i) };
+                apply_one(&tx, &e, 1).unwrap();
+            }
+            tx.commit().unwrap();
+        }
+        let frames: i64 = c.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get(1)).unwrap();
+        let wal = std::fs::metadata(dir.path().join("s.db-wal")).unwrap().len();
+        let limit = 2 * u64::from(CHECKPOINT_PAGES) * (4096 + 24);
+        assert!(wal <= limit, "WAL grew to {wal} bytes, more than {limit} ({frames} frames left)");
     }
 
     /// SQLite re-prepares a statement whose plan depends on its bound values; the batch's
