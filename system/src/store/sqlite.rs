@@ -109,8 +109,9 @@ fn classify(e: rusqlite::Error) -> StoreError {
 /// disk: it syncs the WAL, copies it and syncs the database. The log's group fsync shares the
 /// disk and waits behind such a sync, so smaller checkpoints keep the acknowledgement's tail
 /// short: every 250 pages (about 1 MiB of WAL) instead of SQLite's 1,000. REPORT.md has the
-/// pairs: at 10,000 events/s the ack p99 fell by 15-31 % in each, for no CPU cost the pairs
-/// can tell apart.
+/// interleaved pairs: at 10,000 events/s the ack p99 fell in ten of eleven and the end-to-end
+/// p99 in all; the price is more store CPU (its thread 4-28 % at 20,000/s, the process about
+/// 3 % at the median).
 const CHECKPOINT_PAGES: u32 = 250;
 
 fn connect(path: &Path, durability: Durability) -> Result<Connection, rusqlite::Error> {
