@@ -14,10 +14,10 @@ cd "$(dirname "$0")/.."
 command -v wrk >/dev/null || { echo "needs wrk (apt-get install wrk)" >&2; exit 2; }
 work=$(mktemp -d)
 addr=127.0.0.1:3901
+pid=
 trap 'kill "$pid" 2>/dev/null || true; rm -rf "$work"' EXIT
-"$bin" standalone --data-dir "$work/data" --listen "$addr" >"$work/system.log" 2>&1 &
-pid=$!
-for _ in $(seq 100); do curl -sf "http://$addr/healthz" >/dev/null && break; sleep 0.1; done
+source scripts/lib/standalone.sh
+start_standalone "$bin" "$addr" "$work/system.log"
 curl -sf -H 'content-type: application/json' "http://$addr/api/orders" \
   -d '{"id":"ord_closed_loop","user_id":"u","items":["i"],"total_amount":1000000000000}' >/dev/null
 
@@ -28,8 +28,10 @@ rate() { awk '/Requests\/sec/ { print $2 }'; }
 
 before=$(cpu)
 RUN_ID=$$ wrk -t1 -c64 -d"${seconds}s" -s scripts/wrk/unique-success.lua "http://$addr" >"$work/post.txt"
-accepted=$(stat accepted)
+# Requests still in flight when wrk stops are answered after it, so `accepted` is read again
+# until every accepted event has an outcome.
 for _ in $(seq 600); do
+  accepted=$(stat accepted)
   done_n=$(( $(stat processed) + $(stat duplicates) ))
   [ "$done_n" -ge "$accepted" ] && break
   sleep 0.1

@@ -6,26 +6,31 @@
 #
 #   scripts/cpu-per-event.sh PID BASE_URL SECONDS [ADMIN_TOKEN]
 #
-# Prints one line per second (t, cpu_s, processed) and then the summary.
+# COUNT=requests counts HTTP requests served (/metrics) instead of applied events, for the
+# HTTP floor (scripts/http-floor.sh); MIN_PER_SECOND (default 500) is what a busy second
+# must count. Prints one line per second (t, cpu_s, count) and then the summary.
 set -euo pipefail
 pid=$1 base=$2 seconds=$3 token=${4:-}
+count=${COUNT:-processed} min=${MIN_PER_SECOND:-500}
+case $count in processed | requests) ;; *) echo "COUNT is processed or requests, not $count" >&2; exit 2 ;; esac
 tick=$(getconf CLK_TCK)
 auth=()
 [[ -n $token ]] && auth=(-H "authorization: Bearer $token")
 
 cpu() { awk -v t="$tick" '{ print ($14 + $15) / t }' "/proc/$pid/stat"; }
 processed() { curl -sf "${auth[@]}" "$base/api/stats" | sed -n 's/.*"processed":\([0-9]*\).*/\1/p'; }
+requests() { curl -sf "$base/metrics" | awk '/^webhooks_http_requests_total/ { n += $2 } END { printf "%d", n }'; }
 
 busy_cpu=0 busy_events=0
-prev_cpu=$(cpu) prev_n=$(processed)
+prev_cpu=$(cpu) prev_n=$($count)
 for ((t = 1; t <= seconds; t++)); do
   sleep 1
   [[ -d /proc/$pid ]] || break
-  now_cpu=$(cpu) now_n=$(processed)
+  now_cpu=$(cpu) now_n=$($count)
   d_n=$((now_n - prev_n))
-  printf '%3d cpu %.2f s processed %d (+%d)\n' "$t" "$now_cpu" "$now_n" "$d_n"
-  # A second counts when it applied a meaningful number of events (not a trickle of retries).
-  if ((d_n >= 500)); then
+  printf '%3d cpu %.2f s %s %d (+%d)\n' "$t" "$now_cpu" "$count" "$now_n" "$d_n"
+  # A second counts when it served a meaningful number (not a trickle of retries).
+  if ((d_n >= min)); then
     busy_cpu=$(awk -v a="$busy_cpu" -v b="$now_cpu" -v c="$prev_cpu" 'BEGIN { print a + b - c }')
     busy_events=$((busy_events + d_n))
   fi
@@ -35,4 +40,6 @@ if ((busy_events == 0)); then
   echo "no busy seconds: nothing measured" >&2
   exit 1
 fi
-awk -v c="$busy_cpu" -v n="$busy_events" 'BEGIN { printf "busy seconds: %.2f CPU-s for %d events = %.1f us/event\n", c, n, c / n * 1e6 }'
+unit=event
+[[ $count == requests ]] && unit=request
+awk -v c="$busy_cpu" -v n="$busy_events" -v u="$unit" 'BEGIN { printf "busy seconds: %.2f CPU-s for %d %ss = %.1f us/%s\n", c, n, u, c / n * 1e6, u }'

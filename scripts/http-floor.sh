@@ -13,29 +13,15 @@ bin=$1 rate=$2
 cd "$(dirname "$0")/.."
 work=$(mktemp -d)
 addr=127.0.0.1:3903
+pid=
 trap 'kill "$pid" 2>/dev/null || true; rm -rf "$work"' EXIT
-WEBHOOK_SECRET=whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw "$bin" standalone --data-dir "$work/data" --listen "$addr" >"$work/system.log" 2>&1 &
-pid=$!
-for _ in $(seq 100); do curl -sf "http://$addr/healthz" >/dev/null && break; sleep 0.1; done
+source scripts/lib/standalone.sh
+start_standalone "$bin" "$addr" "$work/system.log" WEBHOOK_SECRET=whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw
 sed -e "s/RATE/$rate/" scenarios/cpu-sampled.toml.in >"$work/scenario.toml"
 
-tick=$(getconf CLK_TCK)
-cpu() { awk -v t="$tick" '{ print ($14 + $15) / t }' "/proc/$pid/stat"; }
-requests() { curl -sf "http://$addr/metrics" | awk '/^webhooks_http_requests_total/ { n += $2 } END { printf "%d", n }'; }
-(
-  busy_cpu=0 busy_n=0 prev_cpu=$(cpu) prev_n=$(requests)
-  for _ in $(seq 40); do
-    sleep 1
-    now_cpu=$(cpu) now_n=$(requests)
-    if (( now_n - prev_n >= rate / 2 )); then
-      busy_cpu=$(awk -v a="$busy_cpu" -v b="$now_cpu" -v c="$prev_cpu" 'BEGIN { print a + b - c }')
-      busy_n=$((busy_n + now_n - prev_n))
-    fi
-    prev_cpu=$now_cpu prev_n=$now_n
-  done
-  awk -v c="$busy_cpu" -v n="$busy_n" -v r="$rate" 'BEGIN { printf "http floor at %d/s: %.2f CPU-s for %d requests = %.1f us/request\n", r, c, n, c / n * 1e6 }'
-) &
+COUNT=requests MIN_PER_SECOND=$((rate / 2)) scripts/cpu-per-event.sh "$pid" "http://$addr" 40 >"$work/cpu.txt" 2>&1 &
 sampler=$!
 ./target/release/loadgen run "$work/scenario.toml" --url "http://$addr" --webhook-path /healthz >"$work/loadgen.txt" 2>&1 || true
 grep -E "send rate" "$work/loadgen.txt" || true
 wait "$sampler"
+echo "http floor at $rate/s: $(tail -1 "$work/cpu.txt")"

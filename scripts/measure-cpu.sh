@@ -12,10 +12,10 @@ set -euo pipefail
 bin=$1 label=$2 rate=$3 seconds=${4:-20}
 cd "$(dirname "$0")/.."
 work=$(mktemp -d)
+pid=
 trap 'kill "$pid" 2>/dev/null || true; rm -rf "$work"' EXIT
-WEBHOOK_SECRET=whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw "$bin" standalone --data-dir "$work/data" --listen 127.0.0.1:3900 > "$work/system.log" 2>&1 &
-pid=$!
-sleep 1
+source scripts/lib/standalone.sh
+start_standalone "$bin" 127.0.0.1:3900 "$work/system.log" WEBHOOK_SECRET=whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw
 sed -e "s/RATE/$rate/" -e "s/duration_s = 20/duration_s = $seconds/" scenarios/cpu-sampled.toml.in > "$work/scenario.toml"
 # Setup before the load and verification after it take about 14 s together.
 scripts/cpu-per-event.sh "$pid" http://127.0.0.1:3900 $((seconds + 14)) > "$work/cpu.txt" 2>&1 &
