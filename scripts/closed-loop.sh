@@ -28,11 +28,11 @@ rate() { awk '/Requests\/sec/ { print $2 }'; }
 
 before=$(cpu)
 RUN_ID=$$ wrk -t1 -c64 -d"${seconds}s" -s scripts/wrk/unique-success.lua "http://$addr" >"$work/post.txt"
-# Requests still in flight when wrk stops are answered after it, so `accepted` is read again
-# until every accepted event has an outcome.
+# Requests still in flight when wrk stops are answered after it, so `accepted` is read again,
+# after the outcomes, until every event accepted by then had an outcome before it.
 for _ in $(seq 600); do
-  accepted=$(stat accepted)
   done_n=$(( $(stat processed) + $(stat duplicates) ))
+  accepted=$(stat accepted)
   [ "$done_n" -ge "$accepted" ] && break
   sleep 0.1
 done
