@@ -11,6 +11,7 @@
 //!   latency once a second; `charts`: the report's SVG charts; `verify`: the expected end state against the stored one; `report`: files
 //!   and gates; `compare`: regression checks between two reports; `spawn`: child processes.
 
+mod alarm;
 pub mod capacity;
 pub mod charts;
 pub mod compare;

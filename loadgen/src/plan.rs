@@ -30,6 +30,19 @@ pub fn offset_in_phase(p: &Phase, i: u64) -> Duration {
     Duration::from_secs_f64(secs.clamp(0.0, p.duration_s))
 }
 
+/// The schedule's resolution: requests due within one tick leave together at its end. This
+/// keeps the load's shape of every earlier measurement (one sender thread on tokio's
+/// millisecond timer sent each millisecond's requests together, and the system's CPU per
+/// event depends on it: REPORT.md), while latency is measured from the tick itself.
+pub const TICK: Duration = Duration::from_millis(1);
+
+/// The tick at or after `at`, taken to the microsecond first: `i / rate` in floating point
+/// may land a nanosecond past a tick it is meant to fall on.
+fn tick_up(at: Duration) -> Duration {
+    let (us, tick) = ((at.as_nanos() + 500) / 1000, TICK.as_micros());
+    Duration::from_micros((us.div_ceil(tick) * tick) as u64)
+}
+
 /// One scheduled request: its phase and its due instant from the start of the load.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Slot {
@@ -69,7 +82,7 @@ impl Schedule {
     pub fn slot(&self, i: u64) -> Slot {
         let idx = self.phases.partition_point(|(first, _, _)| *first <= i).saturating_sub(1);
         match self.phases.get(idx) {
-            Some((first, start, p)) => Slot { phase: idx, at: *start + offset_in_phase(p, i - first) },
+            Some((first, start, p)) => Slot { phase: idx, at: tick_up(*start + offset_in_phase(p, i - first)) },
             None => Slot { phase: 0, at: Duration::ZERO },
         }
     }
@@ -111,6 +124,17 @@ mod tests {
         assert!((745..=755).contains(&first_half), "{first_half}");
         let last = offset_in_phase(&p, 1999);
         assert!(last <= Duration::from_secs(10) && last > Duration::from_millis(9990), "{last:?}");
+    }
+
+    #[test]
+    fn slots_fall_on_ticks_never_before_their_instant() {
+        let s = Schedule::new(&[phase(Shape::Constant { rate: 3000.0 }, 1.0)]);
+        assert_eq!(s.slot(0).at, Duration::ZERO);
+        // 1/3 ms and 2/3 ms leave with the request due at 1 ms.
+        assert_eq!([1, 2, 3].map(|i| s.slot(i).at), [Duration::from_millis(1); 3]);
+        assert_eq!(s.slot(4).at, Duration::from_millis(2));
+        let exact = Schedule::new(&[phase(Shape::Constant { rate: 1000.0 }, 60.0)]);
+        assert!((0..60_000).all(|i| exact.slot(i).at == Duration::from_millis(i)), "a request a tick stays on its tick");
     }
 
     #[test]
