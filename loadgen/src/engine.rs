@@ -227,8 +227,7 @@ async fn connection(sh: &Shared, mut renderer: Renderer, rec: &RefCell<Recorder>
     let mut conn: Option<Conn> = None;
     let mut request = Vec::with_capacity(1024);
     let mut free_at = Instant::now();
-    // Without a timerfd (none left), tokio's millisecond timer: later, never lost.
-    let alarm = Alarm::new().ok();
+    let alarm = Alarm::new();
     while let Some((slot, p)) = cur.current(&sh.plan) {
         if conn.is_none() {
             conn = open(&sh.addr).await;
@@ -238,15 +237,7 @@ async fn connection(sh: &Shared, mut renderer: Renderer, rec: &RefCell<Recorder>
         renderer.render(&p);
         sh.request.write(&mut request, renderer.headers(), &renderer.body);
         let due = sh.t0 + slot.at;
-        if due > Instant::now() {
-            let woke = match &alarm {
-                Some(a) => a.until(due).await.is_ok(),
-                None => false,
-            };
-            if !woke {
-                tokio::time::sleep_until(due).await;
-            }
-        }
+        alarm.until(due).await;
         if conn.as_ref().is_some_and(Conn::closed_while_idle) {
             conn = open(&sh.addr).await;
             free_at = Instant::now();
