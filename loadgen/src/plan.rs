@@ -36,8 +36,9 @@ pub fn offset_in_phase(p: &Phase, i: u64) -> Duration {
 /// event depends on it: REPORT.md), while latency is measured from the tick itself.
 pub const TICK: Duration = Duration::from_millis(1);
 
-/// The tick at or after `at`, taken to the microsecond first: `i / rate` in floating point
-/// may land a nanosecond past a tick it is meant to fall on.
+/// The tick at or after `at`, taken to the microsecond first: an instant computed in floating
+/// point (a ramp's square root) may land a fraction of a microsecond past a tick; over a 60 s
+/// ramp from 1,000 to 40,000/s, 655 instants would otherwise move to the next tick.
 fn tick_up(at: Duration) -> Duration {
     let (us, tick) = ((at.as_nanos() + 500) / 1000, TICK.as_micros());
     Duration::from_micros((us.div_ceil(tick) * tick) as u64)
