@@ -1,6 +1,9 @@
 //! The operator console in a real browser: headless Chromium driven over WebDriver
 //! (Debian's `chromium` and `chromium-driver`), against the whole system in process on
-//! loopback with an admin token set. Each view is saved as a screenshot in `reports/console/`.
+//! loopback with an admin token set. Each view is saved as a screenshot in
+//! `target/console-screenshots/`, so that a test run leaves the tree as it found it; with
+//! `REFRESH_SCREENSHOTS=1` they go to `reports/console/` instead, the committed ones that
+//! docs/operations.md shows.
 
 mod common;
 
@@ -17,7 +20,9 @@ use webhooks::store::{DeadLetter, Store};
 
 const TOKEN: &str = "console-test-token-7f3a";
 const WAIT: Duration = Duration::from_secs(30);
-const SHOTS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../reports/console");
+/// Where a run's screenshots go, and where `REFRESH_SCREENSHOTS=1` sends them instead.
+const SHOTS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../target/console-screenshots");
+const COMMITTED_SHOTS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../reports/console");
 
 /// chromedriver on a free port, killed when dropped.
 struct Driver(Child);
@@ -110,9 +115,10 @@ async fn displayed(b: &Client, css: &str) -> bool {
 }
 
 async fn screenshot(b: &Client, name: &str) {
-    std::fs::create_dir_all(SHOTS).expect("screenshot dir");
+    let dir = if std::env::var("REFRESH_SCREENSHOTS").as_deref() == Ok("1") { COMMITTED_SHOTS } else { SHOTS };
+    std::fs::create_dir_all(dir).expect("screenshot dir");
     let png = b.screenshot().await.expect("screenshot");
-    std::fs::write(format!("{SHOTS}/{name}.png"), png).expect("write screenshot");
+    std::fs::write(format!("{dir}/{name}.png"), png).expect("write screenshot");
 }
 
 fn event(id: &str, payment: &str, order: &str, amount: i64) -> PaymentEvent {
