@@ -1,5 +1,6 @@
 //! The command line as a user meets it: each subcommand's help lists only the flags it
-//! uses, the README documents every flag, and logs are plain or JSON as asked.
+//! uses, and logs are plain or JSON as asked. That docs/configuration.md documents every
+//! flag is checked by docs.rs.
 
 mod common;
 
@@ -38,18 +39,6 @@ fn each_subcommand_lists_only_the_flags_it_uses() {
             assert!(!has(sub, f), "{sub} --help lists {f}, which it does not use");
         }
     }
-}
-
-#[test]
-fn the_readme_documents_every_flag_with_the_helps_words() {
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).expect("README.md");
-    for sub in ["standalone", "server", "worker", "dlq"] {
-        for f in flags(&help(sub)).iter().filter(|f| *f != "--help") {
-            assert!(readme.contains(&format!("`{f}`")), "README does not document {f} ({sub})");
-        }
-    }
-    let one_line = webhooks::config::PRODUCE_TIMEOUT_HELP.split_whitespace().collect::<Vec<_>>().join(" ");
-    assert!(readme.contains(&one_line), "README's --kafka-produce-timeout-ms must say: {one_line}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
