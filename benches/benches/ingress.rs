@@ -45,6 +45,8 @@ fn handler(c: &mut Criterion) {
         metrics: metrics.clone(),
         max_body: 64 * 1024,
         admin_token: None,
+        exposure: Default::default(),
+        refusals: Default::default(),
     };
     let mut g = c.benchmark_group("ingress_handler");
     g.sample_size(20);

@@ -65,6 +65,8 @@ fn ingress() -> Ingress {
         metrics,
         max_body: 64 * 1024,
         admin_token: None,
+        exposure: Default::default(),
+        refusals: Default::default(),
     };
     let limits = Limits { max_in_flight: 4096, request_timeout: Duration::from_secs(10), header_timeout: Duration::from_secs(10) };
     let app = rt.block_on(async { router(state, limits) });

@@ -8,10 +8,10 @@ use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{ConfigError, Database, ServerArgs, StorageArgs, WorkerArgs};
+use crate::config::{ConfigError, Database, Exposure, ServerArgs, StorageArgs, WorkerArgs};
 use crate::datadir::{self, DirLock, LockError, Role};
 use crate::dlq::{self, DlqError, ReplayReport};
-use crate::ingress::{self, AppState, Verifier};
+use crate::ingress::{self, AppState, Refusals, Verifier};
 use crate::metrics::Metrics;
 use crate::queue::embedded::{EmbeddedConsumer, EmbeddedProducer};
 use crate::queue::kafka::{KafkaConsumer, KafkaProducer};
@@ -97,12 +97,16 @@ async fn open_consumer(storage: &StorageArgs, group: &str, wake: Arc<Notify>) ->
 }
 
 fn verifier(server: &ServerArgs) -> Result<Verifier, AppError> {
-    let v = Verifier::new(&server.webhook_secret, &server.stripe_webhook_secret, server.signature_tolerance_secs)
-        .map_err(ConfigError::from)?;
-    if !v.enabled() {
-        tracing::warn!("no WEBHOOK_SECRET or STRIPE_WEBHOOK_SECRET configured: unsigned webhooks are accepted");
-    }
-    Ok(v)
+    Ok(Verifier::new(&server.webhook_secret, &server.stripe_webhook_secret, server.signature_tolerance_secs).map_err(ConfigError::from)?)
+}
+
+/// Refuses to serve an open API where other machines can reach it (unless `--insecure`);
+/// warns about each open surface. Before anything is opened, so a refusal leaves no trace.
+fn exposure(server: &ServerArgs, listener: &TcpListener) -> Result<Arc<Exposure>, AppError> {
+    let addr = listener.local_addr()?;
+    let exposure = server.exposure(addr)?;
+    exposure.warn(addr);
+    Ok(Arc::new(exposure))
 }
 
 /// Serves HTTP until `shutdown`, then finishes in-flight requests.
@@ -110,10 +114,6 @@ async fn serve(listener: TcpListener, state: AppState, limits: ingress::Limits, 
     tracing::info!(addr = %listener.local_addr()?, "listening");
     ingress::serve::serve(listener, ingress::router(state, limits), limits.header_timeout, shutdown).await?;
     Ok(())
-}
-
-fn admin_token(server: &ServerArgs) -> Option<Arc<str>> {
-    server.admin_token.as_deref().filter(|t| !t.is_empty()).map(Arc::from)
 }
 
 /// Server and worker in one process over the embedded queue.
@@ -124,11 +124,14 @@ pub async fn standalone(storage: StorageArgs, server: ServerArgs, worker: Worker
     let store = open_store(&storage).await?;
     let state = AppState {
         producer: open_producer(&storage, Some(&server), &metrics, wake.clone(), &shutdown).await?,
+    let exposure = exposure(&server, &listener)?;
         store: store.clone(),
         verifier: Arc::new(verifier(&server)?),
         metrics: metrics.clone(),
         max_body: server.max_body_bytes,
-        admin_token: admin_token(&server),
+        admin_token: server.admin_token().map(Arc::from),
+        exposure,
+        refusals: Arc::new(Refusals::default()),
     };
     let worker_stop = CancellationToken::new();
     let consumer = open_consumer(&storage, &worker.consumer, wake).await?;
@@ -152,8 +155,11 @@ pub async fn server(storage: StorageArgs, server: ServerArgs, listener: TcpListe
         store: open_store(&storage).await?,
         verifier: Arc::new(verifier(&server)?),
         metrics,
+    let exposure = exposure(&server, &listener)?;
         max_body: server.max_body_bytes,
-        admin_token: admin_token(&server),
+        admin_token: server.admin_token().map(Arc::from),
+        exposure,
+        refusals: Arc::new(Refusals::default()),
     };
     serve(listener, state, server.limits(), shutdown).await
 }

@@ -113,6 +113,10 @@ impl StorageArgs {
     }
 }
 
+fn has_secret(list: &str) -> bool {
+    crate::ingress::signature::split(list).next().is_some()
+}
+
 fn scheme_of(url: &str) -> String {
     // Never echo the whole URL: it may carry a password.
     url.split("://").next().unwrap_or_default().to_owned()
@@ -131,6 +135,75 @@ pub enum ConfigError {
     UnsupportedDatabase(String),
     #[error("invalid signature secret: {0}")]
     Secret(#[from] crate::ingress::signature::SecretError),
+    #[error("refusing to listen on {addr}, an address other machines can reach, with{}\n\
+             Set what is missing, listen on 127.0.0.1 to reach it from this machine only, \
+             or pass --insecure (INSECURE=true) to leave it open on purpose.", Surface::list(.open))]
+    Exposed { addr: SocketAddr, open: Vec<Surface> },
+}
+
+/// A part of the API that anyone who reaches the port may use, for want of its secret.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Surface {
+    UnsignedWebhooks,
+    OpenManagementApi,
+}
+
+impl Surface {
+    /// How `/readyz` names it.
+    pub fn code(self) -> &'static str {
+        match self {
+            Self::UnsignedWebhooks => "unsigned_webhooks",
+            Self::OpenManagementApi => "open_management_api",
+        }
+    }
+
+    /// What an operator reads at start: what is open, and so what anyone can do.
+    pub fn warning(self) -> &'static str {
+        match self {
+            Self::UnsignedWebhooks => "no WEBHOOK_SECRET or STRIPE_WEBHOOK_SECRET configured: unsigned webhooks are accepted",
+            Self::OpenManagementApi => "no ADMIN_TOKEN configured: the management API (orders, payments, dead letters and \
+                                        their replay, stats) is open to anyone who can reach the port",
+        }
+    }
+
+    /// What is missing, what anyone could do without it, and how to set it.
+    fn remedy(self) -> &'static str {
+        match self {
+            Self::UnsignedWebhooks => "no webhook secret: anyone could send payment events, such as marking an order paid. \
+                                       Set WEBHOOK_SECRET (--webhook-secret) to the provider's Standard Webhooks secret \
+                                       (whsec_<base64>), or STRIPE_WEBHOOK_SECRET (--stripe-webhook-secret) to Stripe's \
+                                       signing secret",
+            Self::OpenManagementApi => "no admin token: anyone could read payments and orders and replay dead letters. \
+                                        Set ADMIN_TOKEN (--admin-token) to a long random string, such as the output of \
+                                        `openssl rand -hex 32`",
+        }
+    }
+
+    fn list(open: &[Surface]) -> String {
+        open.iter().map(|s| format!("\n  - {}", s.remedy())).collect()
+    }
+}
+
+/// What a server leaves open, decided at start from its secrets and the address it listens on.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Exposure {
+    /// Open surfaces; on loopback only this machine reaches them.
+    pub open: Vec<Surface>,
+    /// Open surfaces on an address other machines can reach, allowed by `--insecure`.
+    pub insecure: bool,
+}
+
+impl Exposure {
+    /// One warning per open surface, and a louder one when `--insecure` is what let it start.
+    pub fn warn(&self, addr: SocketAddr) {
+        for surface in &self.open {
+            tracing::warn!("{}", surface.warning());
+        }
+        if self.insecure {
+            tracing::warn!(%addr, "--insecure: listening with the surfaces above open on an address other machines \
+                                   can reach; anyone who reaches it can forge payments or read and replay them");
+        }
+    }
 }
 
 #[derive(Debug, Clone, Args)]
@@ -181,9 +254,15 @@ pub struct ServerArgs {
     pub queue_sync_interval_us: u64,
 
     /// Bearer token required by management and read endpoints (orders, payments, stats,
-    /// dead letters); unset leaves them open.
+    /// dead letters); unset leaves them open, which only a loopback --listen allows.
     #[arg(long, env = "ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
+
+    /// Start on an address other machines can reach even without a webhook secret or an admin
+    /// token: anyone who reaches the port can then forge payments, or read and replay them.
+    /// For a closed network you trust; shown in the start-up log, /readyz and the console.
+    #[arg(long, env = "INSECURE", value_parser = clap::builder::FalseyValueParser::new())]
+    pub insecure: bool,
 
     /// Requests in flight beyond this are answered 429 at once.
     #[arg(long, env = "MAX_IN_FLIGHT", default_value_t = 4096)]
@@ -209,6 +288,27 @@ pub struct ServerArgs {
 }
 
 impl ServerArgs {
+    /// The admin token, if one is set; an empty one guards nothing.
+    pub fn admin_token(&self) -> Option<&str> {
+        self.admin_token.as_deref().filter(|t| !t.is_empty())
+    }
+
+    /// What listening on `addr` leaves open; refused when other machines can reach `addr`,
+    /// unless `--insecure`.
+    pub fn exposure(&self, addr: SocketAddr) -> Result<Exposure, ConfigError> {
+        let unsigned = !has_secret(&self.webhook_secret) && !has_secret(&self.stripe_webhook_secret);
+        let open: Vec<Surface> = [(unsigned, Surface::UnsignedWebhooks), (self.admin_token().is_none(), Surface::OpenManagementApi)]
+            .into_iter()
+            .filter_map(|(open, surface)| open.then_some(surface))
+            .collect();
+        // `to_canonical`: an IPv4-mapped ::ffff:127.0.0.1 is loopback too.
+        let reachable = !addr.ip().to_canonical().is_loopback() && !open.is_empty();
+        if reachable && !self.insecure {
+            return Err(ConfigError::Exposed { addr, open });
+        }
+        Ok(Exposure { open, insecure: reachable })
+    }
+
     pub fn limits(&self) -> crate::ingress::Limits {
         crate::ingress::Limits {
             max_in_flight: self.max_in_flight,
@@ -260,6 +360,59 @@ impl WorkerArgs {
                 cap: Duration::from_millis(self.retry_cap_ms.max(1)),
                 max_attempts: self.max_attempts.max(1),
             },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Flags {
+        #[command(flatten)]
+        server: ServerArgs,
+    }
+
+    fn exposure(args: &[&str], addr: &str) -> Result<Exposure, ConfigError> {
+        let flags = Flags::try_parse_from([&["webhooks"], args].concat()).expect("flags parse");
+        flags.server.exposure(addr.parse().expect("socket address"))
+    }
+
+    const SECRETS: [&str; 4] = ["--webhook-secret", "whsec_c2VjcmV0", "--admin-token", "t0ken"];
+
+    #[test]
+    fn loopback_may_stay_open_and_says_what_is() {
+        for addr in ["127.0.0.1:3000", "127.9.9.9:1", "[::1]:3000", "[::ffff:127.0.0.1]:3000"] {
+            let open = exposure(&[], addr).expect("loopback starts");
+            assert_eq!(open, Exposure { open: vec![Surface::UnsignedWebhooks, Surface::OpenManagementApi], insecure: false }, "{addr}");
+        }
+    }
+
+    #[test]
+    fn a_reachable_address_needs_every_secret_or_insecure() {
+        let Err(ConfigError::Exposed { open, .. }) = exposure(&["--admin-token", "t0ken"], "0.0.0.0:3000") else { panic!("not refused") };
+        assert_eq!(open, [Surface::UnsignedWebhooks]);
+        let Err(ConfigError::Exposed { open, .. }) = exposure(&["--stripe-webhook-secret", "whsec_x", "--admin-token", ""], "[::]:3000") else {
+            panic!("not refused")
+        };
+        assert_eq!(open, [Surface::OpenManagementApi], "an empty token guards nothing");
+        let Err(ConfigError::Exposed { open, .. }) = exposure(&["--webhook-secret", " , ", "--admin-token", "t0ken"], "10.0.0.1:3000") else {
+            panic!("not refused")
+        };
+        assert_eq!(open, [Surface::UnsignedWebhooks], "blank secrets are none");
+        assert_eq!(exposure(&SECRETS, "0.0.0.0:3000").expect("all set"), Exposure::default());
+        assert_eq!(exposure(&["--insecure"], "0.0.0.0:3000").expect("insecure").insecure, true);
+        assert_eq!(exposure(&[&SECRETS[..], &["--insecure"]].concat(), "0.0.0.0:3000").expect("all set").insecure, false, "nothing open");
+    }
+
+    #[test]
+    fn the_refusal_says_what_is_missing_and_how_to_set_it() {
+        let refused = exposure(&[], "0.0.0.0:3000").expect_err("refused").to_string();
+        for needed in ["0.0.0.0:3000", "WEBHOOK_SECRET", "STRIPE_WEBHOOK_SECRET", "ADMIN_TOKEN", "openssl rand -hex 32", "--insecure", "INSECURE=true"] {
+            assert!(refused.contains(needed), "{needed} not in: {refused}");
         }
     }
 }

@@ -3,7 +3,8 @@
 use std::net::SocketAddr;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::error::ErrorKind;
+use clap::{CommandFactory, Parser, Subcommand};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use webhooks::store::{now_us, DeadLetterFilter};
@@ -132,7 +133,12 @@ async fn bind(server: &ServerArgs) -> anyhow::Result<TcpListener> {
 #[cfg(feature = "fault-injection")]
 fn inject_faults(cli: &Cli) {
     if cli.fault_skip_stale_rule {
+/// Refuses an open API on an address other machines can reach before anything is opened,
+/// as a usage error (exit 2) that says what to set; the library checks again, for its callers.
         tracing::warn!("fault injection: the stale-event rule is OFF; this system is wrong on purpose");
+    if let Err(refused) = server.exposure(server.listen) {
+        Cli::command().error(ErrorKind::MissingRequiredArgument, refused).exit();
+    }
         webhooks::fault::skip_stale_rule();
     }
     if cli.fault_larger_amount_wins {

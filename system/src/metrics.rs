@@ -54,6 +54,10 @@ pub struct MetricSet {
     pub http_requests: Family<RouteLabels, Counter>,
     pub webhooks_accepted: Counter,
     pub webhooks_rejected: Family<ReasonLabels, Counter>,
+    /// Management API requests refused (401, or 429 once an address spent its bad tokens), by reason.
+    pub admin_refused: Family<ReasonLabels, Counter>,
+    /// Webhook signatures refused, by reason; `webhooks_rejected` counts them all as bad_signature.
+    pub signatures_refused: Family<ReasonLabels, Counter>,
     pub ingress_latency: Histogram,
     pub queue_append_latency: Histogram,
     pub queue_append_batch: Histogram,
@@ -103,6 +107,8 @@ impl MetricSet {
             queue_append_latency: seconds_histogram(),
             queue_append_batch: size_histogram(),
             queue_depth: Gauge::default(),
+            admin_refused: Family::default(),
+            signatures_refused: Family::default(),
             spool_depth: Gauge::default(),
             worker_events: Family::default(),
             worker_batches: Counter::default(),
@@ -123,6 +129,8 @@ impl MetricSet {
         r.register("queue_depth", "Events queued and not yet processed (consumer lag)", m.queue_depth.clone());
         r.register("spool_depth", "Events acknowledged while the broker was unreachable, waiting in the local spool", m.spool_depth.clone());
         r.register("worker_events", "Events processed by the worker, by outcome", m.worker_events.clone());
+        r.register("admin_refused", "Management API requests refused: missing or wrong token (401), throttled (429)", m.admin_refused.clone());
+        r.register("signature_refused", "Webhook signatures refused, by reason", m.signatures_refused.clone());
         r.register("worker_batches", "Batches committed by the worker", m.worker_batches.clone());
         r.register("worker_batch_size", "Events per worker batch", m.worker_batch_size.clone());
         r.register("worker_apply_latency_seconds", "Store transaction per batch", m.worker_apply_latency.clone());
@@ -166,8 +174,16 @@ impl MetricSet {
     }
 
     pub fn stats(&self) -> Stats {
-        let rejected = self.rejected_by_reason();
+        let rejected = by_reason(&self.webhooks_rejected, crate::ingress::REJECT_REASONS);
         let worker_here = self.worker_here.load(std::sync::atomic::Ordering::Relaxed);
+    pub fn admin_refusal(&self, reason: &str) {
+        self.admin_refused.get_or_create(&ReasonLabels { reason: reason.to_owned() }).inc();
+    }
+
+    pub fn signature_refusal(&self, reason: &str) {
+        self.signatures_refused.get_or_create(&ReasonLabels { reason: reason.to_owned() }).inc();
+    }
+
         let (applied, stale, dead) = (self.worker_count("applied"), self.worker_count("stale"), self.worker_count("dead_lettered"));
         let conflicts = self.worker_count("conflict");
         Stats {
@@ -191,14 +207,15 @@ impl MetricSet {
         }
     }
 
-    fn rejected_by_reason(&self) -> std::collections::BTreeMap<String, u64> {
-        // Family has no iterator; the reasons are a small closed set.
-        crate::ingress::REJECT_REASONS
-            .iter()
-            .map(|r| (r.to_string(), self.webhooks_rejected.get_or_create(&ReasonLabels { reason: r.to_string() }).get()))
-            .filter(|(_, n)| *n > 0)
-            .collect()
-    }
+}
+
+/// The non-zero counts of `family`. It has no iterator; the reasons are a small closed set.
+fn by_reason(family: &Family<ReasonLabels, Counter>, reasons: &[&str]) -> std::collections::BTreeMap<String, u64> {
+    reasons
+        .iter()
+        .map(|r| (r.to_string(), family.get_or_create(&ReasonLabels { reason: r.to_string() }).get()))
+        .filter(|(_, n)| *n > 0)
+        .collect()
 }
 
 fn record(h: &Mutex<Hdr<u64>>, micros: u64) {
@@ -207,6 +224,10 @@ fn record(h: &Mutex<Hdr<u64>>, micros: u64) {
     }
 }
 
+            auth: AuthStats {
+                admin_refused: by_reason(&self.admin_refused, &crate::ingress::AdminRefusal::ALL.map(|r| r.reason())),
+                signatures_refused: by_reason(&self.signatures_refused, &crate::ingress::signature::SignatureError::reasons()),
+            },
 #[derive(Debug, Serialize)]
 pub struct Stats {
     pub ingress: IngressStats,
@@ -231,6 +252,14 @@ pub struct WorkerStats {
     pub duplicates: u64,
     pub dead_lettered: u64,
     pub batches: u64,
+    pub auth: AuthStats,
+}
+
+/// What callers without the right secrets were refused, by reason (reasons never seen are left out).
+#[derive(Debug, Serialize)]
+pub struct AuthStats {
+    pub admin_refused: std::collections::BTreeMap<String, u64>,
+    pub signatures_refused: std::collections::BTreeMap<String, u64>,
     pub retries: u64,
     pub e2e_latency_us: Percentiles,
 }

@@ -69,6 +69,8 @@ fn app(dir: &std::path::Path, verifier: Verifier) -> (axum::Router, Metrics) {
         metrics: metrics.clone(),
         max_body: 64 * 1024,
         admin_token: None,
+        exposure: Default::default(),
+        refusals: Default::default(),
     };
     (router(state, Limits { max_in_flight: 1024, request_timeout: std::time::Duration::from_secs(10), header_timeout: std::time::Duration::from_secs(10) }), metrics)
 }

@@ -303,6 +303,24 @@ async function replay(path) {
   }
 }
 
+// ---- exposure ------------------------------------------------------------------------------
+
+const OPEN_SURFACES = {
+  unsigned_webhooks: "webhooks are accepted unsigned",
+  open_management_api: "this console and the management API need no token",
+};
+
+// /readyz lists what --insecure left open on an address other machines can reach. It needs no
+// token, so the warning shows on the sign-in page too. A worker's console has no /readyz.
+async function showExposure() {
+  const response = await fetch("/readyz", { cache: "no-store" }).catch(() => null);
+  const body = response ? await response.json().catch(() => null) : null;
+  const open = body && Array.isArray(body.insecure) ? body.insecure : [];
+  $("insecure").hidden = open.length === 0;
+  $("insecure").textContent = "Started with --insecure: " + open.map((s) => OPEN_SURFACES[s] || s).join(", ")
+    + ". Anyone who can reach this server can forge payments or read and replay them.";
+}
+
 // ---- wiring --------------------------------------------------------------------------------
 
 function switchTo(view) {
@@ -327,5 +345,6 @@ document.addEventListener("DOMContentLoaded", () => {
     q.set("limit", "10000");
     confirmReplay("Replay all " + $("dead-count").textContent.split(" ")[0] + " matching dead letters?", "/api/dead-letters/replay?" + q);
   };
+  showExposure();
   poll();
 });

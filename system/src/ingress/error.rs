@@ -48,6 +48,9 @@ pub enum ApiError {
     Timeout,
     #[error("missing or wrong bearer token")]
     Unauthorized,
+    /// This address sent too many wrong admin tokens; its token is not even read until then.
+    #[error("too many wrong tokens from this address, retry in {0} s")]
+    Throttled(u64),
 }
 
 impl ApiError {
@@ -66,6 +69,7 @@ impl ApiError {
             Self::Overloaded => StatusCode::TOO_MANY_REQUESTS,
             Self::Timeout => StatusCode::REQUEST_TIMEOUT,
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::Throttled(_) => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 
@@ -88,6 +92,7 @@ impl ApiError {
             Self::Overloaded => "too_many_requests",
             Self::Timeout => "timeout",
             Self::Unauthorized => "unauthorized",
+            Self::Throttled(_) => "throttled",
         }
     }
 }
@@ -115,7 +120,9 @@ impl IntoResponse for ApiError {
             tracing::warn!(error = %self, "request failed");
         }
         let body = Json(json!({ "error": self.code(), "message": self.to_string() }));
-        if matches!(status, StatusCode::SERVICE_UNAVAILABLE | StatusCode::TOO_MANY_REQUESTS) {
+        if let Self::Throttled(secs) = self {
+            (status, [(header::RETRY_AFTER, secs.to_string())], body).into_response()
+        } else if matches!(status, StatusCode::SERVICE_UNAVAILABLE | StatusCode::TOO_MANY_REQUESTS) {
             (status, [(header::RETRY_AFTER, RETRY_AFTER_SECS)], body).into_response()
         } else {
             (status, body).into_response()

@@ -7,6 +7,8 @@ pub mod error;
 mod ops;
 pub use ops::worker_routes;
 mod reads;
+mod refusals;
+pub use refusals::{AdminRefusal, Refusals};
 pub mod serve;
 pub mod signature;
 mod webhook;
@@ -49,6 +51,10 @@ pub struct AppState {
     pub max_body: usize,
     /// Bearer token for management and read endpoints; `None` leaves them open.
     pub admin_token: Option<Arc<str>>,
+    /// What this server leaves open; `/readyz` shows it when `--insecure` let it start.
+    pub exposure: Arc<crate::config::Exposure>,
+    /// Counts, logs and budgets of refused callers, shared by every request.
+    pub refusals: Arc<Refusals>,
 }
 
 /// Protection against overload and slow clients.

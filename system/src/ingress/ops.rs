@@ -26,6 +26,10 @@ async fn ready(State(app): State<AppState>) -> impl IntoResponse {
     if let Some(depth) = app.producer.spool_depth() {
         body["spool"] = json!({ "depth": depth });
     }
+    // Ready all the same: running open was the operator's choice, shown where they look.
+    if app.exposure.insecure {
+        body["insecure"] = json!(app.exposure.open.iter().map(|s| s.code()).collect::<Vec<_>>());
+    }
     (status, Json(body))
 }
 

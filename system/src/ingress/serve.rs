@@ -6,13 +6,15 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use axum::Router;
+use axum::extract::ConnectInfo;
+use axum::{Extension, Router};
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, TcpSocket};
 use tokio_util::sync::CancellationToken;
+use tower::Layer;
 
 /// Listens with room for `backlog` connections that the kernel completed and the accept loop
 /// has not taken yet (capped by `net.core.somaxconn`). The standard library's 128 overflows
@@ -34,7 +36,7 @@ pub async fn serve(listener: TcpListener, app: Router, header_timeout: Duration,
     http.timer(TokioTimer::new()).header_read_timeout(header_timeout).keep_alive(true);
     let graceful = GracefulShutdown::new();
     loop {
-        let (stream, _) = tokio::select! {
+        let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(conn) => conn,
                 Err(e) => {
@@ -47,7 +49,9 @@ pub async fn serve(listener: TcpListener, app: Router, header_timeout: Duration,
             _ = shutdown.cancelled() => break,
         };
         let _ = stream.set_nodelay(true);
-        let conn = http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(app.clone()));
+        // What `into_make_service_with_connect_info` would add: the peer, for per-address limits and logs.
+        let app = Extension(ConnectInfo(peer)).layer(app.clone());
+        let conn = http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(app));
         let conn = graceful.watch(conn);
         tokio::spawn(async move {
             if let Err(e) = conn.await {

@@ -29,6 +29,24 @@ pub enum SignatureError {
     Mismatch,
 }
 
+impl SignatureError {
+    /// A stable name for counting refusals by reason.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Missing => "missing",
+            Self::SchemeNotConfigured(_) => "scheme_not_configured",
+            Self::Malformed(_) => "malformed",
+            Self::Expired(_) => "expired",
+            Self::Mismatch => "mismatch",
+        }
+    }
+
+    /// Every `reason`, for reporting counts per reason.
+    pub fn reasons() -> [&'static str; 5] {
+        [Self::Missing, Self::SchemeNotConfigured(""), Self::Malformed(""), Self::Expired(0), Self::Mismatch].map(|e| e.reason())
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum SecretError {
     #[error("Standard Webhooks secret must look like whsec_<base64>")]
@@ -160,7 +178,8 @@ fn any_key_matches(keys: &[Vec<u8>], prefix: &str, body: &[u8], signatures: &[Ve
     Err(SignatureError::Mismatch)
 }
 
-fn split(list: &str) -> impl Iterator<Item = &str> {
+/// The secrets of a comma-separated list; blanks are no secret.
+pub(crate) fn split(list: &str) -> impl Iterator<Item = &str> {
     list.split(',').map(str::trim).filter(|s| !s.is_empty())
 }
 

@@ -1,11 +1,12 @@
 //! `POST /api/webhooks/payment`: verify, validate, append durably, then acknowledge.
 
+use std::net::SocketAddr;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use axum::body::Body;
-use axum::extract::State;
+use axum::extract::{ConnectInfo, State};
 use axum::http::HeaderMap;
-use axum::Json;
+use axum::{Extension, Json};
 use serde::Serialize;
 
 use super::body::{parse, read_limited, require_json};
@@ -21,7 +22,13 @@ pub struct Accepted {
     pub event_id: String,
 }
 
-pub async fn receive(State(app): State<AppState>, headers: HeaderMap, body: Body) -> Result<Json<Accepted>, ApiError> {
+/// `peer` is absent only for requests made without a socket (in-process tests).
+pub async fn receive(
+    State(app): State<AppState>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<Accepted>, ApiError> {
     let started = Instant::now();
     let result = accept(&app, &headers, body).await;
     match &result {
@@ -29,7 +36,12 @@ pub async fn receive(State(app): State<AppState>, headers: HeaderMap, body: Body
             app.metrics.webhooks_accepted.inc();
             app.metrics.record_ack(started.elapsed());
         }
-        Err(e) => app.metrics.reject(e.code()),
+        Err(e) => {
+            app.metrics.reject(e.code());
+            if let ApiError::Signature(refused) = e {
+                app.refusals.signature(&app.metrics, refused, peer.map(|Extension(ConnectInfo(addr))| addr.ip()));
+            }
+        }
     }
     result.map(Json)
 }
