@@ -118,13 +118,13 @@ async fn serve(listener: TcpListener, state: AppState, limits: ingress::Limits, 
 
 /// Server and worker in one process over the embedded queue.
 pub async fn standalone(storage: StorageArgs, server: ServerArgs, worker: WorkerArgs, listener: TcpListener, shutdown: CancellationToken) -> Result<(), AppError> {
+    let exposure = exposure(&server, &listener)?;
     let _lock = lock_data_dir(&storage, &[Role::Server, Role::Worker], Some(&server))?;
     let metrics = Metrics::new();
     let wake = Arc::new(Notify::new());
     let store = open_store(&storage).await?;
     let state = AppState {
         producer: open_producer(&storage, Some(&server), &metrics, wake.clone(), &shutdown).await?,
-    let exposure = exposure(&server, &listener)?;
         store: store.clone(),
         verifier: Arc::new(verifier(&server)?),
         metrics: metrics.clone(),
@@ -148,6 +148,7 @@ pub async fn standalone(storage: StorageArgs, server: ServerArgs, worker: Worker
 
 /// The HTTP half: validates, verifies, appends to the queue.
 pub async fn server(storage: StorageArgs, server: ServerArgs, listener: TcpListener, shutdown: CancellationToken) -> Result<(), AppError> {
+    let exposure = exposure(&server, &listener)?;
     let _lock = lock_data_dir(&storage, &[Role::Server], Some(&server))?;
     let metrics = Metrics::new();
     let state = AppState {
@@ -155,7 +156,6 @@ pub async fn server(storage: StorageArgs, server: ServerArgs, listener: TcpListe
         store: open_store(&storage).await?,
         verifier: Arc::new(verifier(&server)?),
         metrics,
-    let exposure = exposure(&server, &listener)?;
         max_body: server.max_body_bytes,
         admin_token: server.admin_token().map(Arc::from),
         exposure,

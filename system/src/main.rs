@@ -126,19 +126,19 @@ pub(crate) async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Refuses an open API on an address other machines can reach before anything is opened,
+/// as a usage error (exit 2) that says what to set; the library checks again, for its callers.
 async fn bind(server: &ServerArgs) -> anyhow::Result<TcpListener> {
+    if let Err(refused) = server.exposure(server.listen) {
+        Cli::command().error(ErrorKind::MissingRequiredArgument, refused).exit();
+    }
     webhooks::ingress::serve::bind(server.listen, server.listen_backlog).with_context(|| format!("cannot listen on {}", server.listen))
 }
 
 #[cfg(feature = "fault-injection")]
 fn inject_faults(cli: &Cli) {
     if cli.fault_skip_stale_rule {
-/// Refuses an open API on an address other machines can reach before anything is opened,
-/// as a usage error (exit 2) that says what to set; the library checks again, for its callers.
         tracing::warn!("fault injection: the stale-event rule is OFF; this system is wrong on purpose");
-    if let Err(refused) = server.exposure(server.listen) {
-        Cli::command().error(ErrorKind::MissingRequiredArgument, refused).exit();
-    }
         webhooks::fault::skip_stale_rule();
     }
     if cli.fault_larger_amount_wins {

@@ -103,12 +103,12 @@ impl MetricSet {
             http_requests: Family::default(),
             webhooks_accepted: Counter::default(),
             webhooks_rejected: Family::default(),
+            admin_refused: Family::default(),
+            signatures_refused: Family::default(),
             ingress_latency: seconds_histogram(),
             queue_append_latency: seconds_histogram(),
             queue_append_batch: size_histogram(),
             queue_depth: Gauge::default(),
-            admin_refused: Family::default(),
-            signatures_refused: Family::default(),
             spool_depth: Gauge::default(),
             worker_events: Family::default(),
             worker_batches: Counter::default(),
@@ -123,14 +123,14 @@ impl MetricSet {
         r.register("http_requests", "HTTP requests by route and status", m.http_requests.clone());
         r.register("accepted", "Webhooks durably queued and acknowledged", m.webhooks_accepted.clone());
         r.register("rejected", "Webhooks refused, by reason", m.webhooks_rejected.clone());
+        r.register("admin_refused", "Management API requests refused: missing or wrong token (401), throttled (429)", m.admin_refused.clone());
+        r.register("signature_refused", "Webhook signatures refused, by reason", m.signatures_refused.clone());
         r.register("ingress_latency_seconds", "Webhook request to acknowledgement", m.ingress_latency.clone());
         r.register("queue_append_latency_seconds", "Queue append until durable", m.queue_append_latency.clone());
         r.register("queue_append_batch_size", "Events per group commit", m.queue_append_batch.clone());
         r.register("queue_depth", "Events queued and not yet processed (consumer lag)", m.queue_depth.clone());
         r.register("spool_depth", "Events acknowledged while the broker was unreachable, waiting in the local spool", m.spool_depth.clone());
         r.register("worker_events", "Events processed by the worker, by outcome", m.worker_events.clone());
-        r.register("admin_refused", "Management API requests refused: missing or wrong token (401), throttled (429)", m.admin_refused.clone());
-        r.register("signature_refused", "Webhook signatures refused, by reason", m.signatures_refused.clone());
         r.register("worker_batches", "Batches committed by the worker", m.worker_batches.clone());
         r.register("worker_batch_size", "Events per worker batch", m.worker_batch_size.clone());
         r.register("worker_apply_latency_seconds", "Store transaction per batch", m.worker_apply_latency.clone());
@@ -157,6 +157,14 @@ impl MetricSet {
         self.webhooks_rejected.get_or_create(&ReasonLabels { reason: reason.to_owned() }).inc();
     }
 
+    pub fn admin_refusal(&self, reason: &str) {
+        self.admin_refused.get_or_create(&ReasonLabels { reason: reason.to_owned() }).inc();
+    }
+
+    pub fn signature_refusal(&self, reason: &str) {
+        self.signatures_refused.get_or_create(&ReasonLabels { reason: reason.to_owned() }).inc();
+    }
+
     pub fn worker_outcome(&self, outcome: &'static str, n: u64) {
         self.worker_events.get_or_create(&OutcomeLabels { outcome }).inc_by(n);
     }
@@ -176,14 +184,6 @@ impl MetricSet {
     pub fn stats(&self) -> Stats {
         let rejected = by_reason(&self.webhooks_rejected, crate::ingress::REJECT_REASONS);
         let worker_here = self.worker_here.load(std::sync::atomic::Ordering::Relaxed);
-    pub fn admin_refusal(&self, reason: &str) {
-        self.admin_refused.get_or_create(&ReasonLabels { reason: reason.to_owned() }).inc();
-    }
-
-    pub fn signature_refusal(&self, reason: &str) {
-        self.signatures_refused.get_or_create(&ReasonLabels { reason: reason.to_owned() }).inc();
-    }
-
         let (applied, stale, dead) = (self.worker_count("applied"), self.worker_count("stale"), self.worker_count("dead_lettered"));
         let conflicts = self.worker_count("conflict");
         Stats {
@@ -204,6 +204,10 @@ impl MetricSet {
                 e2e_latency_us: Percentiles::of(&self.e2e_hdr),
             }),
             queue: QueueStats { depth: worker_here.then(|| self.queue_depth.get().max(0) as u64), spool_depth: None },
+            auth: AuthStats {
+                admin_refused: by_reason(&self.admin_refused, &crate::ingress::AdminRefusal::ALL.map(|r| r.reason())),
+                signatures_refused: by_reason(&self.signatures_refused, &crate::ingress::signature::SignatureError::reasons()),
+            },
         }
     }
 
@@ -224,15 +228,19 @@ fn record(h: &Mutex<Hdr<u64>>, micros: u64) {
     }
 }
 
-            auth: AuthStats {
-                admin_refused: by_reason(&self.admin_refused, &crate::ingress::AdminRefusal::ALL.map(|r| r.reason())),
-                signatures_refused: by_reason(&self.signatures_refused, &crate::ingress::signature::SignatureError::reasons()),
-            },
 #[derive(Debug, Serialize)]
 pub struct Stats {
     pub ingress: IngressStats,
     pub worker: Option<WorkerStats>,
     pub queue: QueueStats,
+    pub auth: AuthStats,
+}
+
+/// What callers without the right secrets were refused, by reason (reasons never seen are left out).
+#[derive(Debug, Serialize)]
+pub struct AuthStats {
+    pub admin_refused: std::collections::BTreeMap<String, u64>,
+    pub signatures_refused: std::collections::BTreeMap<String, u64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -252,14 +260,6 @@ pub struct WorkerStats {
     pub duplicates: u64,
     pub dead_lettered: u64,
     pub batches: u64,
-    pub auth: AuthStats,
-}
-
-/// What callers without the right secrets were refused, by reason (reasons never seen are left out).
-#[derive(Debug, Serialize)]
-pub struct AuthStats {
-    pub admin_refused: std::collections::BTreeMap<String, u64>,
-    pub signatures_refused: std::collections::BTreeMap<String, u64>,
     pub retries: u64,
     pub e2e_latency_us: Percentiles,
 }
