@@ -5,7 +5,9 @@
   vendored from github.com/compose-spec/compose-spec with its licence);
 - every service, volume and network it refers to is defined;
 - every environment variable given to our binary is one it reads, spelled as
-  `webhooks <command> --help` spells it (a typo would be silently ignored by the binary).
+  `webhooks <command> --help` spells it (a typo would be silently ignored by the binary);
+- every service that runs our HTTP server (on a published port) requires its secrets with
+  Compose's `${VAR:?message}`, so that Compose refuses to start it open, and none sets INSECURE.
 
 Usage: scripts/check_compose.py PATH/TO/webhooks [docker-compose.yml]
        scripts/check_compose.py --self-test PATH/TO/webhooks   (the checks catch planted faults)
@@ -24,6 +26,9 @@ ROOT = Path(__file__).resolve().parent.parent
 SCHEMA = ROOT / "scripts" / "compose-spec" / "compose-spec.json"
 # Read by the binary but not a flag, so not in --help: tracing's log filter.
 READ_WITHOUT_FLAG = {"RUST_LOG"}
+# The commands that serve the HTTP API, and the secrets each must be given.
+SERVING = {"server", "standalone"}
+REQUIRED_SECRETS = ["WEBHOOK_SECRET", "ADMIN_TOKEN"]
 
 
 def help_env_vars(binary, command):
@@ -36,6 +41,29 @@ def env_names(environment):
     if isinstance(environment, dict):
         return list(environment)
     return [item.split("=", 1)[0] for item in environment or []]
+
+
+def env_value(environment, name):
+    if isinstance(environment, dict):
+        return environment.get(name)
+    for item in environment or []:
+        key, _, value = item.partition("=")
+        if key == name:
+            return value
+    return None
+
+
+def secret_problems(name, svc):
+    """Why this service could start with its API open, if it could."""
+    problems = []
+    env = svc.get("environment")
+    for var in REQUIRED_SECRETS:
+        value = env_value(env, var)
+        if not re.fullmatch(r"\$\{" + var + r":\?[^}]+\}", str(value or "")):
+            problems.append(f"{name}: {var} must be required with a message, as ${{{var}:?...}} (it is {value!r})")
+    if env_value(env, "INSECURE") is not None:
+        problems.append(f"{name}: sets INSECURE, which would start its API open")
+    return problems
 
 
 def keys(value):
@@ -71,17 +99,22 @@ def check(compose, schema, env_for):
             for var in env_names(svc.get("environment")):
                 if var not in known:
                     errors.append(f"{name}: {var} is not read by `webhooks {command}` (see its --help)")
+            if command in SERVING:
+                errors.extend(secret_problems(name, svc))
     return errors
 
 
 def self_test(compose, schema, env_for):
     """Each planted fault must be reported: a check that cannot fail checks nothing."""
-    ours = next(n for n, s in compose["services"].items() if "build" in s)
+    ours = next(n for n, s in compose["services"].items() if "build" in s and (s.get("command") or ["standalone"])[0] in SERVING)
     faults = {
         "schema": lambda c: c["services"][ours].update(restart=42),
         "missing service": lambda c: c["services"][ours].update(depends_on=["no-such-service"]),
         "missing volume": lambda c: c["services"][ours].update(volumes=["no-such-volume:/data"]),
         "misspelt variable": lambda c: c["services"][ours]["environment"].update(KAFKA_BROKER="x:9092"),
+        "optional admin token": lambda c: c["services"][ours]["environment"].update(ADMIN_TOKEN="${ADMIN_TOKEN:-}"),
+        "webhook secret not given": lambda c: c["services"][ours]["environment"].pop("WEBHOOK_SECRET"),
+        "insecure": lambda c: c["services"][ours]["environment"].update(INSECURE="true"),
     }
     failed = []
     for what, plant in faults.items():

@@ -74,7 +74,8 @@ cargo bench --workspace --no-run
 scripts/instructions.sh check
 
 # docker-compose.yml, without a Docker engine: the Compose Specification's schema, the
-# references between services, and the variables our binary reads (scripts/check_compose.py).
+# references between services, the variables our binary reads, and that the server cannot
+# start without its secrets (scripts/check_compose.py).
 if ! python3 -c 'import jsonschema, yaml' 2>/dev/null; then
   DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3-jsonschema python3-yaml >/dev/null
