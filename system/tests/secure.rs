@@ -34,11 +34,14 @@ fn run(role: &str, data: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
     webhooks().args([role, "--data-dir", data]).args(args).envs(env.iter().copied()).output().expect("run webhooks")
 }
 
+/// Flags, environment, what the refusal must name, and what it must not (being set).
+type Refusal<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a [[&'a str; 2]], &'a [[&'a str; 2]]);
+
 #[test]
 fn an_open_api_on_a_reachable_address_is_refused_naming_what_is_missing() {
     let dir = tempfile::tempdir().expect("temp dir");
     let data = dir.path().join("data");
-    let cases: [(&[&str], &[(&str, &str)], &[[&str; 2]], &[[&str; 2]]); 4] = [
+    let cases: [Refusal; 4] = [
         (&["--listen", "0.0.0.0:0"], &[], &[NO_WEBHOOK_SECRET, NO_ADMIN_TOKEN], &[]),
         (&["--listen", "[::]:0", "--admin-token", TOKEN], &[], &[NO_WEBHOOK_SECRET], &[NO_ADMIN_TOKEN]),
         (&[], &[("LISTEN", "0.0.0.0:0"), ("WEBHOOK_SECRET", SECRET)], &[NO_ADMIN_TOKEN], &[NO_WEBHOOK_SECRET]),
@@ -178,6 +181,9 @@ async fn admin(http: &reqwest::Client, base: &str, token: Option<&str>) -> reqwe
     req.send().await.expect("request")
 }
 
+/// A refused signature's reason, how the webhook is signed (secret, timestamp), and extra headers.
+type BadSignature<'a> = (&'a str, Option<(&'a str, i64)>, &'a [(&'a str, &'a str)]);
+
 /// `name{reason="…"} n` from Prometheus text.
 fn counter(metrics: &str, name: &str, reason: &str) -> u64 {
     let prefix = format!("{name}{{reason=\"{reason}\"}} ");
@@ -191,7 +197,7 @@ async fn refusals_are_counted_logged_sparingly_and_bad_tokens_are_slowed() {
     let (http, base) = (client(), app.base.clone());
 
     // Refused signatures, one per reason.
-    let refused: [(&str, Option<(&str, i64)>, &[(&str, &str)]); 5] = [
+    let refused: [BadSignature; 5] = [
         ("missing", None, &[]),
         ("mismatch", Some(("whsec_b3RoZXItc2VjcmV0", now())), &[]),
         ("expired", Some((SECRET, now() - 3600)), &[]),
