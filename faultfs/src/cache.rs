@@ -1,6 +1,7 @@
 //! The model of a page cache that a power cut empties: per file, the pages written since its
-//! last fsync and the size it would have. Pure logic over a `Backing` (the real file), so it is
-//! tested without FUSE.
+//! last fsync and the size it would have. At the cut, a write-back cut short may have taken any
+//! of those pages to the disk, in any order. Pure logic over a `Backing` (the real file), so it
+//! is tested without FUSE.
 
 use std::collections::BTreeMap;
 use std::io;
@@ -21,6 +22,10 @@ pub trait Backing {
 #[derive(Debug, Default)]
 pub struct Dirty {
     pages: BTreeMap<u64, Box<[u8]>>,
+    /// Pages whose write-back failed, in the variant of fsyncgate where Linux keeps them: still
+    /// read from memory and marked clean, so no later fsync writes them, and lost at the next
+    /// power cut. Rewriting one makes it dirty again, whole.
+    stale: BTreeMap<u64, Box<[u8]>>,
     /// The file's size as its users see it.
     size: u64,
     /// The smallest size it was truncated to since the last sync: backing bytes past it read as zeros.
@@ -31,7 +36,7 @@ impl Dirty {
     /// Starts tracking a file whose durable copy is `backing`.
     pub fn new(backing: &dyn Backing) -> io::Result<Self> {
         let size = backing.len()?;
-        Ok(Self { pages: BTreeMap::new(), size, floor: size })
+        Ok(Self { pages: BTreeMap::new(), stale: BTreeMap::new(), size, floor: size })
     }
 
     pub fn size(&self) -> u64 {
@@ -40,7 +45,17 @@ impl Dirty {
 
     /// Bytes held only in memory: what a power cut would lose.
     pub fn unsynced_bytes(&self) -> u64 {
-        self.pages.len() as u64 * PAGE
+        (self.pages.len() + self.stale.len()) as u64 * PAGE
+    }
+
+    /// Whether a read of byte `offset` goes to the disk, not to a page held in memory.
+    pub fn on_disk(&self, offset: u64) -> bool {
+        let index = offset / PAGE;
+        offset < self.floor && !self.pages.contains_key(&index) && !self.stale.contains_key(&index)
+    }
+
+    fn cached(&self, index: u64) -> Option<&[u8]> {
+        self.pages.get(&index).or_else(|| self.stale.get(&index)).map(|p| &p[..])
     }
 
     fn load(&self, backing: &dyn Backing, index: u64) -> io::Result<Box<[u8]>> {
@@ -66,7 +81,7 @@ impl Dirty {
             let index = at / PAGE;
             let within = (at % PAGE) as usize;
             let take = ((PAGE as usize - within) as u64).min(end - at) as usize;
-            match self.pages.get(&index) {
+            match self.cached(index) {
                 Some(page) => out.extend_from_slice(&page[within..within + take]),
                 None => out.extend_from_slice(&self.load(backing, index)?[within..within + take]),
             }
@@ -83,7 +98,10 @@ impl Dirty {
             let within = (at % PAGE) as usize;
             let take = (PAGE as usize - within).min(rest.len());
             if !self.pages.contains_key(&index) {
-                let page = self.load(backing, index)?;
+                let page = match self.stale.remove(&index) {
+                    Some(page) => page,
+                    None => self.load(backing, index)?,
+                };
                 self.pages.insert(index, page);
             }
             if let Some(page) = self.pages.get_mut(&index) {
@@ -101,11 +119,13 @@ impl Dirty {
             // Cached bytes past the new end must read as zeros if the file grows again.
             let first_cut = size / PAGE;
             let within = (size % PAGE) as usize;
-            if let Some(page) = self.pages.get_mut(&first_cut) {
-                page[within..].fill(0);
+            for cache in [&mut self.pages, &mut self.stale] {
+                if let Some(page) = cache.get_mut(&first_cut) {
+                    page[within..].fill(0);
+                }
+                let drop_from = if within == 0 { first_cut } else { first_cut + 1 };
+                cache.retain(|&i, _| i < drop_from);
             }
-            let drop_from = if within == 0 { first_cut } else { first_cut + 1 };
-            self.pages.retain(|&i, _| i < drop_from);
             self.floor = self.floor.min(size);
         }
         self.size = size;
@@ -129,6 +149,35 @@ impl Dirty {
         self.pages.clear();
         self.floor = self.size;
         Ok(())
+    }
+
+    /// A failed fsync in the variant that keeps the pages: they stay readable, count as clean,
+    /// and never reach the disk.
+    pub fn fail_sync_keeping_pages(&mut self) {
+        self.stale.append(&mut self.pages);
+    }
+
+    /// At a power cut, the write-back cut short: of the dirty pages, those `reached` picks made
+    /// it to the disk, and the new size (truncation and growth) did if `size_reached`. Pages
+    /// past the end the disk keeps are lost; so are stale ones. Returns the pages written.
+    pub fn write_back(&self, backing: &dyn Backing, reached: impl Fn(u64) -> bool, size_reached: bool) -> io::Result<u64> {
+        let end = if size_reached {
+            if backing.len()? > self.floor {
+                backing.set_len(self.floor)?;
+            }
+            backing.set_len(self.size)?;
+            self.size
+        } else {
+            backing.len()?
+        };
+        let mut written = 0;
+        for (&index, page) in self.pages.iter().filter(|(&i, _)| i * PAGE < end && reached(i)) {
+            let start = index * PAGE;
+            let len = (end - start).min(PAGE) as usize;
+            backing.write_all_at(&page[..len], start)?;
+            written += 1;
+        }
+        Ok(written)
     }
 }
 
@@ -207,5 +256,59 @@ mod tests {
         d.truncate(0);
         assert_eq!(d.read(&disk, 0, 10).unwrap(), b"");
         assert_eq!(disk.0.borrow().len(), 3);
+    }
+
+    #[test]
+    fn a_write_back_cut_short_keeps_the_pages_it_reached_and_zeros_past_the_old_end() {
+        let disk = Mem(RefCell::new(vec![1u8; 2 * PAGE as usize]));
+        let mut d = Dirty::new(&disk).unwrap();
+        d.write(&disk, 0, &[2u8; 4 * PAGE as usize]).unwrap();
+        let written = d.write_back(&disk, |page| page % 2 == 1, true).unwrap();
+        assert_eq!(written, 2);
+        let on_disk = disk.0.borrow().clone();
+        assert_eq!(on_disk.len(), 4 * PAGE as usize, "the new size made it");
+        let page = |i: usize| &on_disk[i * PAGE as usize..(i + 1) * PAGE as usize];
+        assert!(page(0).iter().all(|&b| b == 1), "an old page not reached keeps its old bytes");
+        assert!(page(1).iter().all(|&b| b == 2));
+        assert!(page(2).iter().all(|&b| b == 0), "a new page not reached reads as zeros");
+        assert!(page(3).iter().all(|&b| b == 2));
+    }
+
+    #[test]
+    fn pages_reached_past_a_size_that_did_not_are_lost() {
+        let disk = Mem(RefCell::new(vec![1u8; 10]));
+        let mut d = Dirty::new(&disk).unwrap();
+        d.write(&disk, 5, &[2u8; 2 * PAGE as usize]).unwrap();
+        assert_eq!(d.write_back(&disk, |_| true, false).unwrap(), 1);
+        assert_eq!(&disk.0.borrow()[..], &[1, 1, 1, 1, 1, 2, 2, 2, 2, 2]);
+    }
+
+    #[test]
+    fn pages_of_a_failed_sync_stay_readable_but_no_sync_or_cut_writes_them() {
+        let disk = Mem::default();
+        let mut d = Dirty::new(&disk).unwrap();
+        d.write(&disk, 0, b"lost").unwrap();
+        d.fail_sync_keeping_pages();
+        assert_eq!(d.read(&disk, 0, 4).unwrap(), b"lost", "still in memory");
+        assert!(!d.on_disk(0));
+        d.write(&disk, PAGE, b"kept").unwrap();
+        d.sync(&disk).unwrap();
+        assert_eq!(d.read(&disk, 0, 4).unwrap(), b"lost");
+        assert_eq!(&disk.0.borrow()[..4], &[0; 4], "the retried sync wrote only the new page");
+        assert_eq!(&disk.0.borrow()[PAGE as usize..], b"kept");
+        assert_eq!(d.unsynced_bytes(), PAGE);
+        assert_eq!(d.write_back(&disk, |_| true, true).unwrap(), 0, "nor does a cut");
+    }
+
+    #[test]
+    fn rewriting_a_stale_page_makes_all_of_it_dirty_again() {
+        let disk = Mem::default();
+        let mut d = Dirty::new(&disk).unwrap();
+        d.write(&disk, 0, b"abcd").unwrap();
+        d.fail_sync_keeping_pages();
+        d.write(&disk, 2, b"X").unwrap();
+        d.sync(&disk).unwrap();
+        assert_eq!(&disk.0.borrow()[..], b"abXd");
+        assert_eq!(d.unsynced_bytes(), 0);
     }
 }

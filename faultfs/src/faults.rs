@@ -1,10 +1,23 @@
-//! Faults set by the test: which operation fails, on which file, how many times.
+//! Faults set by the test: which operation fails, on which file, how many times; how much
+//! space is left; which bytes of the disk read back damaged.
 
 /// The operations a fault can hit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Op {
     Write,
+    /// fsync or fdatasync of a file.
     Fsync,
+    /// fsync of a directory (FUSE's fsyncdir): its entries stay as volatile as before.
+    SyncDir,
+}
+
+/// What the disk returns for a damaged byte: a latent sector error or silent corruption.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Damage {
+    /// The read covering it fails with EIO.
+    Eio,
+    /// The byte reads back XORed with this mask.
+    Flip(u8),
 }
 
 /// Which files a fault applies to.
@@ -41,6 +54,8 @@ pub(crate) struct Faults {
     failing: Vec<Failing>,
     /// Bytes that may still be written to matching files before writes get ENOSPC.
     space: Option<(Target, u64)>,
+    /// Byte offsets of matching files that read back damaged from the disk.
+    damaged: Vec<(Target, u64, Damage)>,
     /// How many operations were failed, for the test's assertions.
     pub injected: u64,
 }
@@ -54,33 +69,46 @@ impl Faults {
         self.space = Some((target, bytes));
     }
 
+    pub fn damage(&mut self, target: Target, offset: u64, damage: Damage) {
+        self.damaged.push((target, offset, damage));
+    }
+
     pub fn clear(&mut self) {
         self.failing.clear();
         self.space = None;
+        self.damaged.clear();
     }
 
     /// The errno the operation must fail with, if any; consumes one use of a counted fault.
-    pub fn check(&mut self, op: Op, name: &str, bytes: u64) -> Option<i32> {
-        if let Some(f) = self.failing.iter_mut().find(|f| f.op == op && f.target.matches(name) && f.remaining != Some(0)) {
-            if let Some(n) = f.remaining.as_mut() {
-                *n -= 1;
-            }
+    pub fn check(&mut self, op: Op, name: &str) -> Option<i32> {
+        let f = self.failing.iter_mut().find(|f| f.op == op && f.target.matches(name) && f.remaining != Some(0))?;
+        if let Some(n) = f.remaining.as_mut() {
+            *n -= 1;
+        }
+        self.injected += 1;
+        Some(libc::EIO)
+    }
+
+    /// How many of `bytes` fit in the space left, as Linux writes them: the part that fits, and
+    /// ENOSPC only when nothing does.
+    pub fn take_space(&mut self, name: &str, bytes: u64) -> Result<u64, i32> {
+        let Some((_, left)) = self.space.as_mut().filter(|(t, _)| t.matches(name)) else {
+            return Ok(bytes);
+        };
+        if bytes > *left {
             self.injected += 1;
-            return Some(libc::EIO);
         }
-        if op == Op::Write {
-            if let Some((target, left)) = self.space.as_mut() {
-                if target.matches(name) {
-                    if bytes > *left {
-                        *left = 0;
-                        self.injected += 1;
-                        return Some(libc::ENOSPC);
-                    }
-                    *left -= bytes;
-                }
-            }
+        if *left == 0 && bytes > 0 {
+            return Err(libc::ENOSPC);
         }
-        None
+        let fits = bytes.min(*left);
+        *left -= fits;
+        Ok(fits)
+    }
+
+    /// The damaged bytes of file `name` within `start..end`.
+    pub fn damaged_in(&self, name: &str, start: u64, end: u64) -> Vec<(u64, Damage)> {
+        self.damaged.iter().filter(|(t, at, _)| t.matches(name) && (start..end).contains(at)).map(|&(_, at, d)| (at, d)).collect()
     }
 }
 
@@ -92,21 +120,32 @@ mod tests {
     fn a_counted_fault_fires_that_many_times_on_matching_files_only() {
         let mut f = Faults::default();
         f.fail(Op::Fsync, Target::file(".wal"), Some(1));
-        assert_eq!(f.check(Op::Fsync, "queue.db", 0), None);
-        assert_eq!(f.check(Op::Write, "a.wal", 10), None);
-        assert_eq!(f.check(Op::Fsync, "a.wal", 0), Some(libc::EIO));
-        assert_eq!(f.check(Op::Fsync, "a.wal", 0), None);
+        assert_eq!(f.check(Op::Fsync, "queue.db"), None);
+        assert_eq!(f.check(Op::Write, "a.wal"), None);
+        assert_eq!(f.check(Op::Fsync, "a.wal"), Some(libc::EIO));
+        assert_eq!(f.check(Op::Fsync, "a.wal"), None);
         assert_eq!(f.injected, 1);
     }
 
     #[test]
-    fn writes_past_the_budget_get_enospc_until_cleared() {
+    fn a_write_crossing_the_budget_is_short_and_the_next_gets_enospc_until_cleared() {
         let mut f = Faults::default();
-        f.limit_space(Target::All, 100);
-        assert_eq!(f.check(Op::Write, "x", 60), None);
-        assert_eq!(f.check(Op::Write, "x", 60), Some(libc::ENOSPC));
-        assert_eq!(f.check(Op::Write, "x", 1), Some(libc::ENOSPC));
+        f.limit_space(Target::file(".seg"), 100);
+        assert_eq!(f.take_space("a.db", 1_000), Ok(1_000), "other files have room");
+        assert_eq!(f.take_space("a.seg", 60), Ok(60));
+        assert_eq!(f.take_space("a.seg", 60), Ok(40), "the part that fits");
+        assert_eq!(f.take_space("a.seg", 1), Err(libc::ENOSPC));
         f.clear();
-        assert_eq!(f.check(Op::Write, "x", 1_000), None);
+        assert_eq!(f.take_space("a.seg", 1_000), Ok(1_000));
+    }
+
+    #[test]
+    fn damage_is_found_by_file_and_range() {
+        let mut f = Faults::default();
+        f.damage(Target::file(".seg"), 10, Damage::Flip(1));
+        f.damage(Target::file(".seg"), 20, Damage::Eio);
+        assert_eq!(f.damaged_in("1.seg", 0, 10), []);
+        assert_eq!(f.damaged_in("1.seg", 10, 21), [(10, Damage::Flip(1)), (20, Damage::Eio)]);
+        assert_eq!(f.damaged_in("1.db", 0, 100), []);
     }
 }

@@ -1,11 +1,10 @@
 //! The FUSE side: every operation passes through to the backing directory, except that file
-//! data stays in [`Dirty`] until the file is fsync'd, and faults are injected where set.
-//!
-//! Metadata operations (create, unlink, rename, mkdir) reach the backing directory at once:
-//! the same model as LazyFS, which loses unsynced data, not directory entries.
+//! data stays in [`Dirty`] until the file is fsync'd, directory entries are durable only as
+//! [`Namespace`] says, and faults are injected where set.
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt, PermissionsExt};
@@ -19,8 +18,11 @@ use fuser::{
     ReplyWrite, Request, TimeOrNow, WriteFlags,
 };
 
-use crate::cache::{Backing, Dirty};
-use crate::faults::{Faults, Op};
+use crate::cache::{Backing, Dirty, PAGE};
+use crate::chance::{name_key, Chance};
+use crate::dirs::{Namespace, Undone};
+use crate::faults::{Damage, Faults, Op};
+use crate::{FailedFsync, Options, WriteBack};
 
 /// Nothing is cached by the kernel: every lookup and size comes from here, so a power cut
 /// is seen at once by the next process.
@@ -46,30 +48,83 @@ impl Backing for File {
 }
 
 /// What the test reads after a power cut.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PowerCut {
+    /// Which cut of this mount it was, counting from 1: with the seed, it names the cut's choices.
+    pub number: u64,
     /// Files that had unsynced data.
     pub files: usize,
-    /// Unsynced bytes dropped, counted in whole pages.
+    /// Unsynced bytes lost, counted in whole pages.
     pub bytes: u64,
+    /// Unsynced bytes that reached the disk anyway, in the write-back the cut interrupted,
+    /// counted in whole pages.
+    pub written_back: u64,
+    /// Directory entries that vanished or came back because their directory was not synced.
+    pub entries: Vec<Undone>,
 }
 
-#[derive(Default)]
 pub(crate) struct State {
     paths: HashMap<u64, PathBuf>,
     inos: HashMap<PathBuf, u64>,
     next_ino: u64,
     handles: HashMap<u64, (u64, Arc<File>)>,
     next_fh: u64,
-    dirty: HashMap<u64, Dirty>,
+    /// Unsynced data by inode, with a file to write it back through at a cut.
+    dirty: HashMap<u64, (Arc<File>, Dirty)>,
+    ns: Namespace,
+    options: Options,
+    cuts: u64,
     pub faults: Faults,
 }
 
 impl State {
-    pub fn power_cut(&mut self) -> PowerCut {
-        let cut = PowerCut { files: self.dirty.len(), bytes: self.dirty.values().map(Dirty::unsynced_bytes).sum() };
-        self.dirty.clear();
-        cut
+    pub fn new(backing: &Path, options: Options) -> io::Result<Self> {
+        Ok(Self {
+            paths: HashMap::from([(ROOT, PathBuf::new())]),
+            inos: HashMap::from([(PathBuf::new(), ROOT)]),
+            next_ino: ROOT,
+            handles: HashMap::new(),
+            next_fh: 0,
+            dirty: HashMap::new(),
+            ns: Namespace::new(backing)?,
+            options,
+            cuts: 0,
+            faults: Faults::default(),
+        })
+    }
+
+    pub fn cuts(&self) -> u64 {
+        self.cuts
+    }
+
+    pub fn options(&self) -> Options {
+        self.options
+    }
+
+    pub fn power_cut(&mut self) -> io::Result<PowerCut> {
+        self.cuts += 1;
+        let mut cut = PowerCut { number: self.cuts, ..PowerCut::default() };
+        let chance = Chance::new(self.options.seed);
+        // The share of the unsynced pages that reached the disk, drawn per cut: none (what
+        // LazyFS does), all, or a torn mix.
+        let quarters = match self.options.write_back {
+            WriteBack::Lost => 0,
+            WriteBack::Torn => chance.draw(&[cut.number]) % 5,
+        };
+        for (ino, (file, dirty)) in self.dirty.drain() {
+            let unsynced = dirty.unsynced_bytes();
+            if unsynced == 0 {
+                continue;
+            }
+            let key = self.paths.get(&ino).map_or(ino, |p| name_key(p.as_os_str().as_bytes()));
+            let reached = |page: u64| chance.quarters(quarters, &[cut.number, key, page]);
+            let pages = dirty.write_back(file.as_ref(), reached, chance.quarters(quarters, &[cut.number, key, u64::MAX]))?;
+            cut.files += 1;
+            cut.written_back += pages * PAGE;
+            cut.bytes += unsynced - pages * PAGE;
+        }
+        cut.entries = self.ns.power_cut()?;
+        Ok(cut)
     }
 
     fn ino_for(&mut self, rel: PathBuf) -> u64 {
@@ -101,22 +156,53 @@ impl State {
         self.paths.get(&ino.0).cloned().ok_or(Errno::ENOENT)
     }
 
+    /// The path of `name` in directory `parent`; faultfs's own stash is not there to see.
+    fn child(&self, parent: INodeNo, name: &OsStr) -> Result<PathBuf, Errno> {
+        let dir = self.rel(parent)?;
+        if self.ns.is_stash(&dir, name) {
+            return Err(Errno::EACCES);
+        }
+        Ok(dir.join(name))
+    }
+
+    /// The name that fault targets match.
+    fn name(&self, ino: INodeNo) -> String {
+        self.paths.get(&ino.0).and_then(|p| p.file_name()).map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+    }
+
     fn handle(&self, fh: FileHandle) -> Result<(u64, Arc<File>), Errno> {
         self.handles.get(&fh.0).cloned().ok_or(Errno::EBADF)
     }
 
-    fn add_handle(&mut self, ino: u64, file: File) -> u64 {
+    fn add_handle(&mut self, ino: u64, file: Arc<File>) -> u64 {
         self.next_fh += 1;
-        self.handles.insert(self.next_fh, (ino, Arc::new(file)));
+        self.handles.insert(self.next_fh, (ino, file));
         self.next_fh
     }
 
-    fn dirty_for(&mut self, ino: u64, file: &File) -> Result<&mut Dirty, Errno> {
+    fn dirty_for(&mut self, ino: u64, file: &Arc<File>) -> Result<&mut Dirty, Errno> {
         if !self.dirty.contains_key(&ino) {
-            let d = Dirty::new(file).map_err(Errno::from)?;
-            self.dirty.insert(ino, d);
+            let d = Dirty::new(file.as_ref()).map_err(Errno::from)?;
+            self.dirty.insert(ino, (file.clone(), d));
         }
-        self.dirty.get_mut(&ino).ok_or(Errno::EIO)
+        self.dirty.get_mut(&ino).map(|(_, d)| d).ok_or(Errno::EIO)
+    }
+
+    /// Applies the damage set on the disk to `data`, read at `offset`, where it came from the
+    /// disk: a page held in memory reads as written.
+    fn damage(&mut self, ino: u64, offset: u64, data: &mut [u8]) -> Result<(), Errno> {
+        let name = self.name(INodeNo(ino));
+        for (at, damage) in self.faults.damaged_in(&name, offset, offset + data.len() as u64) {
+            if self.dirty.get(&ino).is_some_and(|(_, d)| !d.on_disk(at)) {
+                continue;
+            }
+            self.faults.injected += 1;
+            match damage {
+                Damage::Eio => return Err(Errno::EIO),
+                Damage::Flip(mask) => data[(at - offset) as usize] ^= mask,
+            }
+        }
+        Ok(())
     }
 }
 
@@ -127,12 +213,6 @@ pub(crate) struct FaultFs {
 
 impl FaultFs {
     pub fn new(backing: PathBuf, state: Arc<Mutex<State>>) -> Self {
-        {
-            let mut s = lock(&state);
-            s.next_ino = ROOT;
-            s.paths.insert(ROOT, PathBuf::new());
-            s.inos.insert(PathBuf::new(), ROOT);
-        }
         Self { backing, state }
     }
 
@@ -146,7 +226,7 @@ impl FaultFs {
 
     fn attr(&self, s: &State, ino: u64, rel: &Path) -> Result<FileAttr, Errno> {
         let meta = std::fs::symlink_metadata(self.full(rel)).map_err(Errno::from)?;
-        let size = s.dirty.get(&ino).map_or(meta.len(), Dirty::size);
+        let size = s.dirty.get(&ino).map_or(meta.len(), |(_, d)| d.size());
         let time = |secs: i64, nanos: i64| UNIX_EPOCH + Duration::new(secs.max(0) as u64, nanos.clamp(0, 999_999_999) as u32);
         let kind = if meta.is_dir() {
             FileType::Directory
@@ -176,7 +256,7 @@ impl FaultFs {
 
     fn entry(&self, parent: INodeNo, name: &OsStr) -> Result<FileAttr, Errno> {
         let mut s = self.state();
-        let rel = s.rel(parent)?.join(name);
+        let rel = s.child(parent, name)?;
         std::fs::symlink_metadata(self.full(&rel)).map_err(Errno::from)?;
         let ino = s.ino_for(rel.clone());
         self.attr(&s, ino, &rel)
@@ -198,24 +278,31 @@ impl FaultFs {
     fn do_write(&self, fh: FileHandle, offset: u64, data: &[u8]) -> Result<u32, Errno> {
         let mut s = self.state();
         let (ino, file) = s.handle(fh)?;
-        let name = s.rel(INodeNo(ino)).ok().and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned())).unwrap_or_default();
-        if let Some(errno) = s.faults.check(Op::Write, &name, data.len() as u64) {
+        let name = s.name(INodeNo(ino));
+        if let Some(errno) = s.faults.check(Op::Write, &name) {
             return Err(Errno::from_i32(errno));
         }
-        s.dirty_for(ino, &file)?.write(file.as_ref(), offset, data).map_err(Errno::from)?;
-        Ok(data.len() as u32)
+        let fits = s.faults.take_space(&name, data.len() as u64).map_err(Errno::from_i32)? as usize;
+        s.dirty_for(ino, &file)?.write(file.as_ref(), offset, &data[..fits]).map_err(Errno::from)?;
+        Ok(fits as u32)
     }
 
     fn do_read(&self, fh: FileHandle, offset: u64, size: u32) -> Result<Vec<u8>, Errno> {
-        let s = self.state();
+        let mut s = self.state();
         let (ino, file) = s.handle(fh)?;
+        let mut data = Self::read_through(&s, ino, &file, offset, size)?;
+        s.damage(ino, offset, &mut data)?;
+        Ok(data)
+    }
+
+    fn read_through(s: &State, ino: u64, file: &File, offset: u64, size: u32) -> Result<Vec<u8>, Errno> {
         match s.dirty.get(&ino) {
-            Some(d) => d.read(file.as_ref(), offset, size as usize).map_err(Errno::from),
+            Some((_, d)) => d.read(file, offset, size as usize).map_err(Errno::from),
             None => {
                 let mut buf = vec![0u8; size as usize];
                 let mut done = 0;
                 while done < buf.len() {
-                    let n = FileExt::read_at(file.as_ref(), &mut buf[done..], offset + done as u64).map_err(Errno::from)?;
+                    let n = FileExt::read_at(file, &mut buf[done..], offset + done as u64).map_err(Errno::from)?;
                     if n == 0 {
                         break;
                     }
@@ -230,17 +317,31 @@ impl FaultFs {
     fn do_fsync(&self, ino: INodeNo, fh: FileHandle) -> Result<(), Errno> {
         let mut s = self.state();
         let (_, file) = s.handle(fh)?;
-        let name = s.rel(ino).ok().and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned())).unwrap_or_default();
-        if let Some(errno) = s.faults.check(Op::Fsync, &name, 0) {
-            // What Linux does after a failed writeback: the pages are marked clean and their
-            // data is gone, so a retried fsync "succeeds" over lost data (PostgreSQL's fsyncgate).
-            s.dirty.remove(&ino.0);
+        let name = s.name(ino);
+        if let Some(errno) = s.faults.check(Op::Fsync, &name) {
+            // What Linux does after a failed writeback: the pages are marked clean, so a retried
+            // fsync "succeeds" over data that never reached the disk (PostgreSQL's fsyncgate).
+            // Whether the page cache still shows them depends on the file system.
+            match s.options.failed_fsync {
+                FailedFsync::DropPages => drop(s.dirty.remove(&ino.0)),
+                FailedFsync::KeepPages => s.dirty.get_mut(&ino.0).into_iter().for_each(|(_, d)| d.fail_sync_keeping_pages()),
+            }
             return Err(Errno::from_i32(errno));
         }
         match s.dirty.get_mut(&ino.0) {
-            Some(d) => d.sync(file.as_ref()).map_err(Errno::from),
+            Some((_, d)) => d.sync(file.as_ref()).map_err(Errno::from),
             None => file.sync_data().map_err(Errno::from),
         }
+    }
+
+    fn do_fsyncdir(&self, ino: INodeNo) -> Result<(), Errno> {
+        let mut s = self.state();
+        let dir = self.full(&s.rel(ino)?);
+        let name = s.name(ino);
+        if let Some(errno) = s.faults.check(Op::SyncDir, &name) {
+            return Err(Errno::from_i32(errno));
+        }
+        s.ns.sync_dir(&dir).map_err(Errno::from)
     }
 
     fn set_size(&self, ino: INodeNo, fh: Option<FileHandle>, size: u64) -> Result<(), Errno> {
@@ -267,8 +368,8 @@ impl FaultFs {
 
     fn do_create(&self, parent: INodeNo, name: &OsStr, mode: u32, flags: i32) -> Result<(FileAttr, u64), Errno> {
         let mut s = self.state();
-        let rel = s.rel(parent)?.join(name);
-        let file = self.open_file(&rel, flags, true, mode).map_err(Errno::from)?;
+        let rel = s.child(parent, name)?;
+        let file = Arc::new(self.open_file(&rel, flags, true, mode).map_err(Errno::from)?);
         let ino = s.ino_for(rel.clone());
         if flags & libc::O_TRUNC != 0 {
             s.dirty_for(ino, &file)?.truncate(0);
@@ -281,7 +382,7 @@ impl FaultFs {
         let mut s = self.state();
         let rel = s.rel(ino)?;
         let file = self.open_file(&rel, flags, false, 0).map_err(Errno::from)?;
-        Ok(s.add_handle(ino.0, file))
+        Ok(s.add_handle(ino.0, Arc::new(file)))
     }
 
     fn do_readdir(&self, ino: INodeNo, offset: u64, reply: &mut ReplyDirectory) -> Result<(), Errno> {
@@ -290,6 +391,9 @@ impl FaultFs {
         let mut entries = vec![(ino.0, FileType::Directory, ".".into()), (ino.0, FileType::Directory, "..".into())];
         for e in std::fs::read_dir(self.full(&rel)).map_err(Errno::from)? {
             let e = e.map_err(Errno::from)?;
+            if s.ns.is_stash(&rel, &e.file_name()) {
+                continue;
+            }
             let kind = if e.file_type().map_err(Errno::from)?.is_dir() { FileType::Directory } else { FileType::RegularFile };
             let child = s.ino_for(rel.join(e.file_name()));
             entries.push((child, kind, e.file_name()));
@@ -304,18 +408,17 @@ impl FaultFs {
 
     fn do_remove(&self, parent: INodeNo, name: &OsStr, dir: bool) -> Result<(), Errno> {
         let mut s = self.state();
-        let rel = s.rel(parent)?.join(name);
-        let full = self.full(&rel);
-        if dir { std::fs::remove_dir(full) } else { std::fs::remove_file(full) }.map_err(Errno::from)?;
+        let rel = s.child(parent, name)?;
+        s.ns.remove(&self.full(&rel), dir).map_err(Errno::from)?;
         s.forget_path(&rel);
         Ok(())
     }
 
     fn do_rename(&self, parent: INodeNo, name: &OsStr, newparent: INodeNo, newname: &OsStr) -> Result<(), Errno> {
         let mut s = self.state();
-        let from = s.rel(parent)?.join(name);
-        let to = s.rel(newparent)?.join(newname);
-        std::fs::rename(self.full(&from), self.full(&to)).map_err(Errno::from)?;
+        let from = s.child(parent, name)?;
+        let to = s.child(newparent, newname)?;
+        s.ns.rename(&self.full(&from), &self.full(&to)).map_err(Errno::from)?;
         s.forget_path(&to);
         // The renamed entry and everything under it keep their inodes under new paths.
         let moved: Vec<(PathBuf, u64)> = s.inos.iter().filter(|(p, _)| p.starts_with(&from)).map(|(p, i)| (p.clone(), *i)).collect();
@@ -335,7 +438,7 @@ impl FaultFs {
     fn do_link(&self, ino: INodeNo, newparent: INodeNo, newname: &OsStr) -> Result<FileAttr, Errno> {
         let mut s = self.state();
         let from = s.rel(ino)?;
-        let to = s.rel(newparent)?.join(newname);
+        let to = s.child(newparent, newname)?;
         std::fs::hard_link(self.full(&from), self.full(&to)).map_err(Errno::from)?;
         // Both names are one inode, so unsynced data is shared as on a real file system.
         s.inos.insert(to, ino.0);
@@ -344,7 +447,7 @@ impl FaultFs {
 
     fn do_mkdir(&self, parent: INodeNo, name: &OsStr, mode: u32) -> Result<FileAttr, Errno> {
         let mut s = self.state();
-        let rel = s.rel(parent)?.join(name);
+        let rel = s.child(parent, name)?;
         std::fs::create_dir(self.full(&rel)).map_err(Errno::from)?;
         std::fs::set_permissions(self.full(&rel), std::fs::Permissions::from_mode(mode & 0o7777)).map_err(Errno::from)?;
         let ino = s.ino_for(rel.clone());
@@ -487,9 +590,9 @@ impl Filesystem for FaultFs {
         }
     }
 
+    // fsync(2) of a directory, however it was opened, arrives here.
     fn fsyncdir(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
-        let dir = self.state().rel(ino).map(|rel| self.full(&rel));
-        reply_empty(reply, dir.and_then(|d| File::open(d).and_then(|f| f.sync_all()).map_err(Errno::from)));
+        reply_empty(reply, self.do_fsyncdir(ino));
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {

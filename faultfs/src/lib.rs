@@ -4,11 +4,20 @@
 //! [`Mounted::mount`] serves a backing directory at a mount point. Every operation passes
 //! through, except that:
 //! - file data written but not yet fsync'd (or fdatasync'd) stays in this process's memory;
-//!   [`Mounted::power_cut`] drops all of it, as a power cut drops the page cache;
-//! - on command, `write` or `fsync` fail with `EIO` ([`Mounted::fail`]), or writes fail with
-//!   `ENOSPC` past a byte budget ([`Mounted::limit_space`]), for one file or all. A failed fsync
-//!   also drops that file's unsynced data, as Linux does ("fsyncgate"): retrying the fsync then
-//!   succeeds over data that is gone.
+//!   at [`Mounted::power_cut`], a write-back cut short takes any seeded subset of those pages
+//!   (and of the files' new sizes) to the disk, and the rest is lost;
+//! - a created, linked, renamed or removed directory entry, and a new directory, is durable
+//!   only once its directory has been fsync'd: a power cut undoes the others, and a file that
+//!   vanishes takes its data with it, synced or not;
+//! - on command, `write`, `fsync` or a directory's fsync fail with `EIO` ([`Mounted::fail`]);
+//!   writes past a byte budget are short, then fail with `ENOSPC` ([`Mounted::limit_space`]);
+//!   chosen bytes read back from the disk flipped or fail with `EIO` ([`Mounted::damage`]).
+//!   A failed fsync leaves the pages it covered clean but not on the disk, as Linux does
+//!   ("fsyncgate"), so a retried fsync succeeds over data that is gone: [`FailedFsync`] says
+//!   whether they vanish at once or stay readable until the next power cut.
+//!
+//! Every random choice comes from [`Options::seed`], so a failing seed replays the same
+//! choices. docs/faults.md says what each fault models and what is not modelled.
 //!
 //! A SIGKILL test cannot tell synced data from unsynced: the kernel's page cache survives a killed
 //! process. Here it does not survive a power cut.
@@ -17,13 +26,16 @@
 //! mounting fails with [`Error::Unavailable`] saying what to install.
 
 mod cache;
+mod chance;
+mod dirs;
 mod faults;
 mod fs;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-pub use faults::{Op, Target};
+pub use dirs::Undone;
+pub use faults::{Damage, Op, Target};
 pub use fs::PowerCut;
 use fs::{lock, FaultFs, State};
 
@@ -33,8 +45,43 @@ pub enum Error {
     Unavailable(String),
     #[error("cannot mount faultfs at {path}: {source}")]
     Mount { path: PathBuf, source: std::io::Error },
+    #[error("cannot read the backing directory {path}: {source}")]
+    Backing { path: PathBuf, source: std::io::Error },
+    #[error("power cut {number}: cannot make the backing directory match what was durable: {source}")]
+    Cut { number: u64, source: std::io::Error },
     #[error("cannot unmount faultfs at {path}: {source}")]
     Unmount { path: PathBuf, source: std::io::Error },
+}
+
+/// How the disk behaves: fixed for a mount.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Options {
+    /// Decides every random choice; the same seed makes the same choices again.
+    pub seed: u64,
+    pub write_back: WriteBack,
+    pub failed_fsync: FailedFsync,
+}
+
+/// What a power cut does to data written but not synced.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum WriteBack {
+    /// Each cut, as the seed decides, takes none of it to the disk, all of it, or a torn mix:
+    /// each 4 KiB page, and each file's new size, independently, in no particular order.
+    #[default]
+    Torn,
+    /// None of it reaches the disk (LazyFS's model): the cut is the same whatever the seed.
+    Lost,
+}
+
+/// What a failed fsync does to the pages it covered. Either way they are marked clean, so
+/// the next fsync succeeds without writing them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum FailedFsync {
+    /// Dropped at once: reads show what is on the disk.
+    #[default]
+    DropPages,
+    /// Still read from memory, as if written, until the next power cut loses them.
+    KeepPages,
 }
 
 /// A mounted faultfs; unmounted when dropped.
@@ -59,10 +106,18 @@ fn check_available() -> Result<(), Error> {
 }
 
 impl Mounted {
-    /// Serves `backing` at `mountpoint` (both existing directories) until dropped.
+    /// Serves `backing` at `mountpoint` (both existing directories) until dropped, with
+    /// default [`Options`].
     pub fn mount(backing: &Path, mountpoint: &Path) -> Result<Self, Error> {
+        Self::mount_with(backing, mountpoint, Options::default())
+    }
+
+    /// Serves `backing` at `mountpoint` with these options. What `backing` holds already
+    /// counts as durable.
+    pub fn mount_with(backing: &Path, mountpoint: &Path, options: Options) -> Result<Self, Error> {
         check_available()?;
-        let state = Arc::new(Mutex::new(State::default()));
+        let state = State::new(backing, options).map_err(|source| Error::Backing { path: backing.to_path_buf(), source })?;
+        let state = Arc::new(Mutex::new(state));
         let fs = FaultFs::new(backing.to_path_buf(), state.clone());
         let mut config = fuser::Config::default();
         config.mount_options = vec![fuser::MountOption::FSName("faultfs".into()), fuser::MountOption::NoAtime];
@@ -75,16 +130,23 @@ impl Mounted {
         &self.mountpoint
     }
 
-    /// Drops every write not yet fsync'd. Stop (kill) the processes using the mount first: their
-    /// memory is gone in a power cut too. Pages they had mapped are written back first, so that
-    /// nothing of theirs arrives after the cut.
-    pub fn power_cut(&self) -> PowerCut {
+    /// Cuts the power: of the data not yet fsync'd, only what the seeded write-back reached
+    /// stays, and every directory entry not made durable by its directory's fsync is undone.
+    /// Stop (kill) the processes using the mount first: their memory is gone in a power cut
+    /// too. Pages they had mapped are handed to faultfs first, so that nothing of theirs
+    /// arrives after the cut.
+    pub fn power_cut(&self) -> Result<PowerCut, Error> {
         if let Ok(dir) = std::fs::File::open(&self.mountpoint) {
             use std::os::fd::AsRawFd;
             // SAFETY: syncfs only reads the descriptor, which `dir` keeps open for the call.
             unsafe { libc::syncfs(dir.as_raw_fd()) };
         }
-        lock(&self.state).power_cut()
+        let mut state = lock(&self.state);
+        state.power_cut().map_err(|source| Error::Cut { number: state.cuts(), source })
+    }
+
+    pub fn seed(&self) -> u64 {
+        lock(&self.state).options().seed
     }
 
     /// Makes `op` fail with EIO on matching files, `times` times or (with `None`) until cleared.
@@ -92,16 +154,24 @@ impl Mounted {
         lock(&self.state).faults.fail(op, target, times);
     }
 
-    /// Writes to matching files get ENOSPC once `bytes` more have been written.
+    /// Only `bytes` more may be written to matching files: the write that crosses the limit
+    /// writes the part that fits and returns its count, and later ones get ENOSPC.
     pub fn limit_space(&self, target: Target, bytes: u64) {
         lock(&self.state).faults.limit_space(target, bytes);
+    }
+
+    /// Byte `offset` of matching files reads back from the disk damaged (a latent sector
+    /// error, or a flipped bit), until cleared. Reads of a page still held in memory, written
+    /// since the last fsync, are not affected.
+    pub fn damage(&self, target: Target, offset: u64, damage: Damage) {
+        lock(&self.state).faults.damage(target, offset, damage);
     }
 
     pub fn clear_faults(&self) {
         lock(&self.state).faults.clear();
     }
 
-    /// How many operations have been failed so far.
+    /// How many operations have been failed, shortened or damaged so far.
     pub fn injected(&self) -> u64 {
         lock(&self.state).faults.injected
     }
