@@ -1,13 +1,18 @@
 //! Power cuts and disk faults for real processes: the data directory lives on faultfs, whose
-//! unsynced writes a power cut drops, and the system runs as child processes killed at the
-//! same instant. What a 200 promised must still be there afterwards.
+//! power cut keeps only what was synced (plus a seeded part of the rest) and undoes directory
+//! entries whose directory was not synced, and the system runs as child processes killed at
+//! the same instant. What a 200 promised must still be there afterwards.
+//!
+//! Each test has a fixed seed, so CI makes the same fault choices every run; `FAULTFS_SEED`
+//! replaces it with another (a number, or `fresh` for a new one, printed). A failing test
+//! prints its seed and the command that replays it.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use faultfs::Mounted;
+use faultfs::{Mounted, Options};
 use serde_json::json;
 
 use super::*;
@@ -22,16 +27,43 @@ pub struct Machine {
     pub base: String,
     pub listen: String,
     starts: usize,
+    /// What each power cut did, for a failure's message.
+    cuts: Mutex<Vec<String>>,
+}
+
+/// The seed for a test whose own fixed seed is `fixed`, unless `FAULTFS_SEED` gives another.
+pub fn seed_or(fixed: u64) -> u64 {
+    match std::env::var("FAULTFS_SEED") {
+        Err(_) => fixed,
+        Ok(s) if s == "fresh" => {
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
+            now ^ u64::from(std::process::id()).rotate_left(32)
+        }
+        Ok(s) => s.parse().unwrap_or_else(|_| panic!("FAULTFS_SEED must be a number or `fresh`, not {s:?}")),
+    }
+}
+
+/// The command that runs the current test again with `seed`.
+fn replay(seed: u64) -> String {
+    let test = std::thread::current().name().unwrap_or("<test name>").to_owned();
+    format!("FAULTFS_SEED={seed} cargo test --release -p system --test {} -- --exact {test}", env!("CARGO_CRATE_NAME"))
 }
 
 impl Machine {
-    pub fn new() -> Self {
+    /// A disk with torn write-back and strict directory entries, its choices drawn from `seed`
+    /// (see [`seed_or`]).
+    pub fn new(seed: u64) -> Self {
+        Self::with(Options { seed, ..Options::default() })
+    }
+
+    pub fn with(options: Options) -> Self {
         let backing = tempfile::tempdir().expect("backing dir");
         let point = tempfile::tempdir().expect("mount point");
-        let fs = Mounted::mount(backing.path(), point.path()).unwrap_or_else(|e| {
+        let fs = Mounted::mount_with(backing.path(), point.path(), options).unwrap_or_else(|e| {
             panic!("these tests need FUSE (scripts/test.sh installs the fuse3 package): {e}")
         });
-        std::fs::create_dir_all(point.path().join("data")).expect("data dir");
+        eprintln!("faultfs seed {} ({options:?}); replay: {}", options.seed, replay(options.seed));
+        // The data directory is not made here: the system makes it, and must make it durable.
         let addr = free_addr();
         Self {
             fs,
@@ -41,6 +73,7 @@ impl Machine {
             base: format!("http://{addr}"),
             listen: addr.to_string(),
             starts: 0,
+            cuts: Mutex::default(),
         }
     }
 
@@ -66,7 +99,8 @@ impl Machine {
         Proc::spawn(role, &args, &[], &log)
     }
 
-    /// Every process dies and every unsynced write is lost, at once.
+    /// Every process dies and every write not made durable is lost, at once (but for what
+    /// the seeded write-back took to the disk).
     pub fn power_cut(&self, procs: &mut [Proc]) -> faultfs::PowerCut {
         for p in procs.iter_mut() {
             let _ = p.child.kill();
@@ -74,7 +108,14 @@ impl Machine {
         for p in procs.iter_mut() {
             let _ = p.child.wait();
         }
-        self.fs.power_cut()
+        let cut = self.fs.power_cut().unwrap_or_else(|e| panic!("{e}"));
+        let what = format!(
+            "power cut {}: {} unsynced bytes lost and {} written back in {} files; directory entries undone: {:?}",
+            cut.number, cut.bytes, cut.written_back, cut.files, cut.entries
+        );
+        eprintln!("{what}");
+        self.cuts.lock().expect("cuts").push(what);
+        cut
     }
 
     /// Waits for the server to answer; if it does not, the failure shows the processes' logs
@@ -100,6 +141,15 @@ impl Machine {
             }
         }
         out
+    }
+}
+
+impl Drop for Machine {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let cuts = self.cuts.lock().map(|c| c.join("\n")).unwrap_or_default();
+            eprintln!("{cuts}\nfaultfs seed {}: replay with\n  {}", self.fs.seed(), replay(self.fs.seed()));
+        }
     }
 }
 
