@@ -52,7 +52,7 @@ struct Failing {
 #[derive(Debug, Default)]
 pub(crate) struct Faults {
     failing: Vec<Failing>,
-    /// Bytes that may still be written to matching files before writes get ENOSPC.
+    /// Bytes by which matching files may still grow before writes get ENOSPC.
     space: Option<(Target, u64)>,
     /// Byte offsets of matching files that read back damaged from the disk.
     damaged: Vec<(Target, u64, Damage)>,
@@ -89,21 +89,24 @@ impl Faults {
         Some(libc::EIO)
     }
 
-    /// How many of `bytes` fit in the space left, as Linux writes them: the part that fits, and
-    /// ENOSPC only when nothing does.
-    pub fn take_space(&mut self, name: &str, bytes: u64) -> Result<u64, i32> {
+    /// How many of `bytes` fit, as Linux writes them: the part that fits, and ENOSPC only when
+    /// nothing does. The first `inside` bytes overwrite the file within its size, which takes no
+    /// new space (its blocks are allocated already); the rest grows it.
+    pub fn take_space(&mut self, name: &str, bytes: u64, inside: u64) -> Result<u64, i32> {
         let Some((_, left)) = self.space.as_mut().filter(|(t, _)| t.matches(name)) else {
             return Ok(bytes);
         };
-        if bytes > *left {
+        let inside = inside.min(bytes);
+        let grows = bytes - inside;
+        if grows > *left {
             self.injected += 1;
         }
-        if *left == 0 && bytes > 0 {
+        if inside == 0 && *left == 0 && bytes > 0 {
             return Err(libc::ENOSPC);
         }
-        let fits = bytes.min(*left);
-        *left -= fits;
-        Ok(fits)
+        let taken = grows.min(*left);
+        *left -= taken;
+        Ok(inside + taken)
     }
 
     /// The damaged bytes of file `name` within `start..end`.
@@ -131,12 +134,14 @@ mod tests {
     fn a_write_crossing_the_budget_is_short_and_the_next_gets_enospc_until_cleared() {
         let mut f = Faults::default();
         f.limit_space(Target::file(".seg"), 100);
-        assert_eq!(f.take_space("a.db", 1_000), Ok(1_000), "other files have room");
-        assert_eq!(f.take_space("a.seg", 60), Ok(60));
-        assert_eq!(f.take_space("a.seg", 60), Ok(40), "the part that fits");
-        assert_eq!(f.take_space("a.seg", 1), Err(libc::ENOSPC));
+        assert_eq!(f.take_space("a.db", 1_000, 0), Ok(1_000), "other files have room");
+        assert_eq!(f.take_space("a.seg", 60, 0), Ok(60));
+        assert_eq!(f.take_space("a.seg", 60, 0), Ok(40), "the part that fits");
+        assert_eq!(f.take_space("a.seg", 1, 0), Err(libc::ENOSPC));
+        assert_eq!(f.take_space("a.seg", 50, 50), Ok(50), "overwriting takes no new space");
+        assert_eq!(f.take_space("a.seg", 50, 20), Ok(20), "the overwritten part, short");
         f.clear();
-        assert_eq!(f.take_space("a.seg", 1_000), Ok(1_000));
+        assert_eq!(f.take_space("a.seg", 1_000, 0), Ok(1_000));
     }
 
     #[test]

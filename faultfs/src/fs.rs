@@ -282,7 +282,12 @@ impl FaultFs {
         if let Some(errno) = s.faults.check(Op::Write, &name) {
             return Err(Errno::from_i32(errno));
         }
-        let fits = s.faults.take_space(&name, data.len() as u64).map_err(Errno::from_i32)? as usize;
+        let size = match s.dirty.get(&ino) {
+            Some((_, d)) => d.size(),
+            None => file.len().map_err(Errno::from)?,
+        };
+        let inside = size.saturating_sub(offset);
+        let fits = s.faults.take_space(&name, data.len() as u64, inside).map_err(Errno::from_i32)? as usize;
         s.dirty_for(ino, &file)?.write(file.as_ref(), offset, &data[..fits]).map_err(Errno::from)?;
         Ok(fits as u32)
     }

@@ -10,7 +10,8 @@
 //!   only once its directory has been fsync'd: a power cut undoes the others, and a file that
 //!   vanishes takes its data with it, synced or not;
 //! - on command, `write`, `fsync` or a directory's fsync fail with `EIO` ([`Mounted::fail`]);
-//!   writes past a byte budget are short, then fail with `ENOSPC` ([`Mounted::limit_space`]);
+//!   writes that grow files past a byte budget are short, then fail with `ENOSPC`
+//!   ([`Mounted::limit_space`]);
 //!   chosen bytes read back from the disk flipped or fail with `EIO` ([`Mounted::damage`]).
 //!   A failed fsync leaves the pages it covered clean but not on the disk, as Linux does
 //!   ("fsyncgate"), so a retried fsync succeeds over data that is gone: [`FailedFsync`] says
@@ -154,8 +155,9 @@ impl Mounted {
         lock(&self.state).faults.fail(op, target, times);
     }
 
-    /// Only `bytes` more may be written to matching files: the write that crosses the limit
-    /// writes the part that fits and returns its count, and later ones get ENOSPC.
+    /// Matching files may grow by only `bytes` more: the write that crosses the limit writes
+    /// the part that fits and returns its count, and later ones get ENOSPC. Overwriting bytes
+    /// within a file's size needs no space, as its blocks are allocated already.
     pub fn limit_space(&self, target: Target, bytes: u64) {
         lock(&self.state).faults.limit_space(target, bytes);
     }

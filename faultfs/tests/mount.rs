@@ -197,6 +197,9 @@ fn a_write_crossing_the_space_limit_is_short_and_the_next_gets_enospc() {
     assert_eq!(big.write(&[1u8; 8_000]).expect("a short write"), 2_000, "the part that fits");
     let err = big.write(&[0u8; 8_000]).expect_err("past the limit");
     assert_eq!(err.kind(), ErrorKind::StorageFull);
+    let inside = OpenOptions::new().write(true).open(disk.path("big")).expect("open");
+    inside.write_all_at(&[2u8; 8_000], 0).expect("overwriting allocated bytes needs no space");
+    assert_eq!(inside.write_at(&[2u8; 8_000], 6_000).expect("short"), 4_000, "up to the end of the file");
     disk.fs.clear_faults();
     big.write_all(&[0u8; 8_000]).expect("space is back");
     assert_eq!(std::fs::metadata(disk.path("big")).expect("stat").len(), 18_000);

@@ -119,13 +119,14 @@ async fn a_power_cut_after_a_quiet_checkpoint_loses_nothing() {
 
 /// Disk full mid-load: 503 with Retry-After, nothing acknowledged lost, no healthy event
 /// dead-lettered, and the system recovers by itself once space returns. The write that
-/// crosses the limit is short, as on Linux.
+/// crosses the limit is short, as on Linux, and small segments make the log roll while the
+/// disk is full, with records still written into the zeros preallocated before.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_gets_503_dead_letters_nothing_and_recovers_by_itself() {
     let mut machine = Machine::new(seed_or(14));
     let tally = Arc::new(Tally::default());
     // Few, quick retries: a worker that took the full disk for poison would dead-letter at once.
-    let quick = ["--max-attempts", "2", "--retry-base-ms", "5", "--retry-cap-ms", "50"];
+    let quick = ["--max-attempts", "2", "--retry-base-ms", "5", "--retry-cap-ms", "50", SMALL_SEGMENTS[0], SMALL_SEGMENTS[1]];
     let mut procs = vec![machine.start("standalone", &quick)];
     machine.wait_healthy().await;
     let load = Load::start(&machine.base, CLIENTS, tally.clone());
