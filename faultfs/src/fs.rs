@@ -181,11 +181,11 @@ impl State {
     }
 
     fn dirty_for(&mut self, ino: u64, file: &Arc<File>) -> Result<&mut Dirty, Errno> {
-        if !self.dirty.contains_key(&ino) {
-            let d = Dirty::new(file.as_ref()).map_err(Errno::from)?;
-            self.dirty.insert(ino, (file.clone(), d));
-        }
-        self.dirty.get_mut(&ino).map(|(_, d)| d).ok_or(Errno::EIO)
+        let entry = match self.dirty.entry(ino) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => e.insert((file.clone(), Dirty::new(file.as_ref()).map_err(Errno::from)?)),
+        };
+        Ok(&mut entry.1)
     }
 
     /// Applies the damage set on the disk to `data`, read at `offset`, where it came from the

@@ -165,7 +165,7 @@ fn pages_kept_after_a_failed_fsync_read_back_until_the_next_cut_loses_them() {
     disk.cut();
     assert_eq!(read(&disk.path("wal")), b"acked? later", "the page was rewritten after the failure, so it was synced whole");
 
-    let mut f = durable_file(&disk, "seg", &[1u8; 2 * PAGE]);
+    let f = durable_file(&disk, "seg", &[1u8; 2 * PAGE]);
     f.write_all_at(&[2u8; PAGE], 0).expect("write");
     disk.fs.fail(Op::Fsync, Target::file("seg"), Some(1));
     f.sync_data().expect_err("the injected fsync failure");

@@ -3,9 +3,9 @@
 //! undoes directory entries never synced, and every process dies at the same instant. After
 //! restarting on what reached the disk, every acknowledged event is applied exactly once.
 //!
-//! Each test's seed is fixed (see `common::power::seed_or`); a failure prints the command that
-//! replays it. The seeds are chosen so that the cuts between them persist none, some and all
-//! of the unsynced pages.
+//! Each test runs with two fixed seeds (see `common::power::seeds`), chosen so that the cuts
+//! between them persist none, some and all of the unsynced pages; a failure prints the command
+//! that replays its seed.
 
 mod common;
 
@@ -61,14 +61,18 @@ fn first_segment(machine: &Machine) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn standalone_survives_repeated_power_cuts_under_load() {
-    let mut machine = Machine::new(seed_or(8));
-    repeated_cuts(&mut machine, &["standalone"], 4).await;
+    for seed in seeds(&[8, 9]) {
+        let mut machine = Machine::new(seed);
+        repeated_cuts(&mut machine, &["standalone"], 4).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn split_server_and_worker_survive_repeated_power_cuts_under_load() {
-    let mut machine = Machine::new(seed_or(6));
-    repeated_cuts(&mut machine, &["server", "worker"], 3).await;
+    for seed in seeds(&[6, 2]) {
+        let mut machine = Machine::new(seed);
+        repeated_cuts(&mut machine, &["server", "worker"], 3).await;
+    }
 }
 
 /// The first hole of the power-cut issue, found in the SQLite log that the segment log replaced,
@@ -79,42 +83,44 @@ async fn split_server_and_worker_survive_repeated_power_cuts_under_load() {
 /// now loses the rest of the backlog: acknowledged, never applied.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_power_cut_after_a_quiet_checkpoint_loses_nothing() {
-    let mut machine = Machine::new(seed_or(7));
-    let tally = Arc::new(Tally::default());
-    let mut server = machine.start("server", &[]);
-    machine.wait_healthy().await;
-    let load = Load::start(&machine.base, CLIENTS, tally.clone());
-    until_acked(&tally, 20_000, Duration::from_secs(90)).await;
-    load.stop().await;
-    let backlog = tally.ledger.lock().expect("ledger").clone();
-    let stats = free_addr().to_string();
-    let mut worker = machine.start("worker", &["--batch-size", "20", "--metrics-listen", &stats]);
-    // Stopped part-way: two truncations (and their checkpoints) behind it, the rest of the
-    // backlog still to apply.
-    let http = client();
-    let deadline = std::time::Instant::now() + Duration::from_secs(120);
-    loop {
-        let reply = http.get(format!("http://{stats}/api/stats")).send().await;
-        let stats_now: serde_json::Value = match reply {
-            Ok(r) => r.json().await.unwrap_or_default(),
-            Err(_) => serde_json::Value::Null, // not listening yet
-        };
-        let processed = stats_now["worker"]["processed"].as_u64().unwrap_or(0);
-        if processed >= 11_000 {
-            break;
+    for seed in seeds(&[7, 5]) {
+        let mut machine = Machine::new(seed);
+        let tally = Arc::new(Tally::default());
+        let mut server = machine.start("server", &[]);
+        machine.wait_healthy().await;
+        let load = Load::start(&machine.base, CLIENTS, tally.clone());
+        until_acked(&tally, 20_000, Duration::from_secs(90)).await;
+        load.stop().await;
+        let backlog = tally.ledger.lock().expect("ledger").clone();
+        let stats = free_addr().to_string();
+        let mut worker = machine.start("worker", &["--batch-size", "20", "--metrics-listen", &stats]);
+        // Stopped part-way: two truncations (and their checkpoints) behind it, the rest of the
+        // backlog still to apply.
+        let http = client();
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
+        loop {
+            let reply = http.get(format!("http://{stats}/api/stats")).send().await;
+            let stats_now: serde_json::Value = match reply {
+                Ok(r) => r.json().await.unwrap_or_default(),
+                Err(_) => serde_json::Value::Null, // not listening yet
+            };
+            let processed = stats_now["worker"]["processed"].as_u64().unwrap_or(0);
+            if processed >= 11_000 {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "the worker did not get through the backlog\n{}", machine.log_tail());
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        assert!(std::time::Instant::now() < deadline, "the worker did not get through the backlog\n{}", machine.log_tail());
-        tokio::time::sleep(Duration::from_millis(5)).await;
+        worker.kill9();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let load = Load::start(&machine.base, CLIENTS, tally.clone());
+        until_acked(&tally, backlog.len() + 500, Duration::from_secs(20)).await;
+        machine.power_cut(std::slice::from_mut(&mut server));
+        load.stop().await;
+        eprintln!("{} acknowledged, {} of them in the backlog", tally.acked(), backlog.len());
+        let _restarted = [machine.start("server", &[]), machine.start("worker", &[])];
+        verify(&machine, &tally).await;
     }
-    worker.kill9();
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let load = Load::start(&machine.base, CLIENTS, tally.clone());
-    until_acked(&tally, backlog.len() + 500, Duration::from_secs(20)).await;
-    machine.power_cut(std::slice::from_mut(&mut server));
-    load.stop().await;
-    eprintln!("{} acknowledged, {} of them in the backlog", tally.acked(), backlog.len());
-    let _restarted = [machine.start("server", &[]), machine.start("worker", &[])];
-    verify(&machine, &tally).await;
 }
 
 /// Disk full mid-load: 503 with Retry-After, nothing acknowledged lost, no healthy event
@@ -123,34 +129,36 @@ async fn a_power_cut_after_a_quiet_checkpoint_loses_nothing() {
 /// disk is full, with records still written into the zeros preallocated before.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_gets_503_dead_letters_nothing_and_recovers_by_itself() {
-    let mut machine = Machine::new(seed_or(14));
-    let tally = Arc::new(Tally::default());
-    // Few, quick retries: a worker that took the full disk for poison would dead-letter at once.
-    let quick = ["--max-attempts", "2", "--retry-base-ms", "5", "--retry-cap-ms", "50", SMALL_SEGMENTS[0], SMALL_SEGMENTS[1]];
-    let mut procs = vec![machine.start("standalone", &quick)];
-    machine.wait_healthy().await;
-    let load = Load::start(&machine.base, CLIENTS, tally.clone());
-    until_acked(&tally, 1_000, Duration::from_secs(20)).await;
-    machine.fs.limit_space(Target::All, 256 * 1024);
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while tally.count(503) < 200 && std::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    for seed in seeds(&[14, 13]) {
+        let mut machine = Machine::new(seed);
+        let tally = Arc::new(Tally::default());
+        // Few, quick retries: a worker that took the full disk for poison would dead-letter at once.
+        let quick = ["--max-attempts", "2", "--retry-base-ms", "5", "--retry-cap-ms", "50", SMALL_SEGMENTS[0], SMALL_SEGMENTS[1]];
+        let mut procs = vec![machine.start("standalone", &quick)];
+        machine.wait_healthy().await;
+        let load = Load::start(&machine.base, CLIENTS, tally.clone());
+        until_acked(&tally, 1_000, Duration::from_secs(20)).await;
+        machine.fs.limit_space(Target::All, 256 * 1024);
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while tally.count(503) < 200 && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(tally.count(503) >= 200, "a full disk must answer 503: {:?}\n{}", tally.statuses.lock().unwrap(), machine.log_tail());
+        // Far longer than the worker's retries take, were it to take the full disk for poison.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        machine.fs.clear_faults();
+        let during = tally.acked();
+        until_acked(&tally, during + 1_000, Duration::from_secs(30)).await;
+        load.stop().await;
+        assert!(tally.acked() >= during + 1_000, "no recovery after space returned\n{}", machine.log_tail());
+        assert_eq!(tally.retry_after_missing.load(std::sync::atomic::Ordering::Relaxed), 0, "every 503 carries Retry-After");
+        eprintln!("{} acknowledged, {} answered 503 while the disk was full", tally.acked(), tally.count(503));
+        verify(&machine, &tally).await;
+        // And what was acknowledged is on disk, not only in memory.
+        machine.power_cut(&mut procs);
+        let _restarted = machine.start("standalone", &quick);
+        verify(&machine, &tally).await;
     }
-    assert!(tally.count(503) >= 200, "a full disk must answer 503: {:?}\n{}", tally.statuses.lock().unwrap(), machine.log_tail());
-    // Far longer than the worker's retries take, were it to take the full disk for poison.
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    machine.fs.clear_faults();
-    let during = tally.acked();
-    until_acked(&tally, during + 1_000, Duration::from_secs(30)).await;
-    load.stop().await;
-    assert!(tally.acked() >= during + 1_000, "no recovery after space returned\n{}", machine.log_tail());
-    assert_eq!(tally.retry_after_missing.load(std::sync::atomic::Ordering::Relaxed), 0, "every 503 carries Retry-After");
-    eprintln!("{} acknowledged, {} answered 503 while the disk was full", tally.acked(), tally.count(503));
-    verify(&machine, &tally).await;
-    // And what was acknowledged is on disk, not only in memory.
-    machine.power_cut(&mut procs);
-    let _restarted = machine.start("standalone", &quick);
-    verify(&machine, &tally).await;
 }
 
 /// Fails the log's next fsync, under load, and waits for the 503 its group must get.
@@ -182,17 +190,19 @@ async fn cut_after_more_and_verify(machine: &mut Machine, mut procs: Vec<Proc>, 
 /// power cut.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_fsync_is_never_acknowledged() {
-    let mut machine = Machine::new(seed_or(10));
-    let tally = Arc::new(Tally::default());
-    let mut procs = vec![machine.start("standalone", &[])];
-    machine.wait_healthy().await;
-    let load = Load::start(&machine.base, CLIENTS, tally.clone());
-    until_acked(&tally, 1_000, Duration::from_secs(20)).await;
-    fail_one_log_fsync(&machine, &tally).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    machine.power_cut(&mut procs);
-    let procs = vec![machine.start("standalone", &[])];
-    cut_after_more_and_verify(&mut machine, procs, load, &tally).await;
+    for seed in seeds(&[10, 3]) {
+        let mut machine = Machine::new(seed);
+        let tally = Arc::new(Tally::default());
+        let mut procs = vec![machine.start("standalone", &[])];
+        machine.wait_healthy().await;
+        let load = Load::start(&machine.base, CLIENTS, tally.clone());
+        until_acked(&tally, 1_000, Duration::from_secs(20)).await;
+        fail_one_log_fsync(&machine, &tally).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        machine.power_cut(&mut procs);
+        let procs = vec![machine.start("standalone", &[])];
+        cut_after_more_and_verify(&mut machine, procs, load, &tally).await;
+    }
 }
 
 /// The other fsyncgate: after the failed fsync, the page cache keeps the log's unsynced pages
@@ -202,16 +212,18 @@ async fn a_failed_fsync_is_never_acknowledged() {
 /// failed group spans whole pages: a page the next group rewrites is written whole again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pages_a_failed_fsync_left_readable_are_not_taken_for_durable_after_a_restart() {
-    let mut machine = Machine::with(Options { seed: seed_or(12), failed_fsync: FailedFsync::KeepPages, ..Options::default() });
-    let tally = Arc::new(Tally::default());
-    let mut server = machine.start("standalone", &[]);
-    machine.wait_healthy().await;
-    let load = Load::start(&machine.base, 4 * CLIENTS, tally.clone());
-    until_acked(&tally, 1_000, Duration::from_secs(20)).await;
-    fail_one_log_fsync(&machine, &tally).await;
-    // A restart, not a power cut: the pages the failed fsync left behind are still readable.
-    server.kill9();
-    let procs = vec![machine.start("standalone", &[])];
-    machine.wait_healthy().await;
-    cut_after_more_and_verify(&mut machine, procs, load, &tally).await;
+    for seed in seeds(&[12, 17]) {
+        let mut machine = Machine::with(Options { seed, failed_fsync: FailedFsync::KeepPages, ..Options::default() });
+        let tally = Arc::new(Tally::default());
+        let mut server = machine.start("standalone", &[]);
+        machine.wait_healthy().await;
+        let load = Load::start(&machine.base, 4 * CLIENTS, tally.clone());
+        until_acked(&tally, 1_000, Duration::from_secs(20)).await;
+        fail_one_log_fsync(&machine, &tally).await;
+        // A restart, not a power cut: the pages the failed fsync left behind are still readable.
+        server.kill9();
+        let procs = vec![machine.start("standalone", &[])];
+        machine.wait_healthy().await;
+        cut_after_more_and_verify(&mut machine, procs, load, &tally).await;
+    }
 }

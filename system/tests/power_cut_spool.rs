@@ -14,7 +14,7 @@ use common::*;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spooled_events_survive_a_power_cut_during_a_broker_outage() {
     let Some(brokers) = kafka_brokers() else { return };
-    let mut machine = Machine::new(seed_or(11));
+    let mut machine = Machine::new(seeds(&[11])[0]);
     let topic = format!("t-pc-{}-{}", std::process::id(), machine.listen.rsplit(':').next().unwrap_or("0"));
     let group = format!("g-{topic}");
     let metrics = free_addr().to_string();

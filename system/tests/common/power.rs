@@ -3,8 +3,8 @@
 //! entries whose directory was not synced, and the system runs as child processes killed at
 //! the same instant. What a 200 promised must still be there afterwards.
 //!
-//! Each test has a fixed seed, so CI makes the same fault choices every run; `FAULTFS_SEED`
-//! replaces it with another (a number, or `fresh` for a new one, printed). A failing test
+//! Each test has fixed seeds, so CI makes the same fault choices every run; `FAULTFS_SEED`
+//! replaces them with one other (a number, or `fresh` for a new one, printed). A failing test
 //! prints its seed and the command that replays it.
 
 use std::collections::BTreeMap;
@@ -31,15 +31,15 @@ pub struct Machine {
     cuts: Mutex<Vec<String>>,
 }
 
-/// The seed for a test whose own fixed seed is `fixed`, unless `FAULTFS_SEED` gives another.
-pub fn seed_or(fixed: u64) -> u64 {
+/// The seeds a test runs with: its own fixed ones, unless `FAULTFS_SEED` gives one instead.
+pub fn seeds(fixed: &[u64]) -> Vec<u64> {
     match std::env::var("FAULTFS_SEED") {
-        Err(_) => fixed,
+        Err(_) => fixed.to_vec(),
         Ok(s) if s == "fresh" => {
             let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
-            now ^ u64::from(std::process::id()).rotate_left(32)
+            vec![now ^ u64::from(std::process::id()).rotate_left(32)]
         }
-        Ok(s) => s.parse().unwrap_or_else(|_| panic!("FAULTFS_SEED must be a number or `fresh`, not {s:?}")),
+        Ok(s) => vec![s.parse().unwrap_or_else(|_| panic!("FAULTFS_SEED must be a number or `fresh`, not {s:?}"))],
     }
 }
 
@@ -51,7 +51,7 @@ fn replay(seed: u64) -> String {
 
 impl Machine {
     /// A disk with torn write-back and strict directory entries, its choices drawn from `seed`
-    /// (see [`seed_or`]).
+    /// (see [`seeds`]).
     pub fn new(seed: u64) -> Self {
         Self::with(Options { seed, ..Options::default() })
     }
