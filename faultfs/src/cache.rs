@@ -30,13 +30,15 @@ pub struct Dirty {
     size: u64,
     /// The smallest size it was truncated to since the last sync: backing bytes past it read as zeros.
     floor: u64,
+    /// Its size on the disk as of the last sync.
+    synced: u64,
 }
 
 impl Dirty {
     /// Starts tracking a file whose durable copy is `backing`.
     pub fn new(backing: &dyn Backing) -> io::Result<Self> {
         let size = backing.len()?;
-        Ok(Self { pages: BTreeMap::new(), stale: BTreeMap::new(), size, floor: size })
+        Ok(Self { pages: BTreeMap::new(), stale: BTreeMap::new(), size, floor: size, synced: size })
     }
 
     pub fn size(&self) -> u64 {
@@ -46,6 +48,11 @@ impl Dirty {
     /// Bytes held only in memory: what a power cut would lose.
     pub fn unsynced_bytes(&self) -> u64 {
         (self.pages.len() + self.stale.len()) as u64 * PAGE
+    }
+
+    /// Whether anything differs from the disk: pages, or a size not synced.
+    pub fn pending(&self) -> bool {
+        !self.pages.is_empty() || !self.stale.is_empty() || self.size != self.synced || self.floor != self.synced
     }
 
     /// Whether a read of byte `offset` goes to the disk, not to a page held in memory.
@@ -148,6 +155,7 @@ impl Dirty {
         backing.sync_data()?;
         self.pages.clear();
         self.floor = self.size;
+        self.synced = self.size;
         Ok(())
     }
 
@@ -250,12 +258,16 @@ mod tests {
     }
 
     #[test]
-    fn an_unsynced_truncation_leaves_the_disk_as_it_was() {
+    fn an_unsynced_truncation_leaves_the_disk_as_it_was_unless_the_cut_takes_it() {
         let disk = Mem(RefCell::new(vec![1u8; 3]));
         let mut d = Dirty::new(&disk).unwrap();
+        assert!(!d.pending());
         d.truncate(0);
+        assert!(d.pending(), "a size change alone is something to lose");
         assert_eq!(d.read(&disk, 0, 10).unwrap(), b"");
         assert_eq!(disk.0.borrow().len(), 3);
+        d.write_back(&disk, |_| true, true).unwrap();
+        assert_eq!(disk.0.borrow().len(), 0);
     }
 
     #[test]

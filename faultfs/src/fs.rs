@@ -52,7 +52,7 @@ impl Backing for File {
 pub struct PowerCut {
     /// Which cut of this mount it was, counting from 1: with the seed, it names the cut's choices.
     pub number: u64,
-    /// Files that had unsynced data.
+    /// Files that had unsynced data or an unsynced size.
     pub files: usize,
     /// Unsynced bytes lost, counted in whole pages.
     pub bytes: u64,
@@ -112,10 +112,10 @@ impl State {
             WriteBack::Torn => chance.draw(&[cut.number]) % 5,
         };
         for (ino, (file, dirty)) in self.dirty.drain() {
-            let unsynced = dirty.unsynced_bytes();
-            if unsynced == 0 {
+            if !dirty.pending() {
                 continue;
             }
+            let unsynced = dirty.unsynced_bytes();
             let key = self.paths.get(&ino).map_or(ino, |p| name_key(p.as_os_str().as_bytes()));
             let reached = |page: u64| chance.quarters(quarters, &[cut.number, key, page]);
             let pages = dirty.write_back(file.as_ref(), reached, chance.quarters(quarters, &[cut.number, key, u64::MAX]))?;
