@@ -8,6 +8,7 @@
 
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{Read, Seek, Write};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,13 +42,19 @@ pub struct DirLock {
 
 /// Locks `dir` for each role, creating it if needed; fails at once if another process holds one.
 pub fn lock(dir: &Path, roles: &[Role]) -> Result<DirLock, LockError> {
-    std::fs::create_dir_all(dir).map_err(|source| LockError::Io { path: dir.to_owned(), source })?;
+    crate::durable_dir::create_all(dir).map_err(|source| LockError::Io { path: dir.to_owned(), source })?;
     let files = roles.iter().map(|role| lock_role(dir, *role)).collect::<Result<_, _>>()?;
     Ok(DirLock { _files: files })
 }
 
 fn lock_role(dir: &Path, role: Role) -> Result<File, LockError> {
-    let path = dir.join(format!("{}.lock", role.name()));
+    lock_exclusive(dir, &format!("{}.lock", role.name()), role.name())
+}
+
+/// Takes an exclusive `flock` on `dir/name` and writes this process's pid into it; `holder`
+/// names the role in the error another process gets.
+pub fn lock_exclusive(dir: &Path, name: &str, holder: &'static str) -> Result<File, LockError> {
+    let path = dir.join(name);
     let io = |source| LockError::Io { path: path.clone(), source };
     // Not truncated on open: the file holds the current holder's pid, read when refused.
     let mut file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path).map_err(io)?;
@@ -59,7 +66,7 @@ fn lock_role(dir: &Path, role: Role) -> Result<File, LockError> {
                 Ok(_) if !pid.trim().is_empty() => pid.trim().to_owned(),
                 _ => "unknown".to_owned(),
             };
-            return Err(LockError::Held { dir: dir.to_owned(), role: role.name(), pid });
+            return Err(LockError::Held { dir: dir.to_owned(), role: holder, pid });
         }
         Err(TryLockError::Error(e)) => return Err(io(e)),
     }
@@ -67,6 +74,26 @@ fn lock_role(dir: &Path, role: Role) -> Result<File, LockError> {
     file.rewind().map_err(io)?;
     writeln!(file, "{}", std::process::id()).map_err(io)?;
     Ok(file)
+}
+
+/// Where a server serving the data directory can be reached: written at start so that
+/// `webhooks dlq replay`, which may not append to a log another process writes, goes through it.
+const SERVER_URL_FILE: &str = "server.url";
+
+/// Records the server's address for commands run beside it (loopback for a wildcard address).
+pub fn record_server_url(dir: &Path, addr: SocketAddr) -> std::io::Result<()> {
+    let ip = match addr.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        ip => ip,
+    };
+    std::fs::write(dir.join(SERVER_URL_FILE), format!("http://{}\n", SocketAddr::new(ip, addr.port())))
+}
+
+/// The address the last server in `dir` recorded, if any.
+pub fn server_url(dir: &Path) -> Option<String> {
+    let url = std::fs::read_to_string(dir.join(SERVER_URL_FILE)).ok()?;
+    Some(url.trim().to_owned()).filter(|u| !u.is_empty())
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@
 //! was in fact applied meanwhile is recognised by its id and does nothing; one that fails
 //! again comes back as a dead letter, waiting again.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::domain::PaymentEvent;
 use crate::queue::{Producer, QueueError};
@@ -16,9 +16,11 @@ pub enum DlqError {
     Store(#[from] StoreError),
     #[error("queue: {0}")]
     Queue(#[from] QueueError),
+    #[error("replay through the server at {url}: {why}")]
+    Server { url: String, why: String },
 }
 
-#[derive(Debug, Default, Serialize)]
+#[derive(Debug, Default, Serialize, Deserialize)]
 pub struct ReplayReport {
     /// Event ids put back on the queue.
     pub replayed: Vec<String>,
@@ -44,6 +46,30 @@ pub async fn replay(store: &dyn Store, producer: &dyn Producer, filter: &DeadLet
         report.replayed.push(letter.event_id);
     }
     Ok(report)
+}
+
+/// Replays through a running server's API (`POST /api/dead-letters/replay`): the server
+/// writes the log, and a log has one writer.
+pub async fn replay_via_server(url: &str, admin_token: Option<&str>, filter: &DeadLetterFilter) -> Result<ReplayReport, DlqError> {
+    let failed = |why: String| DlqError::Server { url: url.to_owned(), why };
+    let endpoint = match filter.id {
+        Some(id) => format!("{url}/api/dead-letters/{id}/replay"),
+        None => format!("{url}/api/dead-letters/replay"),
+    };
+    // Numbers only: nothing to escape.
+    let query: Vec<String> = [filter.since_us.map(|s| format!("since_us={s}")), filter.limit.map(|l| format!("limit={l}"))].into_iter().flatten().collect();
+    let mut request = reqwest::Client::new().post(format!("{endpoint}?{}", query.join("&")));
+    if let Some(token) = admin_token {
+        request = request.bearer_auth(token);
+    }
+    let response = request.send().await.map_err(|e| failed(e.to_string()))?;
+    let status = response.status();
+    if !status.is_success() {
+        let body = response.text().await.unwrap_or_default();
+        let hint = if status.as_u16() == 401 { " (set ADMIN_TOKEN or --admin-token to the server's token)" } else { "" };
+        return Err(failed(format!("{status}: {body}{hint}")));
+    }
+    response.json().await.map_err(|e| failed(format!("unexpected answer: {e}")))
 }
 
 /// Parses `--since`: unix seconds, or an age such as `90s`, `30m`, `2h`, `7d`.

@@ -17,12 +17,14 @@
 //! ```
 //!
 //! `app.rs` wires these from the configuration (`config.rs`); `main.rs` only parses flags;
-//! `datadir.rs` keeps a data directory to one process per role.
+//! `datadir.rs` keeps a data directory to one process per role; `durable_dir.rs` makes the
+//! directory entries of the durable path survive a power cut.
 
 pub mod app;
 pub mod config;
 pub mod datadir;
 pub mod dlq;
+pub mod durable_dir;
 pub mod domain;
 pub mod fault;
 pub mod ingress;

@@ -99,6 +99,13 @@ enum DlqAction {
         /// Those that failed since: unix seconds, or an age like 30m, 2h, 7d.
         #[arg(long)]
         since: Option<String>,
+        /// The running server to replay through when one writes the data directory's log (a
+        /// log has one writer); by default the address that server recorded in the directory.
+        #[arg(long, env = "WEBHOOKS_SERVER_URL")]
+        server: Option<String>,
+        /// The server's admin token, for replaying through it.
+        #[arg(long, env = "ADMIN_TOKEN", hide_env_values = true)]
+        admin_token: Option<String>,
     },
 }
 
@@ -197,11 +204,13 @@ async fn dlq(storage: StorageArgs, action: DlqAction) -> anyhow::Result<()> {
             let d = items.into_iter().next().with_context(|| format!("no dead letter {id}"))?;
             println!("{}", serde_json::to_string_pretty(&d)?);
         }
-        DlqAction::Replay { id, all, since: s } => {
+        DlqAction::Replay { id, all, since: s, server, admin_token } => {
             let filter = DeadLetterFilter { id, since_us: since(s)?, include_replayed: id.is_some(), limit: Some(DeadLetterFilter::MAX_LIMIT), ..Default::default() };
             debug_assert!(all || id.is_some() || filter.since_us.is_some());
-            let report = app::replay_dead_letters(storage, filter).await?;
-            println!("replayed {} event(s), skipped {}", report.replayed.len(), report.skipped.len());
+            let replayed = app::replay_dead_letters(storage, filter, app::ReplayVia { server, admin_token }).await?;
+            let report = replayed.report;
+            let through = replayed.through.map(|url| format!(" through the running server at {url}")).unwrap_or_default();
+            println!("replayed {} event(s){through}, skipped {}", report.replayed.len(), report.skipped.len());
             for (id, why) in report.skipped {
                 println!("skipped {id}: {why}");
             }

@@ -58,7 +58,8 @@ async fn replay_applies_what_never_applied_and_does_nothing_for_what_did() {
     assert_eq!(everything["count"], 2);
 }
 
-#[tokio::test]
+// Several threads: `dlq replay` goes through this process's server while the test waits on it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replayed_event_that_fails_again_waits_again_and_the_cli_sees_it() {
     let app = TestApp::start(&[]).await;
     let hook = format!("{}/api/webhooks/payment", app.base);
@@ -76,7 +77,8 @@ async fn a_replayed_event_that_fails_again_waits_again_and_the_cli_sees_it() {
     assert!(String::from_utf8_lossy(&show.stdout).contains("belongs to order oc"));
 
     let replay = Command::new(BIN).args(["dlq", "--data-dir", data, "replay", "--all"]).output().expect("dlq replay");
-    assert!(String::from_utf8_lossy(&replay.stdout).contains("replayed 1 event(s)"), "{replay:?}");
+    let out = String::from_utf8_lossy(&replay.stdout);
+    assert!(out.contains("replayed 1 event(s) through the running server at"), "{replay:?}");
     // The running worker picks the replay up from the shared queue file and fails it again.
     let d = eventually(&app.http, format!("{}/api/dead-letters", app.base), std::time::Duration::from_secs(20), |d| {
         d["count"] == 1 && d["items"][0]["attempts"].as_i64() >= Some(2)
@@ -85,4 +87,19 @@ async fn a_replayed_event_that_fails_again_waits_again_and_the_cli_sees_it() {
     assert!(d["items"][0]["replayed_at_us"].is_null(), "waiting again: {d}");
     let (_, pc) = get(&app.http, format!("{}/api/payments/pc", app.base)).await;
     assert_eq!((pc["status"].as_str(), pc["order_id"].as_str()), (Some("pending"), Some("oc")));
+
+    // A replay that opened a second writer on the live log once made the next acknowledged
+    // webhook vanish: both writers numbered from the same end.
+    let hook = format!("{}/api/webhooks/payment", app.base);
+    for i in 0..5 {
+        let (s, _) = post(&app.http, hook.clone(), &event("payment.success", &format!("after-{i}"), &format!("oa-{i}"), 100, &format!("after-{i}"))).await;
+        assert_eq!(s, 200);
+    }
+    // The replay bypassed ingress, so `accepted` does not count it: wait for the outcomes.
+    let within = std::time::Duration::from_secs(20);
+    eventually(&app.http, format!("{}/api/stats", app.base), within, |s| s["worker"]["applied"] == 6).await;
+    for i in 0..5 {
+        let (s, p) = get(&app.http, format!("{}/api/payments/after-{i}", app.base)).await;
+        assert_eq!((s, p["status"].as_str()), (200, Some("success")), "event {i} after the replay: {p}");
+    }
 }

@@ -52,6 +52,8 @@ pub async fn replay(State(app): State<AppState>, id: Option<Path<i64>>, Query(mu
     dlq::replay(app.store.as_ref(), app.producer.as_ref(), &filter).await.map(Json).map_err(|e| match e {
         DlqError::Store(e) => ApiError::Store(e),
         DlqError::Queue(e) => ApiError::Queue(e),
+        // Only the command line replays through a server.
+        e @ DlqError::Server { .. } => ApiError::Queue(crate::queue::QueueError::Unavailable(e.to_string())),
     })
 }
 

@@ -30,6 +30,9 @@ pub enum QueueError {
     Timeout,
     #[error("queue storage error: {0}")]
     Storage(String),
+    /// Another process writes this queue (the embedded log's writer lock).
+    #[error("{0}")]
+    Busy(String),
 }
 
 /// A place in the queue: a partition and an offset within it (the embedded log has one partition).

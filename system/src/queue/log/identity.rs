@@ -11,7 +11,7 @@ const FILE: &str = "log.id";
 
 /// Reads the identity, creating the directory and the identity first if they do not exist.
 pub fn load_or_create(dir: &Path) -> Result<String, LogError> {
-    std::fs::create_dir_all(dir).map_err(LogError::io("create log directory", dir))?;
+    crate::durable_dir::create_all(dir).map_err(LogError::io("create log directory", dir))?;
     let path = dir.join(FILE);
     if !path.exists() {
         create(dir)?;

@@ -7,8 +7,9 @@
 //! together; [`recovery`] cuts a torn or corrupt tail before it starts; a [`reader`] hands
 //! out only durable records and follows the files across segments.
 //!
-//! One appender per log is assumed: the data directory's lock (one process per data
-//! directory and role) enforces it; nothing here checks.
+//! One appender per log: it holds the log's [`WriterLock`] (a lock file inside the log's own
+//! directory), so a second writer (another server, a `dlq replay` beside a running one) is
+//! refused by the log itself, whatever role locks its process took.
 
 pub mod appender;
 pub mod identity;
@@ -17,7 +18,10 @@ pub mod record;
 pub mod recovery;
 pub mod segment;
 
+use std::fs::File;
 use std::path::{Path, PathBuf};
+
+use crate::datadir::{self, LockError};
 
 /// Segments roll past this size by default; deletion works in whole segments.
 pub const DEFAULT_SEGMENT_BYTES: u64 = 64 * 1024 * 1024;
@@ -44,6 +48,8 @@ pub enum LogError {
     OutOfRange { position: u64, first: u64, last: u64 },
     #[error("invalid log identity in {0}")]
     Identity(PathBuf),
+    #[error(transparent)]
+    Writer(#[from] LockError),
 }
 
 impl LogError {
@@ -51,5 +57,25 @@ impl LogError {
     pub fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> LogError {
         let path = path.to_owned();
         move |source| LogError::Io { what, path, source }
+    }
+}
+
+/// The right to append to the log in one directory, held until dropped or the process ends.
+#[derive(Debug)]
+pub struct WriterLock {
+    dir: PathBuf,
+    _file: File,
+}
+
+impl WriterLock {
+    /// Creates the log's directory if needed; fails at once if another process writes the log.
+    pub fn acquire(dir: &Path) -> Result<Self, LogError> {
+        crate::durable_dir::create_all(dir).map_err(LogError::io("create log directory", dir))?;
+        let file = datadir::lock_exclusive(dir, "writer.lock", "log writer")?;
+        Ok(Self { dir: dir.to_owned(), _file: file })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 }

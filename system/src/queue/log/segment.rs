@@ -28,10 +28,15 @@ pub fn list(dir: &Path) -> Result<Vec<u64>, LogError> {
 /// Creates an empty segment and makes its name durable: a file whose directory entry was
 /// never synced can vanish at a power cut with every record fsync'd into it.
 pub fn create(dir: &Path, base: u64) -> Result<File, LogError> {
-    let p = path(dir, base);
-    let file = OpenOptions::new().create_new(true).write(true).open(&p).map_err(LogError::io("create segment", &p))?;
+    let file = create_file(dir, base)?;
     sync_dir(dir)?;
     Ok(file)
+}
+
+/// Creates an empty segment whose name is not durable yet: the caller syncs the directory.
+pub fn create_file(dir: &Path, base: u64) -> Result<File, LogError> {
+    let p = path(dir, base);
+    OpenOptions::new().create_new(true).write(true).open(&p).map_err(LogError::io("create segment", &p))
 }
 
 /// Opens the newest segment for the appender, which writes at positions it keeps itself.
@@ -41,7 +46,7 @@ pub fn open_for_write(dir: &Path, base: u64) -> Result<File, LogError> {
 }
 
 pub fn sync_dir(dir: &Path) -> Result<(), LogError> {
-    File::open(dir).and_then(|d| d.sync_all()).map_err(LogError::io("sync directory", dir))
+    crate::durable_dir::sync(dir).map_err(LogError::io("sync directory", dir))
 }
 
 /// Deletes every segment whose records all lie at or before `through`; never the newest,
