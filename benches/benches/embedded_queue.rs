@@ -14,7 +14,7 @@ fn appends(c: &mut Criterion) {
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let dir = tempfile::tempdir().expect("temp dir");
     let cfg = EmbeddedConfig::in_dir(dir.path());
-    let producer = Arc::new(rt.block_on(async { EmbeddedProducer::open(&cfg, Metrics::new(), Arc::new(Notify::new())) }).expect("queue"));
+    let producer = Arc::new(rt.block_on(async { EmbeddedProducer::open(&cfg, 0, Metrics::new(), Arc::new(Notify::new())) }).expect("queue"));
     let mut g = c.benchmark_group("embedded_queue_append");
     g.sample_size(20);
     for appenders in [1usize, 16, 256] {

@@ -35,7 +35,7 @@ fn handler(c: &mut Criterion) {
     let dir = tempfile::tempdir().expect("temp dir");
     let metrics = Metrics::new();
     let producer: Arc<dyn Producer> = Arc::new(
-        rt.block_on(async { EmbeddedProducer::open(&EmbeddedConfig::in_dir(dir.path()), metrics.clone(), Arc::new(Notify::new())) })
+        rt.block_on(async { EmbeddedProducer::open(&EmbeddedConfig::in_dir(dir.path()), 0, metrics.clone(), Arc::new(Notify::new())) })
             .expect("queue"),
     );
     let state = |verifier: Verifier| AppState {

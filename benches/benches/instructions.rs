@@ -57,7 +57,7 @@ fn ingress() -> Ingress {
     let dir = tempfile::tempdir().expect("temp dir");
     let metrics = Metrics::new();
     let producer: Arc<dyn Producer> =
-        Arc::new(rt.block_on(async { EmbeddedProducer::open(&EmbeddedConfig::in_dir(dir.path()), metrics.clone(), Arc::new(Notify::new())) }).expect("queue"));
+        Arc::new(rt.block_on(async { EmbeddedProducer::open(&EmbeddedConfig::in_dir(dir.path()), 0, metrics.clone(), Arc::new(Notify::new())) }).expect("queue"));
     let state = AppState {
         producer,
         store: Arc::new(SqliteStore::open(&dir.path().join("store.db")).expect("store")),

@@ -14,6 +14,7 @@ use crate::dlq::{self, DlqError, ReplayReport};
 use crate::ingress::{self, AppState, Refusals, Verifier};
 use crate::metrics::Metrics;
 use crate::queue::embedded::{EmbeddedConsumer, EmbeddedProducer};
+use crate::queue::log::identity;
 use crate::queue::kafka::{KafkaConsumer, KafkaProducer};
 use crate::queue::spool::SpoolingProducer;
 use crate::queue::{Consumer, Producer, QueueError};
@@ -36,6 +37,8 @@ pub enum AppError {
     Io(#[from] std::io::Error),
     #[error(transparent)]
     DataDir(#[from] LockError),
+    #[error(transparent)]
+    Dlq(#[from] DlqError),
 }
 
 /// Locks the data directory for those of `roles` that keep a log in it: the embedded queue
@@ -70,6 +73,7 @@ pub async fn open_store(storage: &StorageArgs) -> Result<Arc<dyn Store>, AppErro
 async fn open_producer(
     storage: &StorageArgs,
     server: Option<&ServerArgs>,
+    store: &dyn Store,
     metrics: &Metrics,
     wake: Arc<Notify>,
     shutdown: &CancellationToken,
@@ -84,8 +88,10 @@ async fn open_producer(
             None => Ok(broker),
         };
     }
-    std::fs::create_dir_all(&storage.data_dir)?;
-    Ok(Arc::new(EmbeddedProducer::open(&storage.embedded_queue(server), metrics.clone(), wake)?))
+    let cfg = storage.embedded_queue(server);
+    let log = identity::load_or_create(&cfg.dir).map_err(|e| QueueError::Storage(e.to_string()))?;
+    let stored = store.log_position(&log).await?;
+    Ok(Arc::new(EmbeddedProducer::open(&cfg, stored, metrics.clone(), wake)?))
 }
 
 async fn open_consumer(storage: &StorageArgs, group: &str, wake: Arc<Notify>) -> Result<Box<dyn Consumer>, AppError> {
@@ -120,11 +126,12 @@ async fn serve(listener: TcpListener, state: AppState, limits: ingress::Limits, 
 pub async fn standalone(storage: StorageArgs, server: ServerArgs, worker: WorkerArgs, listener: TcpListener, shutdown: CancellationToken) -> Result<(), AppError> {
     let exposure = exposure(&server, &listener)?;
     let _lock = lock_data_dir(&storage, &[Role::Server, Role::Worker], Some(&server))?;
+    datadir::record_server_url(&storage.data_dir, listener.local_addr()?)?;
     let metrics = Metrics::new();
     let wake = Arc::new(Notify::new());
     let store = open_store(&storage).await?;
     let state = AppState {
-        producer: open_producer(&storage, Some(&server), &metrics, wake.clone(), &shutdown).await?,
+        producer: open_producer(&storage, Some(&server), store.as_ref(), &metrics, wake.clone(), &shutdown).await?,
         store: store.clone(),
         verifier: Arc::new(verifier(&server)?),
         metrics: metrics.clone(),
@@ -150,10 +157,12 @@ pub async fn standalone(storage: StorageArgs, server: ServerArgs, worker: Worker
 pub async fn server(storage: StorageArgs, server: ServerArgs, listener: TcpListener, shutdown: CancellationToken) -> Result<(), AppError> {
     let exposure = exposure(&server, &listener)?;
     let _lock = lock_data_dir(&storage, &[Role::Server], Some(&server))?;
+    datadir::record_server_url(&storage.data_dir, listener.local_addr()?)?;
     let metrics = Metrics::new();
+    let store = open_store(&storage).await?;
     let state = AppState {
-        producer: open_producer(&storage, Some(&server), &metrics, Arc::new(Notify::new()), &shutdown).await?,
-        store: open_store(&storage).await?,
+        producer: open_producer(&storage, Some(&server), store.as_ref(), &metrics, Arc::new(Notify::new()), &shutdown).await?,
+        store,
         verifier: Arc::new(verifier(&server)?),
         metrics,
         max_body: server.max_body_bytes,
@@ -181,12 +190,35 @@ pub async fn worker(storage: StorageArgs, worker: WorkerArgs, metrics_listen: Op
     Ok(())
 }
 
-/// `webhooks dlq replay`: puts matching dead letters back on the configured queue.
-pub async fn replay_dead_letters(storage: StorageArgs, filter: DeadLetterFilter) -> Result<ReplayReport, AppError> {
+/// Where `webhooks dlq replay` sends its events when a running server writes the log.
+#[derive(Debug, Clone, Default)]
+pub struct ReplayVia {
+    /// The server's base URL; by default the one it recorded in the data directory.
+    pub server: Option<String>,
+    pub admin_token: Option<String>,
+}
+
+/// How a replay went: what was replayed, and through which server if not here.
+pub struct Replayed {
+    pub report: ReplayReport,
+    pub through: Option<String>,
+}
+
+/// `webhooks dlq replay`: puts matching dead letters back on the configured queue. A log has
+/// one writer: when a server writes it, the replay goes through that server's API.
+pub async fn replay_dead_letters(storage: StorageArgs, filter: DeadLetterFilter, via: ReplayVia) -> Result<Replayed, AppError> {
     let store = open_store(&storage).await?;
-    let producer = open_producer(&storage, None, &Metrics::new(), Arc::new(Notify::new()), &CancellationToken::new()).await?;
-    dlq::replay(store.as_ref(), producer.as_ref(), &filter).await.map_err(|e| match e {
-        DlqError::Store(e) => AppError::Store(e),
-        DlqError::Queue(e) => AppError::Queue(e),
-    })
+    let producer = match open_producer(&storage, None, store.as_ref(), &Metrics::new(), Arc::new(Notify::new()), &CancellationToken::new()).await {
+        Ok(producer) => producer,
+        Err(AppError::Queue(QueueError::Busy(held))) => {
+            let Some(url) = via.server.or_else(|| datadir::server_url(&storage.data_dir)) else {
+                return Err(AppError::Queue(QueueError::Busy(format!("{held}; pass --server with its URL to replay through it"))));
+            };
+            let report = dlq::replay_via_server(&url, via.admin_token.as_deref(), &filter).await?;
+            return Ok(Replayed { report, through: Some(url) });
+        }
+        Err(e) => return Err(e),
+    };
+    let report = dlq::replay(store.as_ref(), producer.as_ref(), &filter).await?;
+    Ok(Replayed { report, through: None })
 }

@@ -69,6 +69,10 @@ pub struct MetricSet {
     pub worker_apply_latency: Histogram,
     pub worker_retries: Counter,
     pub e2e_latency: Histogram,
+    /// Acknowledged records the log found damaged or gone: payments that may never apply.
+    pub log_damaged_records: Counter,
+    /// Why the process serves on in a state an operator must look at (`/readyz` shows it).
+    degraded: Arc<Mutex<Vec<String>>>,
     ack_hdr: Arc<Mutex<Hdr<u64>>>,
     e2e_hdr: Arc<Mutex<Hdr<u64>>>,
     /// Whether a worker runs in this process, so that `/api/stats` says "unknown" instead of 0.
@@ -116,6 +120,8 @@ impl MetricSet {
             worker_apply_latency: seconds_histogram(),
             worker_retries: Counter::default(),
             e2e_latency: seconds_histogram(),
+            log_damaged_records: Counter::default(),
+            degraded: Default::default(),
             ack_hdr: hdr(),
             e2e_hdr: hdr(),
             worker_here: Default::default(),
@@ -136,7 +142,20 @@ impl MetricSet {
         r.register("worker_apply_latency_seconds", "Store transaction per batch", m.worker_apply_latency.clone());
         r.register("worker_retries", "Batch attempts retried after transient errors", m.worker_retries.clone());
         r.register("e2e_latency_seconds", "Ingress acceptance to worker commit", m.e2e_latency.clone());
+        r.register("log_damaged_records", "Acknowledged records found damaged or gone in the log; see /readyz and the error log", m.log_damaged_records.clone());
         Self { registry: Arc::new(r), ..m }
+    }
+
+    /// Records damage an operator must act on: counted, and shown by `/readyz` until restart.
+    pub fn degrade(&self, records: u64, why: String) {
+        self.log_damaged_records.inc_by(records);
+        if let Ok(mut d) = self.degraded.lock() {
+            d.push(why);
+        }
+    }
+
+    pub fn degraded(&self) -> Vec<String> {
+        self.degraded.lock().map(|d| d.clone()).unwrap_or_default()
     }
 
     pub fn mark_worker_here(&self) {

@@ -63,7 +63,7 @@ async fn the_nasty_corpus_gets_the_expected_statuses_and_only_valid_events_are_q
 fn app(dir: &std::path::Path, verifier: Verifier) -> (axum::Router, Metrics) {
     let metrics = Metrics::new();
     let state = AppState {
-        producer: Arc::new(EmbeddedProducer::open(&EmbeddedConfig::in_dir(dir), metrics.clone(), Arc::new(Notify::new())).expect("queue")),
+        producer: Arc::new(EmbeddedProducer::open(&EmbeddedConfig::in_dir(dir), 0, metrics.clone(), Arc::new(Notify::new())).expect("queue")),
         store: Arc::new(SqliteStore::open(&dir.join("store.db")).expect("store")),
         verifier: Arc::new(verifier),
         metrics: metrics.clone(),

@@ -1,8 +1,8 @@
 //! Damage to the embedded log on disk, through the real binary: a torn last record (a write
-//! the power cut short) and a corrupt record in the middle of the newest segment. Recovery
-//! keeps every record before the damage, cuts the rest, says what it cut in its log, and the
-//! system goes on taking and applying events. (The log's own unit tests cover the same cuts
-//! byte by byte; this is what an operator sees.)
+//! the power cut short), cut at recovery; and a damaged record in the middle of the newest
+//! segment, read past: dead-lettered if it was not applied yet, reported by offset in the log
+//! and `/readyz`, and no event acknowledged afterwards lost. (The log's own unit tests cover
+//! the same cases byte by byte; this is what an operator sees.)
 
 mod common;
 
@@ -127,27 +127,58 @@ async fn a_torn_last_record_is_cut_and_every_record_before_it_applied() {
     still_works(&node).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_corrupt_record_in_the_middle_keeps_every_record_before_it_and_says_what_it_cut() {
-    let mut node = Node::new();
-    node.queue_events(20).await;
+/// Flips one bit of the payload of the record in the middle of the newest segment.
+fn damage_the_middle_record(node: &Node) -> (Vec<(usize, Value)>, usize) {
     let segment = node.segment();
     let whole = records(&segment);
     let damaged = whole.len() / 2;
     let (at, _) = whole[damaged];
     let mut bytes = std::fs::read(&segment).expect("read segment");
-    bytes[at + 8] ^= 0x01; // one bit of the payload: the checksum no longer matches
+    bytes[at + 8] ^= 0x01; // the checksum no longer matches; the length still does
     std::fs::write(&segment, &bytes).expect("damage a record");
+    (whole, damaged)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_record_not_yet_applied_is_dead_lettered_and_every_other_record_applied() {
+    let mut node = Node::new();
+    node.queue_events(20).await;
+    let (whole, damaged) = damage_the_middle_record(&node);
 
     let (_system, log) = node.start("standalone");
     wait_healthy(&client(), &node.base).await;
-    assert_exactly_once(&client(), &node.base, &ledger_of(&whole[..damaged])).await;
+    let mut intact = whole.clone();
+    intact.remove(damaged);
+    assert_exactly_once(&client(), &node.base, &ledger_of(&intact)).await;
+    let offset = damaged + 1;
+    let letters = eventually(&client(), format!("{}/api/dead-letters", node.base), Duration::from_secs(30), |d| d["count"] == 1).await;
+    let letter = &letters["items"][0];
+    assert_eq!(letter["event_id"], format!("undecodable:0:{offset}"), "{letters}");
+    assert!(letter["error"].as_str().is_some_and(|e| e.contains("damaged record in the log")), "{letters}");
     let text = log_text(&log);
-    let cut = bytes.len() - at;
-    assert!(text.contains(CUT) && text.contains(&format!("bytes_cut={cut}")), "recovery says what it cut ({cut} bytes):\n{text}");
-    // The records after the damage were cut, not applied: the stats count only those before.
-    let processed = |s: &Value| s["worker"]["processed"].as_u64().unwrap_or(0) + s["worker"]["duplicates"].as_u64().unwrap_or(0);
-    let stats = eventually(&client(), format!("{}/api/stats", node.base), Duration::from_secs(30), |s| processed(s) >= damaged as u64).await;
-    assert_eq!(processed(&stats), damaged as u64, "{stats}");
+    assert!(text.contains(&format!("damaged records at offsets [{offset}]")), "recovery names the offset:\n{text}");
+    let (_, ready) = get(&client(), format!("{}/readyz", node.base)).await;
+    assert!(ready["degraded"][0].as_str().is_some_and(|d| d.contains(&format!("[{offset}]"))), "readiness shows it: {ready}");
     still_works(&node).await;
+}
+
+/// The damage lies behind the worker's stored position. Recovery once cut the log at the
+/// damaged record and numbered new appends from there again, behind that position: of 15
+/// events acknowledged after the restart, 11 were never applied, and nothing said so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn damage_behind_the_stored_position_loses_no_event_acknowledged_after_it() {
+    let mut node = Node::new();
+    let (mut system, _) = node.start("standalone");
+    wait_healthy(&client(), &node.base).await;
+    let before = send_all(&client(), &node.base, workload("d", 20)).await;
+    assert_exactly_once(&client(), &node.base, &before).await;
+    system.terminate();
+    damage_the_middle_record(&node);
+
+    let (_system, log) = node.start("standalone");
+    wait_healthy(&client(), &node.base).await;
+    let after = send_all(&client(), &node.base, workload("after", 15)).await;
+    assert_exactly_once(&client(), &node.base, &after).await;
+    assert_exactly_once(&client(), &node.base, &before).await;
+    assert!(log_text(&log).contains("acknowledged records damaged or lost"), "recovery reports the damage:\n{}", log_text(&log));
 }

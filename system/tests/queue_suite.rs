@@ -89,7 +89,7 @@ impl Backend {
     async fn producer(&self) -> Appender {
         let stop = CancellationToken::new();
         let (producer, broker): (Arc<dyn Producer>, _) = match self.kind {
-            Kind::Log => (Arc::new(EmbeddedProducer::open(&self.log_config("log"), Metrics::new(), self.wake.clone()).expect("open the log")), None),
+            Kind::Log => (Arc::new(EmbeddedProducer::open(&self.log_config("log"), 0, Metrics::new(), self.wake.clone()).expect("open the log")), None),
             Kind::Kafka => (Arc::new(KafkaProducer::connect(self.kafka()).await.expect("connect to Kafka")), None),
             Kind::Spool => {
                 let closed = common::free_addr().to_string();

@@ -30,6 +30,11 @@ async fn ready(State(app): State<AppState>) -> impl IntoResponse {
     if app.exposure.insecure {
         body["insecure"] = json!(app.exposure.open.iter().map(|s| s.code()).collect::<Vec<_>>());
     }
+    // Still ready: refusing traffic would not bring damaged records back.
+    let degraded = app.metrics.degraded();
+    if !degraded.is_empty() {
+        body["degraded"] = json!(degraded);
+    }
     (status, Json(body))
 }
 

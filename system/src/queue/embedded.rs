@@ -17,8 +17,8 @@ use async_trait::async_trait;
 use tokio::sync::Notify;
 
 use super::log::appender::{Appender, AppenderConfig};
-use super::log::reader::Reader;
-use super::log::{identity, segment, LogError, DEFAULT_SEGMENT_BYTES};
+use super::log::reader::{Damaged, Reader};
+use super::log::{identity, segment, LogError, WriterLock, DEFAULT_SEGMENT_BYTES};
 use super::{legacy, Consumer, Delivery, Position, Producer, QueueError};
 use crate::domain::PaymentEvent;
 use crate::metrics::Metrics;
@@ -63,6 +63,7 @@ impl EmbeddedConfig {
 fn storage(e: LogError) -> QueueError {
     match e {
         LogError::Full => QueueError::Full,
+        LogError::Writer(held) => QueueError::Busy(held.to_string()),
         LogError::Stopped | LogError::Failed(_) => QueueError::Unavailable(e.to_string()),
         e => QueueError::Storage(e.to_string()),
     }
@@ -75,13 +76,16 @@ pub struct EmbeddedProducer {
 }
 
 impl EmbeddedProducer {
-    /// Drains an old SQLite queue if there is one, recovers the log and starts its appender,
-    /// which wakes `wake` after every group and stops once this handle is dropped.
-    pub fn open(cfg: &EmbeddedConfig, metrics: Metrics, wake: Arc<Notify>) -> Result<Self, QueueError> {
+    /// Takes the log's writer lock, drains an old SQLite queue if there is one, recovers the
+    /// log and starts its appender, which wakes `wake` after every group and stops once this
+    /// handle is dropped. `stored`: the highest position a consumer of this log has stored
+    /// ([`log_position`]); no offset at or below it is given out again.
+    pub fn open(cfg: &EmbeddedConfig, stored: u64, metrics: Metrics, wake: Arc<Notify>) -> Result<Self, QueueError> {
+        let lock = WriterLock::acquire(&cfg.dir).map_err(storage)?;
         identity::load_or_create(&cfg.dir).map_err(storage)?;
         legacy::drain(&cfg.legacy, &cfg.dir)?;
         let appender_cfg = AppenderConfig { segment_bytes: cfg.segment_bytes, max_pending: cfg.max_pending, min_sync_interval: cfg.min_sync_interval };
-        let appender = Appender::start(&cfg.dir, &appender_cfg, metrics, wake).map_err(storage)?;
+        let appender = Appender::start(lock, stored + 1, &appender_cfg, metrics, wake).map_err(storage)?;
         Ok(Self { appender, append_timeout: cfg.append_timeout })
     }
 }
@@ -122,12 +126,8 @@ impl EmbeddedConsumer {
         let own = cfg.own_position.then(|| open_position_file(&cfg.dir)).transpose()?;
         let mut consumer =
             Self { dir: cfg.dir.clone(), id, reader: Reader::open(&cfg.dir, 0), position: 0, deleted_before: 0, own, wake };
-        if let Some(f) = &consumer.own {
-            let mut bytes = [0u8; 8];
-            let stored = match f.read_at(&mut bytes, 0) {
-                Ok(8) => u64::from_le_bytes(bytes),
-                _ => 0,
-            };
+        if consumer.own.is_some() {
+            let stored = own_position(&cfg.dir);
             // The file is not synced and may come back older than the deletions it allowed;
             // whatever was deleted had been consumed.
             let first = segment::list(&cfg.dir).map_err(storage)?.first().copied().unwrap_or(1);
@@ -135,8 +135,6 @@ impl EmbeddedConsumer {
         }
         Ok(consumer)
     }
-
-    /// The identity of the log this consumer reads: a stored position belongs to one log.
 
     /// Events durable after the current position.
     pub async fn backlog(&mut self) -> Result<u64, QueueError> {
@@ -165,6 +163,27 @@ impl EmbeddedConsumer {
     }
 }
 
+fn delivery(offset: u64, payload: Result<Vec<u8>, Damaged>, dir: &Path) -> Delivery {
+    let position = Position { partition: 0, offset: offset as i64 };
+    match payload {
+        Ok(payload) => Delivery::decode(position, payload),
+        Err(Damaged { why, raw }) => {
+            tracing::error!(offset, log = %dir.display(), %why, "an acknowledged record is damaged; dead-lettering what is left of it");
+            Delivery { position, event: Err(format!("damaged record in the log: {why}")), raw, headers: Vec::new() }
+        }
+    }
+}
+
+/// The position a consumer that keeps its own ([`EmbeddedConfig::own_position`]) last wrote;
+/// 0 when there is none.
+pub fn own_position(dir: &Path) -> u64 {
+    let mut bytes = [0u8; 8];
+    match File::open(dir.join(POSITION_FILE)).and_then(|f| f.read_at(&mut bytes, 0)) {
+        Ok(8) => u64::from_le_bytes(bytes),
+        _ => 0,
+    }
+}
+
 fn open_position_file(dir: &Path) -> Result<File, QueueError> {
     let path = dir.join(POSITION_FILE);
     OpenOptions::new().create(true).truncate(false).read(true).write(true).open(&path).map_err(|e| storage(LogError::io("open", &path)(e)))
@@ -177,10 +196,22 @@ impl Consumer for EmbeddedConsumer {
     }
 
     async fn resume(&mut self, stored: &[Position]) -> Result<(), QueueError> {
-        if self.own.is_none() {
-            let position = stored.iter().filter(|p| p.partition == 0).map(|p| p.offset).max().unwrap_or(0);
-            self.seek(position.max(0) as u64);
+        if self.own.is_some() {
+            return Ok(());
         }
+        let position = match stored.iter().filter(|p| p.partition == 0).map(|p| p.offset).max() {
+            Some(p) => p.max(0) as u64,
+            // From the log's beginning, which need not be offset 1: a log drained from the
+            // old SQLite queue starts where that queue had got to.
+            None => segment::list(&self.dir).map_err(storage)?.first().map_or(0, |&base| base - 1),
+        };
+        let durable = self.reader.durable().map_err(storage)?;
+        if position > durable {
+            // The server numbers new records past the stored position, so none is skipped;
+            // what lay between the log's end and the position is reported by recovery.
+            tracing::error!(position, log_end = durable, dir = %self.dir.display(), "the stored position is beyond the log's end: the log lost acknowledged records, or the store belongs to another log");
+        }
+        self.seek(position);
         Ok(())
     }
 
@@ -193,8 +224,7 @@ impl Consumer for EmbeddedConsumer {
             let records = self.reader.read(max).map_err(storage)?;
             let now = tokio::time::Instant::now();
             if !records.is_empty() || now >= deadline {
-                let position = |offset: u64| Position { partition: 0, offset: offset as i64 };
-                return Ok(records.into_iter().map(|(offset, payload)| Delivery::decode(position(offset), payload)).collect());
+                return Ok(records.into_iter().map(|(offset, payload)| delivery(offset, payload, &self.dir)).collect());
             }
             let _ = tokio::time::timeout(nap.min(deadline - now), self.wake.notified()).await;
             nap = (nap * 2).min(MAX_NAP);
@@ -234,7 +264,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let cfg = EmbeddedConfig::in_dir(dir.path());
         let wake = Arc::new(Notify::new());
-        let producer = Arc::new(EmbeddedProducer::open(&cfg, Metrics::new(), wake.clone()).unwrap());
+        let producer = Arc::new(EmbeddedProducer::open(&cfg, 0, Metrics::new(), wake.clone()).unwrap());
         let tasks: Vec<_> = (0..200)
             .map(|i| {
                 let p = producer.clone();
@@ -261,7 +291,7 @@ mod tests {
         let cfg = EmbeddedConfig::in_dir(dir.path());
         let wake = Arc::new(Notify::new());
         {
-            let producer = EmbeddedProducer::open(&cfg, Metrics::new(), wake.clone()).unwrap();
+            let producer = EmbeddedProducer::open(&cfg, 0, Metrics::new(), wake.clone()).unwrap();
             for i in 0..10 {
                 producer.append(&event(i)).await.unwrap();
             }
@@ -277,7 +307,7 @@ mod tests {
     async fn a_full_queue_refuses_instead_of_buffering() {
         let dir = tempfile::tempdir().unwrap();
         let cfg = EmbeddedConfig { max_pending: 1, ..EmbeddedConfig::in_dir(dir.path()) };
-        let producer = Arc::new(EmbeddedProducer::open(&cfg, Metrics::new(), Arc::new(Notify::new())).unwrap());
+        let producer = Arc::new(EmbeddedProducer::open(&cfg, 0, Metrics::new(), Arc::new(Notify::new())).unwrap());
         let tasks: Vec<_> = (0..500)
             .map(|i| {
                 let p = producer.clone();
@@ -297,7 +327,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let cfg = EmbeddedConfig { segment_bytes: 1024, ..EmbeddedConfig::in_dir(dir.path()) };
         let wake = Arc::new(Notify::new());
-        let producer = EmbeddedProducer::open(&cfg, Metrics::new(), wake.clone()).unwrap();
+        let producer = EmbeddedProducer::open(&cfg, 0, Metrics::new(), wake.clone()).unwrap();
         for i in 0..100 {
             producer.append(&event(i)).await.unwrap();
         }
@@ -338,7 +368,7 @@ mod tests {
         let cfg = EmbeddedConfig::in_dir(dir.path());
         old_queue(&cfg.legacy, 30, 20);
         let wake = Arc::new(Notify::new());
-        let producer = EmbeddedProducer::open(&cfg, Metrics::new(), wake.clone()).unwrap();
+        let producer = EmbeddedProducer::open(&cfg, 0, Metrics::new(), wake.clone()).unwrap();
         assert!(!cfg.legacy.exists(), "the old file is retired");
         assert!(dir.path().join("queue.db.retired").exists(), "and kept for inspection");
         producer.append(&event(30)).await.unwrap();
@@ -352,9 +382,25 @@ mod tests {
         assert_eq!(got, want);
 
         drop(producer);
-        let again = EmbeddedProducer::open(&cfg, Metrics::new(), wake).unwrap();
+        let again = EmbeddedProducer::open(&cfg, 0, Metrics::new(), wake).unwrap();
         again.append(&event(31)).await.unwrap();
         assert_eq!(consumer.depth().await, Some(12), "a restart drains nothing twice");
+    }
+
+    /// Positions stored without a log identity are not trusted, so the worker reads an
+    /// upgraded log from its beginning: the drained segment's first offset, not 1, where the
+    /// reader once answered "out of range" forever.
+    #[tokio::test]
+    async fn with_no_stored_position_a_drained_log_is_read_from_its_first_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = EmbeddedConfig::in_dir(dir.path());
+        old_queue(&cfg.legacy, 30, 20);
+        let wake = Arc::new(Notify::new());
+        let _producer = EmbeddedProducer::open(&cfg, 0, Metrics::new(), wake.clone()).unwrap();
+        let mut consumer = EmbeddedConsumer::open(&cfg, wake).unwrap();
+        consumer.resume(&[]).await.unwrap();
+        let batch = consumer.poll(100, Duration::from_millis(10)).await.unwrap();
+        assert_eq!(batch.iter().map(|d| d.position.offset).collect::<Vec<_>>(), (21..=30).collect::<Vec<_>>());
     }
 
     #[tokio::test]
@@ -363,7 +409,7 @@ mod tests {
         let cfg = EmbeddedConfig::in_dir(dir.path());
         old_queue(&cfg.legacy, 7, 7);
         let wake = Arc::new(Notify::new());
-        let producer = EmbeddedProducer::open(&cfg, Metrics::new(), wake.clone()).unwrap();
+        let producer = EmbeddedProducer::open(&cfg, 0, Metrics::new(), wake.clone()).unwrap();
         producer.append(&event(7)).await.unwrap();
         let mut consumer = EmbeddedConsumer::open(&cfg, wake).unwrap();
         consumer.resume(&[Position { partition: 0, offset: 7 }]).await.unwrap();

@@ -70,7 +70,7 @@ impl SpoolingProducer {
     pub async fn open(broker: Arc<dyn Producer>, cfg: &SpoolConfig, metrics: Metrics, shutdown: CancellationToken) -> Result<Self, QueueError> {
         let log = EmbeddedConfig { own_position: true, ..cfg.log.clone() };
         let wake = Arc::new(Notify::new());
-        let spool = EmbeddedProducer::open(&log, metrics.clone(), wake.clone())?;
+        let spool = EmbeddedProducer::open(&log, super::embedded::own_position(&log.dir), metrics.clone(), wake.clone())?;
         let mut reader = EmbeddedConsumer::open(&log, wake)?;
         let left = reader.backlog().await?;
         if left > 0 {

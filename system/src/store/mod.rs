@@ -207,6 +207,11 @@ pub trait Store: Send + Sync {
     /// The positions recorded by the last committed batch.
     async fn positions(&self, consumer: &ConsumerName) -> Result<Vec<Position>, StoreError>;
 
+    /// The highest position any consumer stored in the embedded log with identity `log_id`
+    /// (positions are stored as `<consumer>@<log id>`), 0 if none: the log never gives out an
+    /// offset at or below it again, so no new event hides behind a stored position.
+    async fn log_position(&self, log_id: &str) -> Result<u64, StoreError>;
+
     async fn create_order(&self, order: &NewOrder) -> Result<CreateOutcome, StoreError>;
     async fn order(&self, id: &str) -> Result<Option<OrderView>, StoreError>;
     async fn payment(&self, id: &str) -> Result<Option<PaymentView>, StoreError>;

@@ -306,6 +306,14 @@ impl Store for PostgresStore {
         Ok(rows.iter().map(|r| Position { partition: r.get(0), offset: r.get(1) }).collect())
     }
 
+    async fn log_position(&self, log_id: &str) -> Result<u64, StoreError> {
+        let client = self.pool.get().await.map_err(pool_error)?;
+        let pattern = format!("%@{log_id}");
+        let sql = "SELECT COALESCE(MAX(position), 0) FROM consumer_positions WHERE consumer LIKE $1 AND partition = 0";
+        let row = client.query_one(sql, &[&pattern]).await.map_err(classify)?;
+        Ok(row.get::<_, i64>(0).max(0) as u64)
+    }
+
     async fn create_order(&self, o: &NewOrder) -> Result<CreateOutcome, StoreError> {
         let items = serde_json::to_string(&o.items).map_err(|e| StoreError::Permanent(e.to_string()))?;
         let mut client = self.pool.get().await.map_err(pool_error)?;

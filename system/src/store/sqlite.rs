@@ -4,10 +4,13 @@
 //! When commits reach the disk is the caller's choice ([`Durability`]): each commit, or
 //! only at checkpoints when the queue keeps every event until the store has synced it.
 
+use std::ffi::c_int;
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use rusqlite::hooks::Wal;
 use rusqlite::{params, Connection, ErrorCode, OptionalExtension, Transaction, TransactionBehavior};
 
 use super::{reused_id, Applied, ConsumerName, DeadLetter, DeadLetterFilter, DeadLetterView, EventRecord, OrderView, PaymentSummary, PaymentView, Store, StoreError};
@@ -92,7 +95,11 @@ pub struct SqliteStore {
     writer: ConnThread,
     reader: ConnThread,
     durability: Durability,
+    /// Why a checkpoint failed, once one has: see [`checkpoint_in_steps`].
+    failed: Failed,
 }
+
+type Failed = Arc<Mutex<Option<String>>>;
 
 fn classify(e: rusqlite::Error) -> StoreError {
     match e.sqlite_error_code() {
@@ -112,17 +119,47 @@ fn classify(e: rusqlite::Error) -> StoreError {
 /// interleaved pairs: at 10,000 events/s the ack p99 fell in ten of eleven and the end-to-end
 /// p99 in all; the price is more store CPU (its thread 4-28 % at 20,000/s, the process about
 /// 3 % at the median).
-const CHECKPOINT_PAGES: u32 = 250;
+const CHECKPOINT_PAGES: c_int = 250;
 
-fn connect(path: &Path, durability: Durability) -> Result<Connection, rusqlite::Error> {
-    let conn = Connection::open(path)?;
+fn connect(path: &Path, durability: Durability, failed: &Failed) -> Result<Connection, rusqlite::Error> {
+    let mut conn = Connection::open(path)?;
     conn.busy_timeout(Duration::from_secs(5))?;
     conn.execute_batch("PRAGMA journal_mode=WAL; PRAGMA cache_size=-16384; PRAGMA temp_store=MEMORY; PRAGMA foreign_keys=ON;")?;
     conn.pragma_update(None, "synchronous", synchronous(durability))?;
     if durability == Durability::Checkpoint {
-        conn.pragma_update(None, "wal_autocheckpoint", CHECKPOINT_PAGES)?;
+        checkpoint_in_steps(&mut conn, failed.clone())?;
     }
     Ok(conn)
+}
+
+/// SQLite's automatic checkpoint ignores its own errors: after a failed sync of the WAL or the
+/// database, a later checkpoint can report success over pages the kernel dropped or never
+/// wrote (PostgreSQL's "fsyncgate"), and the log would then delete events whose effects are
+/// not on disk. So the store runs the same checkpoint from the WAL hook, at the same step,
+/// and remembers a failure: from then on it refuses to call itself durable until a restart,
+/// when SQLite recovers from its WAL.
+fn checkpoint_in_steps(conn: &mut Connection, failed: Failed) -> Result<(), rusqlite::Error> {
+    conn.wal_hook(Some(move |wal: &mut Wal, pages: c_int| {
+        if pages < CHECKPOINT_PAGES {
+            return Ok(());
+        }
+        if let Err(e) = wal.checkpoint() {
+            remember_io_failure(&failed, &e);
+        }
+        Ok(())
+    }))
+}
+
+/// A failed write or sync leaves the disk's state unknown; busy or locked (another connection
+/// checkpointing, a reader in the way) only postpones the work.
+fn remember_io_failure(failed: &Failed, e: &rusqlite::Error) {
+    if e.sqlite_error_code() != Some(ErrorCode::SystemIoFailure) {
+        return;
+    }
+    tracing::error!(error = %e, "the store's checkpoint failed; consumed events stay on the log until a restart");
+    if let Ok(mut f) = failed.lock() {
+        f.get_or_insert_with(|| e.to_string());
+    }
 }
 
 /// In WAL mode NORMAL still syncs the WAL before every checkpoint and the database after
@@ -192,14 +229,24 @@ impl SqliteStore {
     }
 
     pub fn open_with(path: &Path, durability: Durability) -> Result<Self, StoreError> {
+        let failed = Failed::default();
         let writer = retry_while_locked(|| {
-            let mut c = connect(path, durability)?;
+            let mut c = connect(path, durability, &failed)?;
             migrate(&mut c)?;
             Ok(c)
         })?;
-        let reader = retry_while_locked(|| connect(path, durability))?;
+        let reader = retry_while_locked(|| connect(path, durability, &failed))?;
         let thread = |name, conn| ConnThread::spawn(name, conn).map_err(|e| StoreError::Permanent(format!("start {name}: {e}")));
-        Ok(Self { writer: thread("store-writer", writer)?, reader: thread("store-reader", reader)?, durability })
+        Ok(Self { writer: thread("store-writer", writer)?, reader: thread("store-reader", reader)?, durability, failed })
+    }
+
+    /// An error once any checkpoint failed: nothing this process syncs from then on is trusted.
+    fn check_not_failed(&self) -> Result<(), StoreError> {
+        match self.failed.lock().map(|f| f.clone()) {
+            Ok(None) => Ok(()),
+            Ok(Some(why)) => Err(StoreError::Unavailable(format!("a checkpoint failed earlier ({why}); restart to recover the store from its WAL"))),
+            Err(_) => Err(StoreError::Unavailable("the checkpoint state is poisoned; restart".into())),
+        }
     }
 }
 
@@ -456,6 +503,18 @@ impl Store for SqliteStore {
             .map_err(classify)
     }
 
+    async fn log_position(&self, log_id: &str) -> Result<u64, StoreError> {
+        let pattern = format!("%@{log_id}");
+        self.reader
+            .run(move |c| {
+                let sql = "SELECT COALESCE(MAX(position), 0) FROM consumer_positions WHERE consumer LIKE ?1 AND partition = 0";
+                c.query_row(sql, params![pattern], |r| r.get::<_, i64>(0))
+            })
+            .await
+            .map(|p| p.max(0) as u64)
+            .map_err(classify)
+    }
+
     async fn create_order(&self, order: &NewOrder) -> Result<CreateOutcome, StoreError> {
         let (order, durability) = (order.clone(), self.durability);
         self.writer.run(move |c| synced(c, durability, |c| create_order(c, &order))).await.map_err(classify)
@@ -494,13 +553,29 @@ impl Store for SqliteStore {
     }
 
     async fn make_durable(&self) -> Result<(), StoreError> {
+        self.check_not_failed()?;
         match self.durability {
             Durability::EveryCommit => Ok(()),
-            Durability::Checkpoint => self.writer.run(checkpoint).await.map_err(classify),
+            Durability::Checkpoint => {
+                let failed = self.failed.clone();
+                self.writer
+                    .run(move |c| {
+                        let done = checkpoint(c);
+                        if let Err(e) = &done {
+                            remember_io_failure(&failed, e);
+                        }
+                        done
+                    })
+                    .await
+                    .map_err(classify)?;
+                // The hook may have failed meanwhile, behind this checkpoint's success.
+                self.check_not_failed()
+            }
         }
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
+        self.check_not_failed()?;
         self.reader.run(|c| c.query_row("SELECT 1", [], |_| Ok(()))).await.map_err(classify)
     }
 }
@@ -554,7 +629,7 @@ mod tests {
     fn the_wal_is_checkpointed_in_small_steps() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.db");
-        let mut c = connect(&path, Durability::Checkpoint).unwrap();
+        let mut c = connect(&path, Durability::Checkpoint, &Failed::default()).unwrap();
         migrate(&mut c).unwrap();
         let scattered = |i: i64| (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
         for batch in 0..200 {
@@ -567,7 +642,7 @@ mod tests {
         }
         let frames: i64 = c.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get(1)).unwrap();
         let wal = std::fs::metadata(dir.path().join("s.db-wal")).unwrap().len();
-        let limit = 2 * u64::from(CHECKPOINT_PAGES) * (4096 + 24);
+        let limit = 2 * CHECKPOINT_PAGES as u64 * (4096 + 24);
         assert!(wal <= limit, "WAL grew to {wal} bytes, more than {limit} ({frames} frames left)");
     }
 
@@ -576,7 +651,7 @@ mod tests {
     #[test]
     fn applying_events_prepares_each_statement_once() {
         let dir = tempfile::tempdir().unwrap();
-        let mut c = connect(&dir.path().join("s.db"), Durability::Checkpoint).unwrap();
+        let mut c = connect(&dir.path().join("s.db"), Durability::Checkpoint, &Failed::default()).unwrap();
         migrate(&mut c).unwrap();
         for i in 0..50 {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate).unwrap();

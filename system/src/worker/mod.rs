@@ -130,7 +130,15 @@ impl Worker {
             if left.is_zero() {
                 break;
             }
-            let more = self.consumer.poll(max - batch.len(), left).await?;
+            let more = match self.consumer.poll(max - batch.len(), left).await {
+                Ok(more) => more,
+                // What was taken is applied and committed first: dropped here, it would be
+                // skipped, since the next poll goes on after it. The error comes back then.
+                Err(e) => {
+                    tracing::warn!(error = %e, events = batch.len(), "queue poll failed while a batch filled; applying what was taken");
+                    break;
+                }
+            };
             // A poll comes back empty only once it has waited out what was left.
             if more.is_empty() {
                 break;

@@ -71,6 +71,9 @@ impl Store for FakeStore {
     async fn positions(&self, _: &ConsumerName) -> Result<Vec<Position>, StoreError> {
         Ok(vec![])
     }
+    async fn log_position(&self, _: &str) -> Result<u64, StoreError> {
+        Ok(self.positions.lock().unwrap().iter().map(|p| p.offset.max(0) as u64).max().unwrap_or(0))
+    }
     async fn create_order(&self, _: &NewOrder) -> Result<CreateOutcome, StoreError> {
         unreachable!("the worker does not create orders")
     }
@@ -98,6 +101,9 @@ struct FakeQueue {
     done: CancellationToken,
     /// Commits fail this many times first, as while a broker is away.
     failing_commits: u32,
+    /// This poll (counting from 1) fails, as a read error in the log does.
+    failing_poll: Option<u32>,
+    polls: u32,
 }
 
 #[async_trait]
@@ -106,6 +112,10 @@ impl Consumer for FakeQueue {
         Ok(())
     }
     async fn poll(&mut self, _: usize, _: Duration) -> Result<Vec<Delivery>, QueueError> {
+        self.polls += 1;
+        if self.failing_poll == Some(self.polls) {
+            return Err(QueueError::Storage("read segment: EIO".into()));
+        }
         let next = self.batches.lock().unwrap().pop_front();
         if next.is_none() {
             self.done.cancel();
@@ -149,14 +159,29 @@ async fn run_with(store: Arc<FakeStore>, batches: Vec<Vec<Delivery>>, failing_co
 }
 
 async fn run_config(store: Arc<FakeStore>, batches: Vec<Vec<Delivery>>, failing_commits: u32, linger: Duration) -> Vec<i64> {
+    run_queue(store, batches, failing_commits, None, linger).await
+}
+
+async fn run_queue(store: Arc<FakeStore>, batches: Vec<Vec<Delivery>>, failing_commits: u32, failing_poll: Option<u32>, linger: Duration) -> Vec<i64> {
     let done = CancellationToken::new();
     let committed = Arc::new(Mutex::new(Vec::new()));
-    let queue = FakeQueue { batches: Mutex::new(batches.into()), committed: committed.clone(), done: done.clone(), failing_commits };
+    let queue = FakeQueue { batches: Mutex::new(batches.into()), committed: committed.clone(), done: done.clone(), failing_commits, failing_poll, polls: 0 };
     let retry = RetryPolicy { base: Duration::from_millis(10), cap: Duration::from_secs(1), max_attempts: 4 };
     let cfg = WorkerConfig { retry, linger, ..Default::default() };
     Worker::new(Box::new(queue), store, Metrics::new(), cfg, done).run().await.expect("worker ran");
     let c = committed.lock().unwrap().clone();
     c
+}
+
+/// A poll that failed while a batch filled (linger) once dropped the batch in hand, and the
+/// next poll went on after it: its events were committed past without being applied.
+#[tokio::test(start_paused = true)]
+async fn a_poll_failing_while_a_batch_fills_keeps_the_batch() {
+    let store = FakeStore::new(None, 0);
+    let batches = vec![vec![delivery(1)], vec![delivery(2)], vec![delivery(3)]];
+    let committed = run_queue(store.clone(), batches, 0, Some(3), Duration::from_millis(5)).await;
+    assert_eq!(*store.applied.lock().unwrap(), ["e1", "e2", "e3"]);
+    assert_eq!(committed, [1, 2, 3]);
 }
 
 #[tokio::test(start_paused = true)]

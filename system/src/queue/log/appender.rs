@@ -15,20 +15,23 @@
 //!
 //! Failures: a write that fails (a full disk) is undone by cutting the segment back to its
 //! last synced length, and the group gets an error (503); later groups may succeed. A failed
-//! fsync, or a write that cannot be undone, stops the appender for good: pending and later
-//! appends fail (503) and readiness fails until the process restarts and recovery verifies
-//! the tail. Retrying the fsync could report success for pages the kernel already dropped.
+//! fsync (of the segment or of the directory a new segment was created in), or a write that
+//! cannot be undone, stops the appender for good: pending and later appends fail (503) and
+//! readiness fails until the process restarts and recovery verifies the tail. Retrying the
+//! fsync could report success for pages the kernel already dropped, or kept readable and
+//! clean without writing them; so the appender also cuts the segment back to what it had
+//! synced and leaves a marker ([`recovery::UNSYNCED_FILE`]) for recovery to do the same.
 
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot, Notify};
 
-use super::{record, recovery, segment, LogError};
+use super::{record, recovery, segment, LogError, WriterLock};
 use crate::metrics::Metrics;
 
 /// Most appends in one group; bounds one group's latency.
@@ -57,26 +60,51 @@ struct Request {
     done: oneshot::Sender<Result<u64, LogError>>,
 }
 
-/// The handle appends go through; the thread stops once every handle is dropped and what
-/// was pending is written.
+/// The handle appends go through. Dropping it stops the thread once what was pending is
+/// written, and waits for that: the log's writer lock is free when the drop returns, so the
+/// same process can open the log again at once.
 pub struct Appender {
-    tx: mpsc::Sender<Request>,
+    /// `None` only while dropping.
+    tx: Option<mpsc::Sender<Request>>,
     /// Set when the thread stopped after a failed write or fsync.
     failed: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Appender {
+    fn drop(&mut self) {
+        self.tx.take();
+        if let Some(thread) = self.thread.take() {
+            if thread.join().is_err() {
+                tracing::error!("the log's appender thread panicked");
+            }
+        }
+    }
 }
 
 impl Appender {
-    /// Recovers the log's tail, then starts the thread, which wakes `wake` after every synced group.
-    pub fn start(dir: &Path, cfg: &AppenderConfig, metrics: Metrics, wake: Arc<Notify>) -> Result<Self, LogError> {
-        let tail = recovery::recover(dir)?;
+    /// Recovers the log's tail, then starts the thread, which wakes `wake` after every synced
+    /// group. Offsets start at `at_least` or later: one past the highest stored position.
+    pub fn start(lock: WriterLock, at_least: u64, cfg: &AppenderConfig, metrics: Metrics, wake: Arc<Notify>) -> Result<Self, LogError> {
+        let dir = lock.dir().to_owned();
+        let dir = dir.as_path();
         let hint = dir.join(super::reader::DURABLE_FILE);
+        // Created before recovery, which syncs the directory and so makes its entry durable.
         let hint = OpenOptions::new().create(true).truncate(false).write(true).open(&hint).map_err(LogError::io("open", &hint))?;
+        let tail = recovery::recover(dir, at_least)?;
+        if !tail.damage.is_empty() {
+            let why = format!("log {}: acknowledged records damaged or lost ({}); their payments may never apply", dir.display(), tail.damage);
+            tracing::error!(records = tail.damage.count(), "{why}");
+            metrics.degrade(tail.damage.count(), why);
+        }
         let min_sync_interval = cfg.min_sync_interval;
         let writer = Writer {
+            _lock: lock,
             hint,
             dir: dir.to_owned(),
             path: segment::path(dir, tail.base),
             file: tail.file,
+            base: tail.base,
             len: tail.len,
             allocated: tail.allocated,
             next: tail.next,
@@ -88,17 +116,18 @@ impl Appender {
         let (tx, rx) = mpsc::channel(cfg.max_pending.max(1));
         let failed = Arc::new(AtomicBool::new(false));
         let flag = failed.clone();
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("log-appender".into())
             .spawn(move || run(writer, rx, &Group { failed: flag, wake, metrics, min_sync_interval }))
             .map_err(LogError::io("start appender for", dir))?;
-        Ok(Self { tx, failed })
+        Ok(Self { tx: Some(tx), failed, thread: Some(thread) })
     }
 
     /// Returns the record's offset once it is synced.
     pub async fn append(&self, payload: Vec<u8>) -> Result<u64, LogError> {
         let (done, answer) = oneshot::channel();
-        self.tx.try_send(Request { payload, done }).map_err(|e| match e {
+        let tx = self.tx.as_ref().ok_or(LogError::Stopped)?;
+        tx.try_send(Request { payload, done }).map_err(|e| match e {
             mpsc::error::TrySendError::Full(_) => LogError::Full,
             mpsc::error::TrySendError::Closed(_) => self.stopped(),
         })?;
@@ -106,7 +135,7 @@ impl Appender {
     }
 
     pub fn ready(&self) -> Result<(), LogError> {
-        if self.tx.is_closed() {
+        if self.tx.as_ref().is_none_or(|tx| tx.is_closed()) {
             return Err(self.stopped());
         }
         Ok(())
@@ -202,12 +231,16 @@ enum Fault {
 
 /// The newest segment, which only this thread writes.
 struct Writer {
+    /// Held while the thread runs: no other process appends to this log.
+    _lock: WriterLock,
     /// The last durable offset, for readers ([`super::reader::DURABLE_FILE`]). Written after each fsync and
     /// never synced itself: whatever value survives a power cut is at most what is on disk.
     hint: File,
     dir: PathBuf,
     path: PathBuf,
     file: File,
+    /// The newest segment's first offset.
+    base: u64,
     /// Bytes written and synced.
     len: u64,
     /// The file's size: records, then zeros.
@@ -252,7 +285,20 @@ impl Writer {
     }
 
     fn sync(&self) -> Result<(), Fault> {
-        self.file.sync_data().map_err(|e| Fault::Fatal(format!("fdatasync {}: {e}", self.path.display())))
+        self.file.sync_data().map_err(|e| self.unsynced(format!("fdatasync {}: {e}", self.path.display())))
+    }
+
+    /// After a failed sync the pages written since the last good one may read back although
+    /// they never reached the disk: cut them off, and tell recovery where the synced part ends
+    /// in case the cut does not hold.
+    fn unsynced(&self, why: String) -> Fault {
+        if let Err(e) = self.file.set_len(self.len) {
+            tracing::error!(error = %e, file = %self.path.display(), "cannot cut the unsynced pages off");
+        }
+        if let Err(e) = recovery::mark_unsynced(&self.dir, self.base, self.len) {
+            tracing::error!(error = %e, dir = %self.dir.display(), "cannot record where the synced part of the log ends");
+        }
+        Fault::Fatal(why)
     }
 
     /// Zeros from `from` on, up to a step ahead (not past the segment's size), synced with the
@@ -267,7 +313,12 @@ impl Writer {
             Ok(()) => self.allocated = to,
             Err(e) => {
                 tracing::debug!(error = %e, "cannot preallocate the segment; it grows with its records");
-                self.allocated = from;
+                // A short write at a full disk left some zeros: cut them, or let the roll do it,
+                // since a finished segment must end at its last record.
+                self.allocated = match self.file.set_len(from) {
+                    Ok(()) => from,
+                    Err(_) => self.segment_bytes.max(from + 1),
+                };
             }
         }
     }
@@ -281,9 +332,13 @@ impl Writer {
             self.sync()?;
             self.allocated = self.len;
         }
-        self.file = segment::create(&self.dir, self.next).map_err(|e| Fault::Unwritten(e.to_string()))?;
+        self.file = segment::create_file(&self.dir, self.next).map_err(|e| Fault::Unwritten(e.to_string()))?;
         self.path = segment::path(&self.dir, self.next);
+        self.base = self.next;
         self.len = 0;
+        // The new name must be durable before records in it are acknowledged; a failed
+        // directory sync is a failed sync like any other.
+        segment::sync_dir(&self.dir).map_err(|e| Fault::Fatal(e.to_string()))?;
         self.allocated = 0;
         Ok(())
     }
@@ -301,9 +356,35 @@ impl Writer {
     }
 }
 
+/// An appender on the log in `dir`, for tests: the lock taken, no stored position.
+#[cfg(test)]
+pub(crate) fn start_in(dir: &std::path::Path, cfg: &AppenderConfig, metrics: Metrics, wake: Arc<Notify>) -> Result<Appender, LogError> {
+    Appender::start(WriterLock::acquire(dir)?, 0, cfg, metrics, wake)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
+
+    #[tokio::test]
+    async fn a_second_writer_is_refused_by_the_log_itself() {
+        let dir = tempfile::tempdir().expect("dir");
+        let first = start_in(dir.path(), &cfg(1 << 20), Metrics::new(), Arc::default()).expect("start");
+        assert!(matches!(start_in(dir.path(), &cfg(1 << 20), Metrics::new(), Arc::default()), Err(LogError::Writer(_))));
+        first.append(b"one".to_vec()).await.expect("append");
+        drop(first);
+        // The thread lets go of the lock once it has written what was pending.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let second = loop {
+            match start_in(dir.path(), &cfg(1 << 20), Metrics::new(), Arc::default()) {
+                Ok(a) => break a,
+                Err(e) => assert!(Instant::now() < deadline, "still refused after the first writer stopped: {e}"),
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        assert_eq!(second.append(b"two".to_vec()).await.expect("append"), 2, "numbering goes on");
+    }
 
     fn cfg(segment_bytes: u64) -> AppenderConfig {
         AppenderConfig { segment_bytes, max_pending: 10_000, min_sync_interval: Duration::ZERO }
@@ -313,7 +394,7 @@ mod tests {
     async fn concurrent_appends_share_fsyncs_and_get_consecutive_offsets() {
         let dir = tempfile::tempdir().expect("dir");
         let metrics = Metrics::new();
-        let appender = Arc::new(Appender::start(dir.path(), &cfg(1 << 20), metrics.clone(), Arc::default()).expect("start"));
+        let appender = Arc::new(start_in(dir.path(), &cfg(1 << 20), metrics.clone(), Arc::default()).expect("start"));
         let tasks: Vec<_> = (0..300)
             .map(|i| {
                 let a = appender.clone();
@@ -347,7 +428,7 @@ mod tests {
         let metrics = Metrics::new();
         let interval = std::time::Duration::from_millis(20);
         let cfg = AppenderConfig { min_sync_interval: interval, ..cfg(1 << 20) };
-        let appender = Arc::new(Appender::start(dir.path(), &cfg, metrics.clone(), Arc::default()).expect("start"));
+        let appender = Arc::new(start_in(dir.path(), &cfg, metrics.clone(), Arc::default()).expect("start"));
         let started = Instant::now();
         let mut bursts = Vec::new();
         for b in 0..50 {
@@ -387,7 +468,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("dir");
         let interval = std::time::Duration::from_secs(60);
         let cfg = AppenderConfig { min_sync_interval: interval, ..cfg(1 << 20) };
-        let appender = Appender::start(dir.path(), &cfg, Metrics::new(), Arc::default()).expect("start");
+        let appender = start_in(dir.path(), &cfg, Metrics::new(), Arc::default()).expect("start");
         let started = Instant::now();
         for i in 0..10 {
             appender.append(format!("event {i}").into_bytes()).await.expect("append");
@@ -401,12 +482,12 @@ mod tests {
         let file = OpenOptions::new().append(true).open("/dev/full").expect("/dev/full");
         let hint = File::create(dir.join(super::super::reader::DURABLE_FILE)).expect("hint");
         let writer =
-            Writer { hint, dir: dir.to_owned(), path: "/dev/full".into(), file, len: 0, allocated: 0, next: 1, segment_bytes: 1 << 20, buf: Vec::new(), zeros: Vec::new() };
+            Writer { _lock: WriterLock::acquire(dir).expect("lock"), hint, dir: dir.to_owned(), path: "/dev/full".into(), file, base: 1, len: 0, allocated: 0, next: 1, segment_bytes: 1 << 20, buf: Vec::new(), zeros: Vec::new() };
         let (tx, rx) = mpsc::channel(16);
         let failed = Arc::new(AtomicBool::new(false));
         let group = Group { failed: failed.clone(), wake: Arc::default(), metrics: Metrics::new(), min_sync_interval: Duration::ZERO };
-        std::thread::spawn(move || run(writer, rx, &group));
-        Appender { tx, failed }
+        let thread = std::thread::spawn(move || run(writer, rx, &group));
+        Appender { tx: Some(tx), failed, thread: Some(thread) }
     }
 
     #[tokio::test]
@@ -429,7 +510,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("dir");
         let size = |base| std::fs::metadata(segment::path(dir.path(), base)).expect("stat").len();
         {
-            let appender = Appender::start(dir.path(), &cfg(4 * PREALLOCATE), Metrics::new(), Arc::default()).expect("start");
+            let appender = start_in(dir.path(), &cfg(4 * PREALLOCATE), Metrics::new(), Arc::default()).expect("start");
             appender.append(vec![b'x'; 100]).await.expect("append");
             assert_eq!(size(1), PREALLOCATE + 108, "one step of zeros after the first record");
             appender.append(vec![b'y'; 4 * PREALLOCATE as usize - 200]).await.expect("append");
@@ -439,7 +520,7 @@ mod tests {
         assert_eq!(bases, [1, 3]);
         assert_eq!(size(1), 108 + 8 + 4 * PREALLOCATE - 200, "cut back to its two records");
         assert_eq!(size(3), PREALLOCATE + 108);
-        let appender = Appender::start(dir.path(), &cfg(4 * PREALLOCATE), Metrics::new(), Arc::default()).expect("restart");
+        let appender = start_in(dir.path(), &cfg(4 * PREALLOCATE), Metrics::new(), Arc::default()).expect("restart");
         assert_eq!(appender.append(b"more".to_vec()).await.expect("append"), 4);
         assert_eq!(size(3), PREALLOCATE + 108, "written over the zeros");
         let mut reader = super::super::reader::Reader::open(dir.path(), 0);
@@ -451,14 +532,14 @@ mod tests {
     async fn segments_roll_at_the_size_limit_and_a_restart_continues_the_numbering() {
         let dir = tempfile::tempdir().expect("dir");
         {
-            let appender = Appender::start(dir.path(), &cfg(100), Metrics::new(), Arc::default()).expect("start");
+            let appender = start_in(dir.path(), &cfg(100), Metrics::new(), Arc::default()).expect("start");
             for _ in 0..10 {
                 appender.append(vec![b'x'; 40]).await.expect("append");
             }
         }
         let bases = segment::list(dir.path()).expect("list");
         assert_eq!(bases, (1..=10).step_by(2).collect::<Vec<u64>>(), "two 48-byte records per 100-byte segment");
-        let appender = Appender::start(dir.path(), &cfg(100), Metrics::new(), Arc::default()).expect("restart");
+        let appender = start_in(dir.path(), &cfg(100), Metrics::new(), Arc::default()).expect("restart");
         assert_eq!(appender.append(b"more".to_vec()).await.expect("append"), 11);
     }
 }

@@ -4,6 +4,11 @@
 //! readers in its process and in others alike (one `pread` per read). Bytes past that offset may be a group still
 //! being written, or one that failed and was cut off, so they are never trusted: a record is
 //! taken from the buffer only if the buffer was read after the record was known durable.
+//!
+//! A durable record that cannot be read whole is handed out as [`Damaged`], never skipped in
+//! silence: a damaged record with a whole one after it, and the offsets a finished segment
+//! should hold but does not (cut by recovery, or lost to damage before the next segment's
+//! first offset). The worker dead-letters them with what could be read.
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -18,6 +23,16 @@ pub const DURABLE_FILE: &str = "durable";
 /// much, mostly zeros, for every group: small enough to cost little, large enough for a
 /// reader catching up to take hundreds of records a read.
 const CHUNK: usize = 64 << 10;
+
+/// A durable record that could not be read whole, with why and the bytes found for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Damaged {
+    pub why: String,
+    pub raw: Vec<u8>,
+}
+
+/// What a read hands out: each offset with its payload, or what is known of its damage.
+pub type Entry = (u64, Result<Vec<u8>, Damaged>);
 
 /// A reader positioned after an offset; it follows new records as they become durable.
 pub struct Reader {
@@ -73,63 +88,111 @@ impl Reader {
     }
 
     /// Up to `max` durable records after the position, with their offsets; none if caught up.
-    pub fn read(&mut self, max: usize) -> Result<Vec<(u64, Vec<u8>)>, LogError> {
+    /// Records taken before an error are handed out; the error comes back at the next read,
+    /// since the position stops right before the record that failed.
+    pub fn read(&mut self, max: usize) -> Result<Vec<Entry>, LogError> {
         let limit = self.durable()?;
         let mut out = Vec::new();
         while out.len() < max && self.next <= limit {
-            match self.step(limit)? {
-                Some(payload) => out.push((self.next - 1, payload)),
-                None => break,
+            match self.step(limit) {
+                Ok(Some(payload)) => out.push((self.next - 1, payload)),
+                Ok(None) => break,
+                Err(e) if !out.is_empty() => {
+                    tracing::debug!(error = %e, "log read stopped early; handing out what was read");
+                    break;
+                }
+                Err(e) => return Err(e),
             }
         }
         Ok(out)
     }
 
     /// The record at `next`, which is durable (`next <= limit`).
-    fn step(&mut self, limit: u64) -> Result<Option<Vec<u8>>, LogError> {
+    fn step(&mut self, limit: u64) -> Result<Option<Result<Vec<u8>, Damaged>>, LogError> {
         if self.segment.is_none() && !self.locate()? {
             return Ok(None);
         }
         if self.next <= self.trusted {
             if let Some(payload) = self.take() {
-                return Ok(Some(payload));
+                return Ok(Some(Ok(payload)));
             }
         }
-        self.refill(limit)?;
+        if let Err(e) = self.refill(limit) {
+            // Opened again by the next step: the file may be back by then.
+            self.segment = None;
+            return Err(e);
+        }
         if let Some(payload) = self.take() {
-            return Ok(Some(payload));
+            return Ok(Some(Ok(payload)));
         }
-        if self.unread().is_empty() && segment::path(&self.dir, self.next).exists() {
-            // The segment ended exactly here and the next one begins with this record.
-            self.open_segment(self.next)?;
-            return self.step(limit);
+        if let Some(damaged) = self.take_damaged() {
+            return Ok(Some(Err(damaged)));
         }
-        Err(self.corrupt())
+        // Nothing more can be read here: a finished segment, or damage no record follows.
+        match self.following()? {
+            Some(base) if base == self.next => {
+                self.open_segment(base)?;
+                self.step(limit)
+            }
+            Some(base) if base > self.next => Ok(Some(Err(self.lost(base)))),
+            _ => Err(self.corrupt()),
+        }
+    }
+
+    /// A damaged record at the front that a whole record follows.
+    fn take_damaged(&mut self) -> Option<Damaged> {
+        let frame = record::skippable(self.unread())?;
+        let raw = self.unread()[record::HEADER..frame].to_vec();
+        let why = self.corrupt().to_string();
+        self.advance(frame);
+        Some(Damaged { why, raw })
+    }
+
+    /// The offset at `next`, which a finished segment should hold and does not.
+    fn lost(&mut self, following: u64) -> Damaged {
+        let (path, at) = self.segment.as_ref().map(|s| (s.path.display().to_string(), s.pos)).unwrap_or_default();
+        self.next += 1;
+        Damaged { why: format!("record gone: {path} holds no whole record after byte {at}, and the next segment starts at offset {following}"), raw: Vec::new() }
+    }
+
+    /// The first offset of the segment after the open one, if there is one.
+    fn following(&self) -> Result<Option<u64>, LogError> {
+        let Some(open) = &self.segment else { return Ok(None) };
+        Ok(segment::list(&self.dir)?.into_iter().find(|&b| b > open.base))
     }
 
     /// Decodes the record at the front of the buffer.
     fn take(&mut self) -> Option<Vec<u8>> {
         let Decoded::Record { payload, frame } = record::decode(self.unread()) else { return None };
         let payload = payload.to_vec();
+        self.advance(frame);
+        Some(payload)
+    }
+
+    fn advance(&mut self, frame: usize) {
         self.at += frame;
         if let Some(s) = &mut self.segment {
             s.pos += frame as u64;
         }
         self.next += 1;
-        Some(payload)
     }
 
     /// Re-reads from the current record on, dropping bytes that were read before they were durable.
     fn refill(&mut self, limit: u64) -> Result<(), LogError> {
         let Some(s) = &self.segment else { return Ok(()) };
+        // The record at the front and a chunk after it: a damaged record is read past only
+        // when the one after it is whole.
         let want = match self.unread().first_chunk::<4>() {
-            Some(len) => CHUNK.max(record::HEADER + u32::from_le_bytes(*len) as usize).min(record::HEADER + record::MAX_PAYLOAD),
+            Some(len) => (record::HEADER + u32::from_le_bytes(*len) as usize).min(record::HEADER + record::MAX_PAYLOAD) + CHUNK,
             None => CHUNK,
         };
+        // Whatever fails, no bytes of an earlier position stay behind to be decoded as this one.
+        self.at = 0;
+        self.buf.clear();
+        self.trusted = 0;
         // No more than the file holds: the buffer is zeroed up to `want` before each read.
         let len = s.file.metadata().map_err(LogError::io("stat segment", &s.path))?.len();
         let want = want.min(len.saturating_sub(s.pos) as usize);
-        self.at = 0;
         self.buf.resize(want, 0);
         let mut filled = 0;
         while filled < want {
@@ -137,7 +200,10 @@ impl Reader {
                 Ok(0) => break,
                 Ok(n) => filled += n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(LogError::io("read segment", &s.path)(e)),
+                Err(e) => {
+                    self.buf.clear();
+                    return Err(LogError::io("read segment", &s.path)(e));
+                }
             }
         }
         self.buf.truncate(filled);
@@ -156,12 +222,23 @@ impl Reader {
             };
         };
         let target = self.next;
+        let found = self.skip_to(base, target, bases[0]);
+        if found.is_err() {
+            // The next locate starts over: no record before the position is ever handed out.
+            self.segment = None;
+            self.next = target;
+        }
+        found
+    }
+
+    /// Opens the segment `base` and reads up to `target`.
+    fn skip_to(&mut self, base: u64, target: u64, first: u64) -> Result<bool, LogError> {
         self.next = base;
         self.open_segment(base)?;
         let limit = self.durable()?;
         while self.next < target {
             if self.next > limit || self.step(limit)?.is_none() {
-                return Err(LogError::OutOfRange { position: target - 1, first: bases[0], last: limit });
+                return Err(LogError::OutOfRange { position: target - 1, first, last: limit });
             }
         }
         Ok(true)
@@ -200,18 +277,22 @@ pub fn durable(dir: &Path) -> Result<u64, LogError> {
 mod tests {
     use super::*;
     use crate::metrics::Metrics;
-    use crate::queue::log::appender::{Appender, AppenderConfig};
+    use crate::queue::log::appender::{start_in, Appender, AppenderConfig};
 
     async fn log_of(dir: &Path, n: usize, segment_bytes: u64) -> Appender {
-        let appender = Appender::start(dir, &AppenderConfig { segment_bytes, max_pending: 1000, min_sync_interval: std::time::Duration::ZERO }, Metrics::new(), Default::default()).expect("start");
+        let appender = start_in(dir, &AppenderConfig { segment_bytes, max_pending: 1000, min_sync_interval: std::time::Duration::ZERO }, Metrics::new(), Default::default()).expect("start");
         for i in 1..=n {
             appender.append(format!("record {i}").into_bytes()).await.expect("append");
         }
         appender
     }
 
-    fn texts(records: &[(u64, Vec<u8>)]) -> Vec<(u64, String)> {
-        records.iter().map(|(o, p)| (*o, String::from_utf8_lossy(p).into_owned())).collect()
+    fn texts(records: &[Entry]) -> Vec<(u64, String)> {
+        let text = |p: &Result<Vec<u8>, Damaged>| match p {
+            Ok(p) => String::from_utf8_lossy(p).into_owned(),
+            Err(d) => format!("damaged: {}", d.why),
+        };
+        records.iter().map(|(o, p)| (*o, text(p))).collect()
     }
 
     #[tokio::test]
@@ -274,7 +355,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn corruption_in_a_durable_record_is_an_error_not_a_skip() {
+    async fn a_damaged_record_is_handed_out_as_damaged_and_the_next_one_read() {
         let dir = tempfile::tempdir().expect("dir");
         let _appender = log_of(dir.path(), 3, 1 << 20).await;
         let path = segment::path(dir.path(), 1);
@@ -283,6 +364,80 @@ mod tests {
         bytes[second + record::HEADER + 1] ^= 0x40;
         std::fs::write(&path, &bytes).expect("write");
         let mut reader = Reader::open(dir.path(), 0);
-        assert!(matches!(reader.read(10), Err(LogError::Corrupt { .. })));
+        let read = reader.read(10).expect("read");
+        assert_eq!(read.iter().map(|(o, p)| (*o, p.is_ok())).collect::<Vec<_>>(), [(1, true), (2, false), (3, true)]);
+        let Err(damaged) = &read[1].1 else { panic!("record 2 is damaged") };
+        assert!(damaged.why.contains("checksum mismatch"), "{}", damaged.why);
+        assert_eq!(damaged.raw, b"record 2".iter().enumerate().map(|(i, b)| if i == 1 { b ^ 0x40 } else { *b }).collect::<Vec<_>>());
+    }
+
+    #[tokio::test]
+    async fn damage_that_nothing_follows_is_an_error_not_a_skip() {
+        let dir = tempfile::tempdir().expect("dir");
+        let _appender = log_of(dir.path(), 3, 1 << 20).await;
+        let path = segment::path(dir.path(), 1);
+        let mut bytes = std::fs::read(&path).expect("read");
+        let second = record::HEADER + "record 1".len();
+        bytes[second] ^= 0x40;
+        std::fs::write(&path, &bytes).expect("write");
+        let mut reader = Reader::open(dir.path(), 0);
+        assert_eq!(reader.read(10).expect("the first record").len(), 1);
+        assert!(matches!(reader.read(10), Err(LogError::Corrupt { .. })), "the newest segment has no offset to go on from");
+    }
+
+    /// Offsets that a finished segment should hold and does not (recovery cut them, or
+    /// damage left nothing readable before the next segment) are handed out as gone.
+    #[tokio::test]
+    async fn offsets_missing_before_the_next_segment_are_handed_out_as_gone() {
+        let dir = tempfile::tempdir().expect("dir");
+        let _appender = log_of(dir.path(), 20, 64).await;
+        let bases = segment::list(dir.path()).expect("list");
+        let (victim, following) = (bases[2], bases[3]);
+        let path = segment::path(dir.path(), victim);
+        let mut bytes = std::fs::read(&path).expect("read");
+        bytes.truncate(record::HEADER + 2);
+        std::fs::write(&path, &bytes).expect("write");
+        let mut reader = Reader::open(dir.path(), 0);
+        let read = reader.read(100).expect("read");
+        assert_eq!(read.iter().map(|r| r.0).collect::<Vec<_>>(), (1..=20).collect::<Vec<_>>(), "every offset, in order");
+        let gone: Vec<u64> = read.iter().filter(|r| r.1.is_err()).map(|r| r.0).collect();
+        assert_eq!(gone, (victim..following).collect::<Vec<_>>());
+    }
+
+    /// A short write while preallocating at a full disk once left zeros at the end of a
+    /// finished segment, and the reader stopped there for good.
+    #[tokio::test]
+    async fn zeros_after_the_last_record_of_a_finished_segment_are_not_records() {
+        let dir = tempfile::tempdir().expect("dir");
+        let _appender = log_of(dir.path(), 10, 64).await;
+        let first = segment::path(dir.path(), 1);
+        let mut bytes = std::fs::read(&first).expect("read");
+        bytes.extend_from_slice(&[0; 4096]);
+        std::fs::write(&first, &bytes).expect("write");
+        let mut reader = Reader::open(dir.path(), 0);
+        let read = reader.read(100).expect("read");
+        assert!(read.iter().all(|r| r.1.is_ok()));
+        assert_eq!(read.len(), 10);
+    }
+
+    /// A read that fails after records were taken (here the next segment cannot be read)
+    /// once dropped them, and the next read went on after them.
+    #[tokio::test]
+    async fn records_taken_before_a_read_error_are_handed_out() {
+        let dir = tempfile::tempdir().expect("dir");
+        let _appender = log_of(dir.path(), 10, 64).await;
+        let bases = segment::list(dir.path()).expect("list");
+        let broken = segment::path(dir.path(), bases[1]);
+        let saved = std::fs::read(&broken).expect("read");
+        std::fs::remove_file(&broken).expect("remove");
+        std::fs::create_dir(&broken).expect("a directory reads with EISDIR");
+        let mut reader = Reader::open(dir.path(), 0);
+        let first = reader.read(100).expect("what comes before the broken segment");
+        assert_eq!(first.iter().map(|r| r.0).collect::<Vec<_>>(), (1..bases[1]).collect::<Vec<_>>());
+        assert!(reader.read(100).is_err(), "the error comes back");
+        std::fs::remove_dir(&broken).expect("remove");
+        std::fs::write(&broken, saved).expect("restore");
+        let rest = reader.read(100).expect("read");
+        assert_eq!(rest.iter().map(|r| r.0).collect::<Vec<_>>(), (bases[1]..=10).collect::<Vec<_>>(), "nothing skipped");
     }
 }

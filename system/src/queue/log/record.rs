@@ -45,28 +45,53 @@ pub fn decode(buf: &[u8]) -> Decoded<'_> {
     Decoded::Record { payload, frame: HEADER + n }
 }
 
-/// How far a buffer of records is valid: the records' count and bytes, and why it stops
-/// early if it does (`None` when every byte belongs to a whole record).
+/// The frame's length when the record at the front is damaged but can be read past: its
+/// length is plausible and a whole, checked record follows right after it. A flipped bit in
+/// a payload then costs that one record, not every record behind it.
+pub fn skippable(buf: &[u8]) -> Option<usize> {
+    if matches!(decode(buf), Decoded::Record { .. }) {
+        return None;
+    }
+    let n = u32::from_le_bytes(*buf.first_chunk::<4>()?) as usize;
+    let frame = HEADER + n;
+    let plausible = n > 0 && n <= MAX_PAYLOAD && frame < buf.len();
+    (plausible && matches!(decode(&buf[frame..]), Decoded::Record { .. })).then_some(frame)
+}
+
+/// How far a buffer of records is valid: the records' count (damaged ones that could be read
+/// past included) and bytes, and why it stops early if it does (`None` when every byte
+/// belongs to a record).
 #[derive(Debug, PartialEq, Eq)]
 pub struct Scan {
     pub records: u64,
     pub valid_bytes: usize,
     pub stop: Option<&'static str>,
+    /// The indexes of the damaged records read past, and why each is damaged.
+    pub damaged: Vec<(u64, &'static str)>,
 }
 
 pub fn scan(buf: &[u8]) -> Scan {
-    let (mut records, mut at) = (0, 0);
+    let (mut records, mut at, mut damaged) = (0, 0, Vec::new());
     while at < buf.len() {
-        match decode(&buf[at..]) {
+        let stop = match decode(&buf[at..]) {
             Decoded::Record { frame, .. } => {
                 records += 1;
                 at += frame;
+                continue;
             }
-            Decoded::Incomplete => return Scan { records, valid_bytes: at, stop: Some("torn record") },
-            Decoded::Corrupt(why) => return Scan { records, valid_bytes: at, stop: Some(why) },
+            Decoded::Incomplete => "torn record",
+            Decoded::Corrupt(why) => why,
+        };
+        match skippable(&buf[at..]) {
+            Some(frame) => {
+                damaged.push((records, stop));
+                records += 1;
+                at += frame;
+            }
+            None => return Scan { records, valid_bytes: at, stop: Some(stop), damaged },
         }
     }
-    Scan { records, valid_bytes: at, stop: None }
+    Scan { records, valid_bytes: at, stop: None, damaged }
 }
 
 #[cfg(test)]
@@ -87,7 +112,7 @@ mod tests {
         let Decoded::Record { payload, frame } = decode(&buf) else { panic!("first record") };
         assert_eq!((payload, frame), (&b"one"[..], HEADER + 3));
         assert_eq!(decode(&buf[frame..]), Decoded::Record { payload: b"two", frame: HEADER + 3 });
-        assert_eq!(scan(&buf), Scan { records: 2, valid_bytes: buf.len(), stop: None });
+        assert_eq!(scan(&buf), Scan { records: 2, valid_bytes: buf.len(), stop: None, damaged: vec![] });
     }
 
     #[test]
@@ -95,7 +120,7 @@ mod tests {
         let buf = framed(&[b"first", b"second"]);
         let first = HEADER + 5;
         for cut in first + 1..buf.len() {
-            assert_eq!(scan(&buf[..cut]), Scan { records: 1, valid_bytes: first, stop: Some("torn record") }, "cut at {cut}");
+            assert_eq!(scan(&buf[..cut]), Scan { records: 1, valid_bytes: first, stop: Some("torn record"), damaged: vec![] }, "cut at {cut}");
         }
     }
 
@@ -109,6 +134,19 @@ mod tests {
                 assert!(!matches!(decode(&bad), Decoded::Record { .. }), "flip {byte}:{bit} read as a record");
             }
         }
+    }
+
+    #[test]
+    fn a_damaged_record_followed_by_a_whole_one_is_read_past() {
+        let mut buf = framed(&[b"one", b"two", b"three"]);
+        buf[HEADER + 3 + HEADER] ^= 0x10;
+        let scan = scan(&buf);
+        assert_eq!((scan.records, scan.valid_bytes, scan.stop), (3, buf.len(), None));
+        assert_eq!(scan.damaged, [(1, "checksum mismatch")]);
+        let mut last = framed(&[b"one", b"two"]);
+        let end = last.len() - 1;
+        last[end] ^= 0x10;
+        assert_eq!(super::scan(&last).stop, Some("checksum mismatch"), "nothing whole follows the last record");
     }
 
     #[test]

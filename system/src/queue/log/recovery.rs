@@ -1,14 +1,26 @@
-//! Before the appender starts: find where the log really ends and cut whatever follows.
+//! Before the appender starts: find where the log really ends, cut what cannot be trusted,
+//! make what is kept durable, and never hand out an offset twice.
 //!
 //! Only the newest segment can hold a torn write: older ones were complete and synced before
-//! the next was created. It is read to its first incomplete or corrupt record and cut there,
-//! records after a corrupt one included, since nothing beyond it can be trusted in order.
-//! Zeros alone after the last record are the appender's preallocation, not damage: kept.
+//! the next was created. It is read to its end; a damaged record with a whole one right after
+//! it is kept in place and read past (the reader hands it to the worker as damaged, which
+//! dead-letters it), and the segment is cut at the first damage it cannot read past. Zeros
+//! alone after the last record are the appender's preallocation, not damage: kept.
+//!
+//! Offsets are never reused. The `durable` file holds the last offset the appender published
+//! as durable, and the caller passes the highest position a consumer stored: numbering goes on
+//! past both, in a new segment when records they cover are gone. Those acknowledged records
+//! are reported by offset, since their payments may never be applied.
 
 use std::fs::File;
 use std::path::Path;
 
-use super::{record, segment, LogError};
+use super::{reader, record, segment, LogError};
+
+/// Written by an appender whose sync failed: `<segment base> <synced length>`. Pages after
+/// the synced length may stay readable in the page cache without ever reaching the disk
+/// (fsyncgate), so recovery must not read them as durable.
+pub const UNSYNCED_FILE: &str = "unsynced";
 
 /// Where the appender continues.
 pub struct Tail {
@@ -22,11 +34,55 @@ pub struct Tail {
     pub allocated: u64,
     /// The offset the next record gets.
     pub next: u64,
+    /// Acknowledged records found damaged.
+    pub damage: Damage,
 }
 
-pub fn recover(dir: &Path) -> Result<Tail, LogError> {
+/// Acknowledged records that recovery could not keep whole.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Damage {
+    /// Damaged records kept in place and read past.
+    pub unreadable: Vec<u64>,
+    /// Offsets, first and last, that were durable (published, or passed by a stored
+    /// position) and are no longer in the log.
+    pub cut: Option<(u64, u64)>,
+}
+
+impl Damage {
+    pub fn is_empty(&self) -> bool {
+        self.unreadable.is_empty() && self.cut.is_none()
+    }
+
+    /// How many acknowledged records are damaged or gone.
+    pub fn count(&self) -> u64 {
+        self.unreadable.len() as u64 + self.cut.map_or(0, |(first, last)| last - first + 1)
+    }
+}
+
+impl std::fmt::Display for Damage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if let Some((first, last)) = self.cut {
+            write!(f, "offsets {first}..={last} are gone")?;
+        }
+        if !self.unreadable.is_empty() {
+            let sep = if self.cut.is_some() { "; " } else { "" };
+            write!(f, "{sep}damaged records at offsets {:?}", self.unreadable)?;
+        }
+        Ok(())
+    }
+}
+
+/// Recovers the log in `dir`; the next offset is at least `at_least` (one past the highest
+/// position a consumer stored).
+pub fn recover(dir: &Path, at_least: u64) -> Result<Tail, LogError> {
+    // Entries made before a crash (a new segment, the durable file) are made durable before
+    // anything in them is read as durable.
+    segment::sync_dir(dir)?;
+    undo_failed_sync(dir)?;
+    let floor = at_least.max(reader::durable(dir)? + 1).max(1);
     let Some(&base) = segment::list(dir)?.last() else {
-        return Ok(Tail { file: segment::create(dir, 1)?, base: 1, len: 0, allocated: 0, next: 1 });
+        let damage = Damage { cut: (floor > 1).then_some((1, floor - 1)), ..Damage::default() };
+        return start_at(dir, floor, damage);
     };
     let path = segment::path(dir, base);
     let bytes = std::fs::read(&path).map_err(LogError::io("read segment", &path))?;
@@ -36,12 +92,61 @@ pub fn recover(dir: &Path) -> Result<Tail, LogError> {
     let mut allocated = bytes.len() as u64;
     if let (Some(why), false) = (scan.stop, rest.iter().all(|&b| b == 0)) {
         tracing::warn!(file = %path.display(), offset = scan.valid_bytes, bytes_cut = rest.len(), why, "cutting the log's tail at recovery");
-        file.set_len(scan.valid_bytes as u64)
-            .and_then(|_| file.sync_all())
-            .map_err(LogError::io("cut segment tail", &path))?;
         allocated = scan.valid_bytes as u64;
+        file.set_len(allocated).map_err(LogError::io("cut segment tail", &path))?;
     }
-    Ok(Tail { file, base, len: scan.valid_bytes as u64, allocated, next: base + scan.records })
+    // What was read may be pages of a write whose fsync never came (a killed process): it is
+    // read as durable from now on, so it is made so first.
+    file.sync_all().map_err(LogError::io("sync segment", &path))?;
+    let next = base + scan.records;
+    let unreadable = scan.damaged.iter().map(|(i, _)| base + i).collect();
+    if next >= floor {
+        let damage = Damage { unreadable, cut: None };
+        return Ok(Tail { file, base, len: scan.valid_bytes as u64, allocated, next, damage });
+    }
+    // Acknowledged records are gone: the segment ends where it is whole, and numbering goes
+    // on past them in a new one.
+    file.set_len(scan.valid_bytes as u64).and_then(|_| file.sync_all()).map_err(LogError::io("cut segment tail", &path))?;
+    start_at(dir, floor, Damage { unreadable, cut: Some((next, floor - 1)) })
+}
+
+fn start_at(dir: &Path, base: u64, damage: Damage) -> Result<Tail, LogError> {
+    Ok(Tail { file: segment::create(dir, base)?, base, len: 0, allocated: 0, next: base, damage })
+}
+
+/// Cuts the segment an appender's failed sync left back to what that appender had synced.
+fn undo_failed_sync(dir: &Path) -> Result<(), LogError> {
+    let marker = dir.join(UNSYNCED_FILE);
+    let text = match std::fs::read_to_string(&marker) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(LogError::io("read", &marker)(e)),
+    };
+    let mut fields = text.split_whitespace().map(str::parse::<u64>);
+    let (Some(Ok(base)), Some(Ok(len))) = (fields.next(), fields.next()) else {
+        return Err(LogError::Corrupt { path: marker, at: 0, why: "not `<segment base> <synced length>`" });
+    };
+    let path = segment::path(dir, base);
+    if path.exists() {
+        let file = segment::open_for_write(dir, base)?;
+        let size = file.metadata().map_err(LogError::io("stat segment", &path))?.len();
+        if size > len {
+            tracing::warn!(file = %path.display(), synced = len, bytes_cut = size - len, "cutting what a failed sync left unsynced");
+            file.set_len(len).and_then(|_| file.sync_all()).map_err(LogError::io("cut segment tail", &path))?;
+        }
+    }
+    std::fs::remove_file(&marker).map_err(LogError::io("remove", &marker))?;
+    segment::sync_dir(dir)
+}
+
+/// Records, durably, that the segment `base` is synced up to `len` and no further.
+pub fn mark_unsynced(dir: &Path, base: u64, len: u64) -> std::io::Result<()> {
+    use std::io::Write;
+    let marker = dir.join(UNSYNCED_FILE);
+    let mut f = File::create(&marker)?;
+    writeln!(f, "{base} {len}")?;
+    f.sync_all()?;
+    crate::durable_dir::sync(dir)
 }
 
 #[cfg(test)]
@@ -60,7 +165,7 @@ mod tests {
     #[test]
     fn an_empty_directory_starts_at_offset_one() {
         let dir = tempfile::tempdir().expect("dir");
-        let tail = recover(dir.path()).expect("recover");
+        let tail = recover(dir.path(), 0).expect("recover");
         assert_eq!((tail.base, tail.len, tail.next), (1, 0, 1));
         assert_eq!(segment::list(dir.path()).expect("list"), [1]);
     }
@@ -72,7 +177,7 @@ mod tests {
         let full = write_records(dir.path(), 3, &[b"c", b"dd", b"eee"]);
         let torn = full.len() - 2;
         std::fs::write(segment::path(dir.path(), 3), &full[..torn]).expect("tear");
-        let tail = recover(dir.path()).expect("recover");
+        let tail = recover(dir.path(), 0).expect("recover");
         let kept = (2 * record::HEADER + 3) as u64;
         assert_eq!((tail.base, tail.len, tail.next), (3, kept, 5));
         assert_eq!(std::fs::metadata(segment::path(dir.path(), 3)).expect("stat").len(), kept);
@@ -85,7 +190,7 @@ mod tests {
         let records = buf.len() as u64;
         buf.resize(4096, 0);
         std::fs::write(segment::path(dir.path(), 1), &buf).expect("preallocate");
-        let tail = recover(dir.path()).expect("recover");
+        let tail = recover(dir.path(), 0).expect("recover");
         assert_eq!((tail.len, tail.allocated, tail.next), (records, 4096, 3));
         assert_eq!(std::fs::metadata(segment::path(dir.path(), 1)).expect("stat").len(), 4096);
     }
@@ -98,20 +203,80 @@ mod tests {
         buf.resize(4096, 0);
         buf[records..records + 6].copy_from_slice(&[9, 0, 0, 0, 0xAB, 0xCD]);
         std::fs::write(segment::path(dir.path(), 1), &buf).expect("tear");
-        let tail = recover(dir.path()).expect("recover");
+        let tail = recover(dir.path(), 0).expect("recover");
         assert_eq!((tail.len, tail.allocated, tail.next), (records as u64, records as u64, 2));
         assert_eq!(std::fs::metadata(segment::path(dir.path(), 1)).expect("stat").len(), records as u64);
     }
 
     #[test]
-    fn corruption_in_the_middle_keeps_everything_before_it() {
+    fn a_damaged_length_cuts_there_and_keeps_everything_before_it() {
         let dir = tempfile::tempdir().expect("dir");
         let mut buf = write_records(dir.path(), 1, &[b"one", b"two", b"three"]);
         let second = record::HEADER + 3;
-        buf[second + record::HEADER] ^= 0xff;
+        buf[second + 2] ^= 0xff;
         std::fs::write(segment::path(dir.path(), 1), &buf).expect("corrupt");
-        let tail = recover(dir.path()).expect("recover");
+        let tail = recover(dir.path(), 0).expect("recover");
         assert_eq!((tail.len, tail.next), (second as u64, 2));
         assert_eq!(std::fs::read(segment::path(dir.path(), 1)).expect("read").len(), second);
+    }
+
+    /// A flipped bit in an applied record once cut the log there and numbered new appends
+    /// from it again, behind the worker's stored position: 11 of 15 acknowledged events were
+    /// never applied.
+    #[test]
+    fn a_damaged_payload_is_read_past_and_the_records_behind_it_kept() {
+        let dir = tempfile::tempdir().expect("dir");
+        let mut buf = write_records(dir.path(), 1, &[b"one", b"two", b"three"]);
+        buf[record::HEADER + 3 + record::HEADER] ^= 0x01;
+        std::fs::write(segment::path(dir.path(), 1), &buf).expect("corrupt");
+        let tail = recover(dir.path(), 0).expect("recover");
+        assert_eq!((tail.len, tail.next), (buf.len() as u64, 4));
+        assert_eq!(tail.damage, Damage { unreadable: vec![2], cut: None });
+    }
+
+    fn publish(dir: &Path, last: u64) {
+        std::fs::write(dir.join(reader::DURABLE_FILE), last.to_le_bytes()).expect("durable file");
+    }
+
+    #[test]
+    fn offsets_published_as_durable_are_never_given_out_again() {
+        let dir = tempfile::tempdir().expect("dir");
+        let buf = write_records(dir.path(), 1, &[b"one", b"two", b"three"]);
+        publish(dir.path(), 3);
+        let mut damaged = buf.clone();
+        let last = buf.len() - 1;
+        damaged[last] ^= 0x01;
+        std::fs::write(segment::path(dir.path(), 1), &damaged).expect("corrupt");
+        let tail = recover(dir.path(), 0).expect("recover");
+        assert_eq!((tail.base, tail.next), (4, 4), "a new segment after the last published offset");
+        assert_eq!(tail.damage, Damage { unreadable: vec![], cut: Some((3, 3)) });
+        assert_eq!(segment::list(dir.path()).expect("list"), [1, 4]);
+        let kept = (2 * record::HEADER + 6) as u64;
+        assert_eq!(std::fs::metadata(segment::path(dir.path(), 1)).expect("stat").len(), kept, "the old one ends where it is whole");
+    }
+
+    #[test]
+    fn numbering_goes_on_past_a_stored_position() {
+        let dir = tempfile::tempdir().expect("dir");
+        write_records(dir.path(), 1, &[b"one"]);
+        let tail = recover(dir.path(), 21).expect("recover");
+        assert_eq!((tail.base, tail.next), (21, 21));
+        assert_eq!(tail.damage.cut, Some((2, 20)));
+        assert_eq!(tail.damage.count(), 19);
+        let empty = tempfile::tempdir().expect("dir");
+        publish(empty.path(), 7);
+        let tail = recover(empty.path(), 0).expect("recover");
+        assert_eq!((tail.base, tail.next, tail.damage.cut), (8, 8, Some((1, 7))), "every segment vanished");
+    }
+
+    #[test]
+    fn what_a_failed_sync_left_unsynced_is_cut() {
+        let dir = tempfile::tempdir().expect("dir");
+        let buf = write_records(dir.path(), 1, &[b"one", b"two"]);
+        let synced = (record::HEADER + 3) as u64;
+        std::fs::write(dir.path().join(UNSYNCED_FILE), format!("1 {synced}\n")).expect("marker");
+        let tail = recover(dir.path(), 0).expect("recover");
+        assert_eq!((tail.len, tail.next), (synced, 2), "the second record was never durable: {} bytes", buf.len());
+        assert!(!dir.path().join(UNSYNCED_FILE).exists(), "the marker is done with");
     }
 }
