@@ -16,10 +16,31 @@ pub enum EventType {
     Failed,
     #[serde(rename = "payment.refunded")]
     Refunded,
+    /// Part of the amount went back to the customer; the rest stays captured.
+    #[serde(rename = "payment.partially_refunded")]
+    PartiallyRefunded,
+    /// The customer's bank opened a dispute (chargeback or inquiry): the money is held.
+    #[serde(rename = "payment.disputed")]
+    Disputed,
+    /// The dispute closed in the merchant's favour (won, or an inquiry closed without a chargeback).
+    #[serde(rename = "payment.dispute_won")]
+    DisputeWon,
+    /// The dispute closed in the customer's favour: the money is gone.
+    #[serde(rename = "payment.dispute_lost")]
+    DisputeLost,
 }
 
 impl EventType {
-    pub const ALL: [EventType; 4] = [Self::Pending, Self::Success, Self::Failed, Self::Refunded];
+    pub const ALL: [EventType; 8] = [
+        Self::Pending,
+        Self::Success,
+        Self::Failed,
+        Self::Refunded,
+        Self::PartiallyRefunded,
+        Self::Disputed,
+        Self::DisputeWon,
+        Self::DisputeLost,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -27,6 +48,10 @@ impl EventType {
             Self::Success => "payment.success",
             Self::Failed => "payment.failed",
             Self::Refunded => "payment.refunded",
+            Self::PartiallyRefunded => "payment.partially_refunded",
+            Self::Disputed => "payment.disputed",
+            Self::DisputeWon => "payment.dispute_won",
+            Self::DisputeLost => "payment.dispute_lost",
         }
     }
 

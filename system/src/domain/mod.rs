@@ -4,6 +4,7 @@ pub mod event;
 pub mod order;
 pub mod redelivery;
 pub mod state;
+pub mod stripe;
 
 pub use event::{EventType, Invalid, PaymentEvent, WebhookBody};
 pub use order::{CreateOutcome, NewOrder};

@@ -5,6 +5,11 @@
 //! changes nothing, and a refund that overtakes its success still ends `refunded`. Two events
 //! of one rank that disagree on amount or currency settle on the smaller `(currency, amount)`
 //! whichever came first, and mark the payment conflicted, so that order does not matter either.
+//!
+//! After the money moved, ranks follow what can still happen to it: a partial refund, then a
+//! full one, then a dispute (which can follow either), then the dispute's close. A charge has
+//! at most one dispute, so won and lost never meet on one payment; their relative rank only
+//! keeps the order total.
 
 use serde::{Deserialize, Serialize};
 
@@ -16,7 +21,11 @@ pub enum PaymentStatus {
     Pending,
     Failed,
     Success,
+    PartiallyRefunded,
     Refunded,
+    Disputed,
+    DisputeWon,
+    DisputeLost,
 }
 
 impl PaymentStatus {
@@ -26,11 +35,15 @@ impl PaymentStatus {
             Self::Failed => "failed",
             Self::Success => "success",
             Self::Refunded => "refunded",
+            Self::PartiallyRefunded => "partially_refunded",
+            Self::Disputed => "disputed",
+            Self::DisputeWon => "dispute_won",
+            Self::DisputeLost => "dispute_lost",
         }
     }
 
     pub fn parse(s: &str) -> Option<Self> {
-        [Self::Pending, Self::Failed, Self::Success, Self::Refunded].into_iter().find(|v| v.as_str() == s)
+        EventType::ALL.map(Self::from_event).into_iter().find(|v| v.as_str() == s)
     }
 
     fn from_event(t: EventType) -> Self {
@@ -39,6 +52,10 @@ impl PaymentStatus {
             EventType::Failed => Self::Failed,
             EventType::Success => Self::Success,
             EventType::Refunded => Self::Refunded,
+            EventType::PartiallyRefunded => Self::PartiallyRefunded,
+            EventType::Disputed => Self::Disputed,
+            EventType::DisputeWon => Self::DisputeWon,
+            EventType::DisputeLost => Self::DisputeLost,
         }
     }
 }
@@ -54,7 +71,13 @@ pub enum OrderStatus {
     /// Two successes of one payment disagree on amount or currency: needs a person, even if
     /// one of them matches; only a refund moves the order on.
     PaymentConflict,
+    /// Paid, then part of it refunded: the order stands, for the rest.
+    PartiallyRefunded,
     Refunded,
+    /// Its payment is disputed: needs a person (evidence to submit) until the dispute closes.
+    Disputed,
+    DisputeWon,
+    DisputeLost,
 }
 
 impl OrderStatus {
@@ -64,12 +87,28 @@ impl OrderStatus {
             Self::PaymentMismatch => "payment_mismatch",
             Self::Paid => "paid",
             Self::PaymentConflict => "payment_conflict",
+            Self::PartiallyRefunded => "partially_refunded",
             Self::Refunded => "refunded",
+            Self::Disputed => "disputed",
+            Self::DisputeWon => "dispute_won",
+            Self::DisputeLost => "dispute_lost",
         }
     }
 
+    const ALL: [Self; 9] = [
+        Self::Pending,
+        Self::PaymentMismatch,
+        Self::Paid,
+        Self::PaymentConflict,
+        Self::PartiallyRefunded,
+        Self::Refunded,
+        Self::Disputed,
+        Self::DisputeWon,
+        Self::DisputeLost,
+    ];
+
     pub fn parse(s: &str) -> Option<Self> {
-        [Self::Pending, Self::PaymentMismatch, Self::Paid, Self::PaymentConflict, Self::Refunded].into_iter().find(|v| v.as_str() == s)
+        Self::ALL.into_iter().find(|v| v.as_str() == s)
     }
 }
 
@@ -182,7 +221,11 @@ fn same_rank(current: &Payment, event: &PaymentEvent) -> (Payment, Outcome) {
 pub fn contribution(order: &OrderTerms, payment: &Payment) -> OrderStatus {
     match payment.status {
         PaymentStatus::Pending | PaymentStatus::Failed => OrderStatus::Pending,
+        PaymentStatus::PartiallyRefunded => OrderStatus::PartiallyRefunded,
         PaymentStatus::Refunded => OrderStatus::Refunded,
+        PaymentStatus::Disputed => OrderStatus::Disputed,
+        PaymentStatus::DisputeWon => OrderStatus::DisputeWon,
+        PaymentStatus::DisputeLost => OrderStatus::DisputeLost,
         PaymentStatus::Success if payment.conflicted => OrderStatus::PaymentConflict,
         PaymentStatus::Success if payment.amount == order.total_amount && payment.currency == order.currency => {
             OrderStatus::Paid
@@ -264,10 +307,9 @@ mod tests {
 
     #[test]
     fn final_state_does_not_depend_on_arrival_order() {
-        use EventType::*;
-        let all = [Pending, Failed, Success, Refunded];
+        let all = EventType::ALL;
         // Every permutation of every subset: the final state is the max-rank event's.
-        for mask in 1u32..16 {
+        for mask in 1u32..(1 << all.len()) {
             let subset: Vec<EventType> = all.iter().enumerate().filter(|(i, _)| mask & (1 << i) != 0).map(|(_, t)| *t).collect();
             let expected = run(&subset.iter().map(|t| event(*t, 1000)).collect::<Vec<_>>(), Some(order()));
             for perm in permutations(&subset) {
@@ -332,6 +374,33 @@ mod tests {
         let (p, o) = run(&[event(EventType::Success, 1000), event(EventType::Success, 900), event(EventType::Refunded, 1000)], Some(order()));
         assert_eq!((p.status, p.amount, p.conflicted), (PaymentStatus::Refunded, 1000, false));
         assert_eq!(o, Some(OrderStatus::Refunded));
+    }
+
+    #[test]
+    fn refunds_and_disputes_rank_above_the_payment_they_follow() {
+        use EventType::*;
+        let cases = [
+            (vec![Success, PartiallyRefunded], PaymentStatus::PartiallyRefunded, OrderStatus::PartiallyRefunded),
+            (vec![PartiallyRefunded, Refunded, Success], PaymentStatus::Refunded, OrderStatus::Refunded),
+            (vec![Disputed, Success], PaymentStatus::Disputed, OrderStatus::Disputed),
+            (vec![DisputeWon, Disputed, Success], PaymentStatus::DisputeWon, OrderStatus::DisputeWon),
+            (vec![Success, Refunded, DisputeLost, Disputed], PaymentStatus::DisputeLost, OrderStatus::DisputeLost),
+        ];
+        for (types, payment, order_status) in cases {
+            let (p, o) = run(&types.iter().map(|t| event(*t, 1000)).collect::<Vec<_>>(), Some(order()));
+            assert_eq!((p.status, o), (payment, Some(order_status)), "{types:?}");
+        }
+    }
+
+    #[test]
+    fn every_status_round_trips_through_its_name() {
+        for t in EventType::ALL {
+            let s = PaymentStatus::from_event(t);
+            assert_eq!(PaymentStatus::parse(s.as_str()), Some(s));
+        }
+        for s in OrderStatus::ALL {
+            assert_eq!(OrderStatus::parse(s.as_str()), Some(s));
+        }
     }
 
     #[test]
