@@ -9,7 +9,8 @@
 //! - `oracle`: loadgen's own model of the payment and order rules; `stats`: histograms
 //!   and timelines; `sampler`: the system's queue depth, processing rate and end-to-end
 //!   latency once a second; `charts`: the report's SVG charts; `verify`: the expected end state against the stored one; `report`: files
-//!   and gates; `compare`: regression checks between two reports; `spawn`: child processes.
+//!   and gates; `compare`: regression checks between two reports; `spawn`: child processes;
+//!   `window`: the system's histograms over the run alone, subtracted and merged exactly.
 
 mod alarm;
 pub mod capacity;
@@ -27,6 +28,7 @@ pub mod spawn;
 pub mod stats;
 pub mod verify;
 pub mod wire;
+pub mod window;
 pub mod workload;
 
 /// Exit code of a run whose gates failed, apart from crashes (1), as k6 does.

@@ -16,6 +16,7 @@ use crate::sampler::SystemSample;
 use crate::scenario::{Gates, Scenario, Shape};
 use crate::stats::{Percentiles, Recorder, Second};
 use crate::verify::Verdict;
+use crate::window::{self, Coverage, Snapshot};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Machine {
@@ -63,6 +64,9 @@ pub struct Throughput {
 /// What the system itself reported (`/api/stats`) and how its processes behaved.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct SystemSide {
+    /// What the two latencies below cover: the run, or (from a system that does not send its
+    /// histograms) its whole life.
+    pub latency_covers: Coverage,
     pub e2e_latency_ms: Option<BTreeMap<String, f64>>,
     pub ack_latency_ms: Option<BTreeMap<String, f64>>,
     pub worker: Option<Value>,
@@ -81,13 +85,26 @@ fn ms_percentiles(v: &Value) -> Option<BTreeMap<String, f64>> {
 }
 
 impl SystemSide {
-    pub fn from_stats(stats: Option<&Value>) -> Self {
+    /// `window`, the system's histograms over the run, gives the latencies when there is one;
+    /// `stats`' lifetime percentiles otherwise.
+    pub fn from_stats(stats: Option<&Value>, window: Option<&Snapshot>) -> Self {
         let Some(s) = stats else { return Self::default() };
-        Self {
-            e2e_latency_ms: ms_percentiles(&s["worker"]["e2e_latency_us"]),
-            ack_latency_ms: ms_percentiles(&s["ingress"]["ack_latency_us"]),
-            worker: (!s["worker"].is_null()).then(|| s["worker"].clone()),
-            ..Self::default()
+        let worker = (!s["worker"].is_null()).then(|| s["worker"].clone());
+        match window {
+            Some(w) => Self {
+                latency_covers: Coverage::Run,
+                e2e_latency_ms: w.e2e.as_ref().map(window::ms_percentiles),
+                ack_latency_ms: w.ack.as_ref().map(window::ms_percentiles),
+                worker,
+                ..Self::default()
+            },
+            None => Self {
+                latency_covers: Coverage::Lifetime,
+                e2e_latency_ms: ms_percentiles(&s["worker"]["e2e_latency_us"]),
+                ack_latency_ms: ms_percentiles(&s["ingress"]["ack_latency_us"]),
+                worker,
+                ..Self::default()
+            },
         }
     }
 }
@@ -298,7 +315,11 @@ impl Measured {
             }
         );
         let _ = writeln!(s, "  ack latency (from schedule) p50 {:.2} p99 {:.2} p99.9 {:.2} max {:.2} ms; service time p99 {:.2} ms", ack.p50_ms, ack.p99_ms, ack.p999_ms, ack.max_ms, self.service_time_ms.p99_ms);
-        let _ = writeln!(s, "  end-to-end (system) p50 {} p99 {} p99.9 {} ms; drain {:.2} s{}", e2e("p50"), e2e("p99"), e2e("p999"), self.drain_s, if self.drained { "" } else { " (NOT drained)" });
+        let covers = match self.system.latency_covers {
+            Coverage::Run => "",
+            Coverage::Lifetime => " (SYSTEM LIFETIME, not this run)",
+        };
+        let _ = writeln!(s, "  end-to-end (system) p50 {} p99 {} p99.9 {} ms{covers}; drain {:.2} s{}", e2e("p50"), e2e("p99"), e2e("p999"), self.drain_s, if self.drained { "" } else { " (NOT drained)" });
         if let (Some(c), Some(r)) = (self.ceiling_rps, self.ceiling_ratio) {
             let _ = writeln!(s, "  bare-HTTP ceiling {c:.0}/s; accepted/ceiling {:.2}", r);
         }

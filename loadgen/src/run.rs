@@ -22,6 +22,7 @@ use crate::spawn::{own_cpu_seconds, System};
 use crate::sign::Signer;
 use crate::stats::Recorder;
 use crate::verify::{self, Verdict};
+use crate::window::Snapshot;
 use crate::workload::{Generator, OrderRef, Planned, Renderer};
 
 const LOOKUP_CHUNK: usize = 1000;
@@ -75,6 +76,19 @@ impl Client {
             stats["queue"]["depth"] = each.iter().map(|w| w["queue"]["depth"].as_u64()).sum::<Option<u64>>().map_or(Value::Null, Value::from);
         }
         Some(stats)
+    }
+
+    /// The system's histograms now: the server's, with its workers' end-to-end ones added
+    /// when it runs none itself.
+    pub(crate) async fn histograms(&self) -> anyhow::Result<Snapshot> {
+        let mut snap = Snapshot::of(&self.get_json("/api/stats?histograms=true").await?)?;
+        if snap.e2e.is_none() {
+            for w in &self.workers {
+                let stats: Value = self.http.get(format!("{w}/api/stats?histograms=true")).send().await?.error_for_status()?.json().await?;
+                snap.add_e2e(Snapshot::of(&stats)?.e2e)?;
+            }
+        }
+        Ok(snap)
     }
 
     /// The Prometheus text of the server and of every worker process loadgen started.
@@ -177,6 +191,7 @@ async fn experiment(s: &Scenario, client: &Client, progress: bool, system_cpu: &
 
     let ceiling_rps = if s.ceiling.enabled { Some(ceiling(client, s.ceiling.connections, s.ceiling.duration_s).await) } else { None };
     let before = client.stats().await;
+    let histograms_before = client.histograms().await;
 
     let system_cpu_before = system_cpu();
     let sampler = Sampler::start(client.clone(), Instant::now() + LOAD_LEAD);
@@ -224,11 +239,24 @@ async fn experiment(s: &Scenario, client: &Client, progress: bool, system_cpu: &
     };
     step.done();
     let after = client.stats().await;
-    let system = SystemSide { timeline: sampler.finish().await, ..SystemSide::from_stats(after.as_ref()) };
+    let window = run_window(histograms_before, client.histograms().await);
+    let system = SystemSide { timeline: sampler.finish().await, ..SystemSide::from_stats(after.as_ref(), window.as_ref()) };
     let mut m = Measured::new(&ran, &recorder, load, setup_s, ceiling_rps, cpu_used, drain_s, drained, verdict, system);
     m.system_cpu_us_per_event = system_cpu_s.map(|cpu| cpu * 1e6 / recorder.accepted.max(1) as f64);
     m.capacity = capacity;
     Ok(m)
+}
+
+/// The system's histograms over the run; `None`, with a warning, when it cannot say (too old
+/// to send them, or restarted), and the report then shows its lifetime figures as such.
+fn run_window(start: anyhow::Result<Snapshot>, end: anyhow::Result<Snapshot>) -> Option<Snapshot> {
+    match start.and_then(|start| Ok(end?.since(&start)?)) {
+        Ok(window) => Some(window),
+        Err(e) => {
+            tracing::warn!("the system's latency covers its lifetime, not this run: {e:#}");
+            None
+        }
+    }
 }
 
 async fn create_orders(c: &Client, g: &Generator) -> anyhow::Result<()> {

@@ -71,6 +71,8 @@ pub struct MetricSet {
     pub e2e_latency: Histogram,
     /// Acknowledged records the log found damaged or gone: payments that may never apply.
     pub log_damaged_records: Counter,
+    /// Stripe events ignored by type, API versions seen, events left for an operator.
+    pub stripe: crate::ingress::stripe::StripeCounters,
     /// Why the process serves on in a state an operator must look at (`/readyz` shows it).
     degraded: Arc<Mutex<Vec<String>>>,
     ack_hdr: Arc<Mutex<Hdr<u64>>>,
@@ -121,6 +123,7 @@ impl MetricSet {
             worker_retries: Counter::default(),
             e2e_latency: seconds_histogram(),
             log_damaged_records: Counter::default(),
+            stripe: Default::default(),
             degraded: Default::default(),
             ack_hdr: hdr(),
             e2e_hdr: hdr(),
@@ -143,6 +146,7 @@ impl MetricSet {
         r.register("worker_retries", "Batch attempts retried after transient errors", m.worker_retries.clone());
         r.register("e2e_latency_seconds", "Ingress acceptance to worker commit", m.e2e_latency.clone());
         r.register("log_damaged_records", "Acknowledged records found damaged or gone in the log; see /readyz and the error log", m.log_damaged_records.clone());
+        m.stripe.register(&mut r);
         Self { registry: Arc::new(r), ..m }
     }
 
@@ -200,6 +204,14 @@ impl MetricSet {
         out
     }
 
+    /// The ack and end-to-end histograms whole, in HdrHistogram's own V2-deflate format and
+    /// base64: a reader can subtract two of them to get a window, or add several processes'
+    /// exactly, which percentiles cannot do. The end-to-end one only where a worker runs.
+    pub fn histograms(&self) -> Histograms {
+        let worker_here = self.worker_here.load(std::sync::atomic::Ordering::Relaxed);
+        Histograms { ack_latency_us: serialized(&self.ack_hdr), e2e_latency_us: worker_here.then(|| serialized(&self.e2e_hdr)).flatten() }
+    }
+
     pub fn stats(&self) -> Stats {
         let rejected = by_reason(&self.webhooks_rejected, crate::ingress::REJECT_REASONS);
         let worker_here = self.worker_here.load(std::sync::atomic::Ordering::Relaxed);
@@ -210,6 +222,7 @@ impl MetricSet {
                 accepted: self.webhooks_accepted.get(),
                 rejected,
                 ack_latency_us: Percentiles::of(&self.ack_hdr),
+                stripe: self.stripe.stats(),
             },
             worker: worker_here.then(|| WorkerStats {
                 processed: applied + stale + conflicts + dead,
@@ -227,6 +240,7 @@ impl MetricSet {
                 admin_refused: by_reason(&self.admin_refused, &crate::ingress::AdminRefusal::ALL.map(|r| r.reason())),
                 signatures_refused: by_reason(&self.signatures_refused, &crate::ingress::signature::SignatureError::reasons()),
             },
+            histograms: None,
         }
     }
 
@@ -241,6 +255,16 @@ fn by_reason(family: &Family<ReasonLabels, Counter>, reasons: &[&str]) -> std::c
         .collect()
 }
 
+/// `None` only if the lock is poisoned or the encoder fails, neither of which a reader can mend.
+fn serialized(h: &Mutex<Hdr<u64>>) -> Option<String> {
+    use base64::Engine as _;
+    use hdrhistogram::serialization::{Serializer as _, V2DeflateSerializer};
+    let copy = h.lock().ok()?.clone();
+    let mut bytes = Vec::with_capacity(4 * 1024);
+    V2DeflateSerializer::new().serialize(&copy, &mut bytes).ok()?;
+    Some(base64::engine::general_purpose::STANDARD.encode(bytes))
+}
+
 fn record(h: &Mutex<Hdr<u64>>, micros: u64) {
     if let Ok(mut h) = h.lock() {
         h.saturating_record(micros.max(1));
@@ -253,6 +277,17 @@ pub struct Stats {
     pub worker: Option<WorkerStats>,
     pub queue: QueueStats,
     pub auth: AuthStats,
+    /// Only when asked for (`/api/stats?histograms=true`): encoding costs more than the rest.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub histograms: Option<Histograms>,
+}
+
+/// Latency histograms since the process started, in microseconds, each base64 of
+/// HdrHistogram's V2-deflate serialization (readable by every HdrHistogram implementation).
+#[derive(Debug, Serialize)]
+pub struct Histograms {
+    pub ack_latency_us: Option<String>,
+    pub e2e_latency_us: Option<String>,
 }
 
 /// What callers without the right secrets were refused, by reason (reasons never seen are left out).
@@ -267,6 +302,7 @@ pub struct IngressStats {
     pub accepted: u64,
     pub rejected: std::collections::BTreeMap<String, u64>,
     pub ack_latency_us: Percentiles,
+    pub stripe: crate::ingress::stripe::StripeStats,
 }
 
 #[derive(Debug, Serialize)]

@@ -1,6 +1,6 @@
 //! Operational endpoints: liveness, readiness, Prometheus metrics, JSON stats.
 
-use axum::extract::State;
+use axum::extract::{Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::get;
@@ -42,8 +42,21 @@ async fn metrics(State(app): State<AppState>) -> impl IntoResponse {
     prometheus_text(&app.metrics)
 }
 
-pub async fn stats(State(app): State<AppState>) -> impl IntoResponse {
-    let mut stats = app.metrics.stats();
+/// `?histograms=true` adds the serialized histograms, for a reader that subtracts or merges them.
+#[derive(Debug, serde::Deserialize)]
+pub struct StatsQuery {
+    #[serde(default)]
+    histograms: bool,
+}
+
+fn stats_of(m: &Metrics, q: &StatsQuery) -> crate::metrics::Stats {
+    let mut stats = m.stats();
+    stats.histograms = q.histograms.then(|| m.histograms());
+    stats
+}
+
+pub async fn stats(State(app): State<AppState>, Query(q): Query<StatsQuery>) -> impl IntoResponse {
+    let mut stats = stats_of(&app.metrics, &q);
     stats.queue.spool_depth = app.producer.spool_depth();
     Json(stats)
 }
@@ -58,7 +71,7 @@ pub fn worker_routes(metrics: Metrics) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/metrics", get(|State(m): State<Metrics>| async move { prometheus_text(&m) }))
-        .route("/api/stats", get(|State(m): State<Metrics>| async move { Json(m.stats()) }))
+        .route("/api/stats", get(|State(m): State<Metrics>, Query(q): Query<StatsQuery>| async move { Json(stats_of(&m, &q)) }))
         .merge(super::console::routes())
         .with_state(metrics)
 }
