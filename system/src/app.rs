@@ -139,6 +139,7 @@ pub async fn standalone(storage: StorageArgs, server: ServerArgs, worker: Worker
         admin_token: server.admin_token().map(Arc::from),
         exposure,
         refusals: Arc::new(Refusals::default()),
+        stripe: Arc::new(server.stripe()),
     };
     let worker_stop = CancellationToken::new();
     let consumer = open_consumer(&storage, &worker.consumer, wake).await?;
@@ -169,6 +170,7 @@ pub async fn server(storage: StorageArgs, server: ServerArgs, listener: TcpListe
         admin_token: server.admin_token().map(Arc::from),
         exposure,
         refusals: Arc::new(Refusals::default()),
+        stripe: Arc::new(server.stripe()),
     };
     serve(listener, state, server.limits(), shutdown).await
 }

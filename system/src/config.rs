@@ -226,6 +226,15 @@ pub struct ServerArgs {
     #[arg(long, env = "STRIPE_WEBHOOK_SECRET", hide_env_values = true, default_value = "")]
     pub stripe_webhook_secret: String,
 
+    /// The metadata key on Stripe's PaymentIntents, charges and disputes that names the order.
+    #[arg(help_heading = "Stripe", long, env = "STRIPE_ORDER_KEY", default_value = crate::domain::stripe::DEFAULT_ORDER_KEY)]
+    pub stripe_order_key: String,
+
+    /// Which of Stripe's modes this endpoint serves: `true` for live events, `false` for test
+    /// events. An event of the other mode is refused (422), so test data never pays a real order.
+    #[arg(help_heading = "Stripe", long, env = "STRIPE_LIVEMODE", default_value_t = false, action = clap::ArgAction::Set)]
+    pub stripe_livemode: bool,
+
     /// How far a signature's timestamp may be from now, in seconds (replay protection).
     #[arg(long, env = "SIGNATURE_TOLERANCE_SECS", default_value_t = 300)]
     pub signature_tolerance_secs: u64,
@@ -288,6 +297,10 @@ pub struct ServerArgs {
 }
 
 impl ServerArgs {
+    pub fn stripe(&self) -> crate::ingress::stripe::StripeSettings {
+        crate::ingress::stripe::StripeSettings { order_key: self.stripe_order_key.clone(), livemode: self.stripe_livemode }
+    }
+
     /// The admin token, if one is set; an empty one guards nothing.
     pub fn admin_token(&self) -> Option<&str> {
         self.admin_token.as_deref().filter(|t| !t.is_empty())

@@ -71,6 +71,7 @@ fn app(dir: &std::path::Path, verifier: Verifier) -> (axum::Router, Metrics) {
         admin_token: None,
         exposure: Default::default(),
         refusals: Default::default(),
+        stripe: Default::default(),
     };
     (router(state, Limits { max_in_flight: 1024, request_timeout: std::time::Duration::from_secs(10), header_timeout: std::time::Duration::from_secs(10) }), metrics)
 }

@@ -11,6 +11,7 @@ mod refusals;
 pub use refusals::{AdminRefusal, Refusals};
 pub mod serve;
 pub mod signature;
+pub mod stripe;
 mod webhook;
 
 use std::sync::Arc;
@@ -34,8 +35,9 @@ use crate::metrics::{Metrics, RouteLabels};
 use crate::queue::Producer;
 use crate::store::Store;
 
-/// The route whose refusals count as rejected webhooks.
+/// The routes whose refusals count as rejected webhooks.
 const WEBHOOK_ROUTE: &str = "/api/webhooks/payment";
+const STRIPE_ROUTE: &str = "/api/webhooks/stripe";
 
 /// Webhook bodies above this are refused (413): real payment events are a few hundred bytes.
 pub const DEFAULT_MAX_BODY: usize = 64 * 1024;
@@ -55,6 +57,8 @@ pub struct AppState {
     pub exposure: Arc<crate::config::Exposure>,
     /// Counts, logs and budgets of refused callers, shared by every request.
     pub refusals: Arc<Refusals>,
+    /// How Stripe's events name their order, and which of Stripe's modes is accepted.
+    pub stripe: Arc<stripe::StripeSettings>,
 }
 
 /// Protection against overload and slow clients.
@@ -86,6 +90,7 @@ pub fn router(state: AppState, limits: Limits) -> Router {
         .route_layer(middleware::from_fn_with_state(state.clone(), admin::require_token));
     Router::new()
         .route(WEBHOOK_ROUTE, post(webhook::receive))
+        .route(STRIPE_ROUTE, post(stripe::receive))
         .merge(admin)
         .merge(ops::routes())
         .merge(console::routes())
@@ -111,7 +116,7 @@ pub fn router(state: AppState, limits: Limits) -> Router {
 async fn refused(metrics: Metrics, path: Option<MatchedPath>, err: BoxError) -> ApiError {
     let error = if err.is::<tower::timeout::error::Elapsed>() { ApiError::Timeout } else { ApiError::Overloaded };
     let route = path.map(|p| p.as_str().to_owned()).unwrap_or_default();
-    if route == WEBHOOK_ROUTE {
+    if route == WEBHOOK_ROUTE || route == STRIPE_ROUTE {
         metrics.reject(error.code());
     }
     metrics.http_requests.get_or_create(&RouteLabels { route, status: error.status().as_u16() }).inc();

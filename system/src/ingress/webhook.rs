@@ -31,7 +31,14 @@ pub async fn receive(
 ) -> Result<Json<Accepted>, ApiError> {
     let started = Instant::now();
     let result = accept(&app, &headers, body).await;
-    match &result {
+    count(&app, started, peer, &result);
+    result.map(Json)
+}
+
+/// Counts a webhook's answer: accepted with its latency, or refused by reason (and a bad
+/// signature against its sender's address).
+pub(super) fn count<T>(app: &AppState, started: Instant, peer: Option<Extension<ConnectInfo<SocketAddr>>>, result: &Result<T, ApiError>) {
+    match result {
         Ok(_) => {
             app.metrics.webhooks_accepted.inc();
             app.metrics.record_ack(started.elapsed());
@@ -43,7 +50,6 @@ pub async fn receive(
             }
         }
     }
-    result.map(Json)
 }
 
 async fn accept(app: &AppState, headers: &HeaderMap, body: Body) -> Result<Accepted, ApiError> {
