@@ -48,6 +48,15 @@ if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; the
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver
 fi
 
+# Stripe's official API mock (a Go module) serves the objects system/tests/stripe.rs wraps in
+# Stripe's event envelope; pinned, installed if missing, on loopback while this script runs.
+stripe_mock="$(go env GOPATH)/bin/stripe-mock"
+[ -x "$stripe_mock" ] || go install github.com/stripe/stripe-mock@v0.203.0
+"$stripe_mock" -http-addr 127.0.0.1:12111 >target/stripe-mock.log 2>&1 &
+stripe_mock_pid=$!
+trap 'kill "$stripe_mock_pid" 2>/dev/null || true' EXIT
+export STRIPE_MOCK_URL=http://127.0.0.1:12111
+
 # One build. `cargo test` also builds the binaries, with the features the dev-dependencies
 # add (tokio's test-util and others); a separate `cargo build` without them compiled tokio,
 # serde and their dependents a second time. The load gate below runs these same binaries.
