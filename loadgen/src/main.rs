@@ -1,4 +1,4 @@
-//! `loadgen run SCENARIO` and `loadgen compare BASE NEW`.
+//! `loadgen run SCENARIO`, `loadgen validate SCENARIO`, `loadgen schema` and `loadgen compare BASE NEW`.
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -34,6 +34,14 @@ enum Command {
         #[arg(long, env = "LOADGEN_WEBHOOK_PATH")]
         webhook_path: Option<String>,
     },
+    /// Check a scenario file without running it: every problem, each with its field and
+    /// allowed range; exits 1 if there is any. Reads `*_env` secrets from the environment.
+    Validate {
+        /// A scenario file, for example scenarios/ci.toml.
+        scenario: PathBuf,
+    },
+    /// Print the JSON Schema of the scenario format (checked in as scenarios/scenario.schema.json).
+    Schema,
     /// Compare two report.json files; exits 99 on a regression beyond the tolerance.
     Compare {
         base: PathBuf,
@@ -90,6 +98,15 @@ fn real_main() -> anyhow::Result<i32> {
                 println!("  reports written to {}", dir.display());
             }
             Ok(if pass { 0 } else { GATES_FAILED })
+        }
+        Command::Validate { scenario } => {
+            let s = Scenario::load(&scenario)?;
+            println!("{}: valid; {} phases, {} requests planned over {} s", scenario.display(), s.load.phases.len(), s.planned_requests(), s.load.phases.iter().map(|p| p.duration_s).sum::<f64>());
+            Ok(0)
+        }
+        Command::Schema => {
+            print!("{}", Scenario::json_schema());
+            Ok(0)
         }
         Command::Compare { base, new, tolerance, out } => {
             let (base, new) = (compare::read_report(&base)?, compare::read_report(&new)?);

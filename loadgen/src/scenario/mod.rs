@@ -4,7 +4,10 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+
+mod validate;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ScenarioError {
@@ -12,15 +15,17 @@ pub enum ScenarioError {
     Read { path: String, source: std::io::Error },
     #[error("invalid scenario {path}")]
     Parse { path: String, source: Box<toml::de::Error> },
-    #[error("invalid scenario: {0}")]
-    Invalid(String),
+    /// Every field that failed its check, each named with its allowed range.
+    #[error("invalid scenario:\n  {}", .0.join("\n  "))]
+    Invalid(Vec<String>),
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Scenario {
+    /// Names the run in reports and prefixes its ids: 1 to 64 letters, digits, spaces or `-_./`.
     pub name: String,
-    /// Makes the event stream reproducible.
+    /// Makes the event stream reproducible; default 42.
     #[serde(default = "default_seed")]
     pub seed: u64,
     pub target: Target,
@@ -41,17 +46,20 @@ pub struct Scenario {
 
 /// Steps the offered rate up, one constant step after another, and stops past the knee:
 /// the first step whose ack p99 or send shortfall passes its limit.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Capacity {
+    /// The first step's offered rate, per second: above 0 and at most 1,000,000.
     pub start_rate: f64,
-    /// Added to the offered rate at every step.
+    /// Added to the offered rate at every step, 0 to 1,000,000.
     pub step_rate: f64,
+    /// Seconds per step, above 0 and at most 3600.
     pub step_duration_s: f64,
+    /// Steps at most, 1 to 1000.
     pub max_steps: usize,
-    /// A step whose ack p99 (from schedule, 2xx) passes this is past the knee.
+    /// A step whose ack p99 (from schedule, 2xx) passes this is past the knee; ms, above 0 and at most 600000.
     pub max_p99_ack_ms: f64,
-    /// A step that sent this much less than offered is past the knee.
+    /// A step that sent this much less than offered is past the knee; percent, 0 to 100, default 5.
     #[serde(default = "five")]
     pub max_shortfall_pct: f64,
 }
@@ -77,37 +85,42 @@ fn default_seed() -> u64 {
 }
 
 /// Either a running system (`url`) or one to start (`spawn`).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Target {
+    /// A running system, http:// or https://; exclusive with `spawn`.
     pub url: Option<String>,
     /// `standalone`, or `split` (server + worker processes on one data directory).
     pub spawn: Option<SpawnMode>,
-    /// Worker processes in `split` mode (default 1); more than one needs a queue that
+    /// Worker processes in `split` mode only, 1 to 64 (default 1); more than one needs a queue that
     /// shares partitions among a consumer group (Kafka in `args`).
     pub workers: Option<usize>,
     /// Extra flags for the spawned process(es).
     #[serde(default)]
     pub args: Vec<String>,
+    /// Environment of the spawned process(es). Written to reports: keep secrets out.
     #[serde(default)]
     pub env: BTreeMap<String, String>,
     /// The webhooks binary; default: $WEBHOOKS_BIN, else next to the loadgen executable.
     pub bin: Option<String>,
-    /// Bearer token for reads when the system has ADMIN_TOKEN set.
+    /// Bearer token for reads when the system has ADMIN_TOKEN set. Never written to reports.
+    #[serde(skip_serializing)]
     pub admin_token: Option<String>,
-    /// Where the load's requests go (default /api/webhooks/payment). A cheap path such as
+    /// The environment variable holding `admin_token`, which then stays out of the file.
+    pub admin_token_env: Option<String>,
+    /// Where the load's requests go, starting with / (default /api/webhooks/payment). A cheap path such as
     /// /healthz (its 405 answers fail the run) measures the generator's own cost apart.
     pub webhook_path: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum SpawnMode {
     Standalone,
     Split,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Scheme {
     #[default]
@@ -116,28 +129,33 @@ pub enum Scheme {
     Stripe,
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Signing {
+    /// How requests are signed: `none` (default), `standard` (Standard Webhooks) or `stripe`.
     #[serde(default)]
     pub scheme: Scheme,
     /// `whsec_...`; passed to a spawned system as WEBHOOK_SECRET or STRIPE_WEBHOOK_SECRET.
-    #[serde(default)]
+    /// Never written to reports.
+    #[serde(default, skip_serializing)]
     pub secret: String,
+    /// The environment variable holding `secret`, which then stays out of the file.
+    pub secret_env: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Workload {
-    /// Orders created before the load starts.
+    /// Orders created before the load starts, 1 to 1,000,000.
     pub orders: usize,
     /// How each payment's life goes, by weight: pending then success (`paid`), pending then
     /// failed (`failed`), pending, failed, success (`retried`), pending, success, refunded (`refunded`).
     #[serde(default)]
     pub stories: Stories,
+    /// Events sent twice. Every `*_fraction` is 0 to 1, default 0 unless said.
     #[serde(default)]
     pub duplicate_fraction: f64,
-    /// Of the duplicates, those sent right behind the original (concurrently).
+    /// Of the duplicates, those sent right behind the original (concurrently); default 0.5.
     #[serde(default = "half")]
     pub concurrent_duplicate_fraction: f64,
     /// Payments whose events are sent in a shuffled order.
@@ -172,9 +190,10 @@ fn half() -> f64 {
     0.5
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Stories {
+    /// Weights, 0 or more with a sum above 0; default 0.7, 0.1, 0.1, 0.1.
     pub paid: f64,
     pub failed: f64,
     pub retried: f64,
@@ -187,10 +206,10 @@ impl Default for Stories {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Load {
-    /// Connections, each with one request in flight at most and its share of the schedule;
+    /// Connections (1 to 65536, default 256), each with one request in flight at most and its share of the schedule;
     /// a request due while its connection is busy waits, but its latency still counts from
     /// the scheduled time.
     #[serde(default = "default_in_flight")]
@@ -198,10 +217,11 @@ pub struct Load {
     /// 429/503 answers are expected (overload scenarios) rather than unexpected.
     #[serde(default)]
     pub allow_shedding: bool,
-    /// Threads running the connection loops (default 1): one sends tens of thousands of
+    /// Threads running the connection loops (1 to 64, default 1): one sends tens of thousands of
     /// requests a second, and a second one takes a core from the system it measures.
     #[serde(default)]
     pub threads: Option<usize>,
+    /// The load's phases, in order; at least one (none with `[capacity]`).
     #[serde(default)]
     pub phases: Vec<Phase>,
 }
@@ -210,7 +230,7 @@ fn default_in_flight() -> usize {
     256
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(try_from = "RawPhase")]
 pub struct Phase {
     pub name: String,
@@ -218,25 +238,34 @@ pub struct Phase {
     pub duration_s: f64,
 }
 
-/// The TOML form of a phase: one flat table, so that an unknown or mistyped key is an
-/// error that names it (serde cannot combine `flatten` or tagged enums with that).
-#[derive(Deserialize)]
+// The TOML form of a phase is one flat table, so that an unknown or mistyped key is an
+// error that names it (serde cannot combine `flatten` or tagged enums with that).
+/// One phase of the load: `constant` and `burst` take `rate`, `ramp` takes `from` and `to`.
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct RawPhase {
     kind: Kind,
+    /// Shown in reports; default "phase N".
     #[serde(default)]
     name: String,
+    /// Requests per second, 0 to 1,000,000 (`constant`, `burst`).
     rate: Option<f64>,
+    /// Requests per second at the start of a `ramp`, 0 to 1,000,000.
     from: Option<f64>,
+    /// Requests per second at the end of a `ramp`, 0 to 1,000,000.
     to: Option<f64>,
+    /// Seconds, above 0 and at most 3600.
     duration_s: f64,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 enum Kind {
+    /// A steady `rate`.
     Constant,
+    /// From `from` to `to`, linearly.
     Ramp,
+    /// A steady `rate`, named apart so that reports show the burst.
     Burst,
 }
 
@@ -255,7 +284,7 @@ impl TryFrom<RawPhase> for Phase {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, JsonSchema)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Shape {
     Constant { rate: f64 },
@@ -264,13 +293,16 @@ pub enum Shape {
     Burst { rate: f64 },
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Ceiling {
+    /// Measure the bare-HTTP ceiling (closed loop on /healthz) before the load.
     #[serde(default)]
     pub enabled: bool,
+    /// Seconds, above 0 and at most 600; default 3.
     #[serde(default = "three")]
     pub duration_s: f64,
+    /// Closed-loop connections, 1 to 4096; default 64.
     #[serde(default = "default_connections")]
     pub connections: usize,
 }
@@ -289,9 +321,11 @@ fn default_connections() -> usize {
     64
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Drain {
+    /// Seconds to wait after the load until the system has applied what it accepted, above
+    /// 0 and at most 86400; default 60.
     #[serde(default = "sixty")]
     pub timeout_s: f64,
 }
@@ -307,25 +341,38 @@ fn sixty() -> f64 {
 }
 
 /// Thresholds; a run that crosses one exits with code 99.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Gates {
+    /// Accepted events never applied; 0 when unset.
     pub max_lost: Option<u64>,
+    /// Events applied twice; 0 when unset.
     pub max_double_applied: Option<u64>,
+    /// Payments or orders whose stored state is not the expected one, plus events applied that should not have been.
     pub max_wrong_state: Option<u64>,
+    /// Answers other than the workload expected for the request.
     pub max_unexpected_status: Option<u64>,
+    /// Invalid requests answered 2xx.
     pub max_invalid_accepted: Option<u64>,
+    /// Fewest 200s per second over the send window; 0 or more.
     pub min_accepted_per_s: Option<f64>,
+    /// Fewest distinct events applied per second, load and drain; 0 or more.
     pub min_applied_per_s: Option<f64>,
+    /// Most ack latency at p99 (from schedule, 2xx), ms; 0 or more.
     pub max_p99_ack_ms: Option<f64>,
+    /// Most ack latency at p99.9 (from schedule, 2xx), ms; 0 or more.
     pub max_p999_ack_ms: Option<f64>,
+    /// Most end-to-end latency at p99 (the system's, over the run), ms; 0 or more.
     pub max_p99_e2e_ms: Option<f64>,
+    /// Most seconds the drain may take (a run that did not drain fails); 0 or more.
     pub max_drain_s: Option<f64>,
+    /// Most peak resident memory of the spawned system, MB; 0 or more.
     pub max_rss_mb: Option<f64>,
+    /// Fewest accepted per second as a fraction of the bare-HTTP ceiling (needs `[ceiling]`); 0 or more.
     pub min_ceiling_ratio: Option<f64>,
     /// Most CPU the spawned system may spend per accepted event over the load and drain, µs.
     pub max_system_cpu_us_per_event: Option<f64>,
-    /// Most the achieved send rate may fall behind the target, in percent.
+    /// Most the achieved send rate may fall behind the target, in percent, 0 to 100.
     pub max_send_shortfall_pct: Option<f64>,
 }
 
@@ -338,69 +385,64 @@ impl Scenario {
         })
     }
 
+    /// Parses and checks a scenario, reading `*_env` secrets from the process environment.
     pub fn parse(text: &str) -> Result<Self, ScenarioError> {
-        let mut s: Scenario = toml::from_str(text).map_err(|e| ScenarioError::Parse { path: "<text>".into(), source: Box::new(e) })?;
-        if let Some(c) = &s.capacity {
-            if !s.load.phases.is_empty() {
-                return Err(ScenarioError::Invalid("a [capacity] scenario makes its own steps: leave load.phases out".into()));
-            }
-            s.load.phases = c.phases();
-        }
-        s.validate()?;
-        Ok(s)
+        Self::parse_with_env(text, &|name| std::env::var(name).ok())
     }
 
-    fn validate(&self) -> Result<(), ScenarioError> {
-        let bad = |m: String| Err(ScenarioError::Invalid(m));
-        if self.target.url.is_some() == self.target.spawn.is_some() {
-            return bad("target: set exactly one of `url` and `spawn`".into());
+    /// As [`Scenario::parse`], with `env` standing for the environment.
+    pub fn parse_with_env(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Self, ScenarioError> {
+        let mut s: Scenario = toml::from_str(text).map_err(|e| ScenarioError::Parse { path: "<text>".into(), source: Box::new(e) })?;
+        let mut problems = s.resolve_secrets(env);
+        match &s.capacity {
+            Some(_) if !s.load.phases.is_empty() => problems.push("load.phases: leave out in a [capacity] scenario, which makes its own steps".into()),
+            Some(c) => s.load.phases = c.phases(),
+            None => {}
         }
-        if self.load.phases.is_empty() {
-            return bad("load.phases: at least one phase".into());
+        problems.extend(validate::problems(&s));
+        if problems.is_empty() {
+            Ok(s)
+        } else {
+            Err(ScenarioError::Invalid(problems))
         }
-        for (i, p) in self.load.phases.iter().enumerate() {
-            let rates = match p.shape {
-                Shape::Constant { rate } | Shape::Burst { rate } => vec![rate],
-                Shape::Ramp { from, to } => vec![from, to],
-            };
-            if !(p.duration_s > 0.0 && p.duration_s <= 3600.0) || rates.iter().any(|r| !(*r >= 0.0 && *r <= 1e6)) {
-                return bad(format!("load.phases[{i}]: duration_s must be in (0, 3600] and rates in [0, 1e6]"));
+    }
+
+    /// Fills `secret` and `admin_token` from the variables their `*_env` fields name.
+    fn resolve_secrets(&mut self, env: &dyn Fn(&str) -> Option<String>) -> Vec<String> {
+        let mut problems = Vec::new();
+        let mut resolve = |field: &str, name: &Option<String>, inline: bool| -> Option<String> {
+            let name = name.as_ref()?;
+            if inline {
+                problems.push(format!("{field}_env: set either {field} or {field}_env, not both"));
+                return None;
             }
+            match env(name).filter(|v| !v.is_empty()) {
+                Some(v) => Some(v),
+                None => {
+                    problems.push(format!("{field}_env: the environment variable {name} is not set or empty"));
+                    None
+                }
+            }
+        };
+        if let Some(v) = resolve("signing.secret", &self.signing.secret_env, !self.signing.secret.is_empty()) {
+            self.signing.secret = v;
         }
-        let w = &self.workload;
-        let fractions = [
-            ("duplicate_fraction", w.duplicate_fraction),
-            ("concurrent_duplicate_fraction", w.concurrent_duplicate_fraction),
-            ("out_of_order_fraction", w.out_of_order_fraction),
-            ("invalid_fraction", w.invalid_fraction),
-            ("bad_signature_fraction", w.bad_signature_fraction),
-            ("mismatch_fraction", w.mismatch_fraction),
-            ("unknown_order_fraction", w.unknown_order_fraction),
-            ("failing_fraction", w.failing_fraction),
-            ("amount_variation_fraction", w.amount_variation_fraction),
-            ("id_reuse_fraction", w.id_reuse_fraction),
-        ];
-        if let Some((name, _)) = fractions.iter().find(|(_, f)| !(0.0..=1.0).contains(f)) {
-            return bad(format!("workload.{name} must be between 0 and 1"));
+        if let Some(v) = resolve("target.admin_token", &self.target.admin_token_env, self.target.admin_token.is_some()) {
+            self.target.admin_token = Some(v);
         }
-        if w.invalid_fraction + w.bad_signature_fraction + w.failing_fraction >= 0.9 {
-            return bad("workload: invalid + bad_signature + failing fractions leave no valid traffic".into());
-        }
-        if w.orders == 0 {
-            return bad("workload.orders must be at least 1".into());
-        }
-        if w.bad_signature_fraction > 0.0 && self.signing.scheme == Scheme::None {
-            return bad("workload.bad_signature_fraction needs signing.scheme = standard or stripe".into());
-        }
-        if self.load.max_in_flight == 0 {
-            return bad("load.max_in_flight must be at least 1".into());
-        }
-        Ok(())
+        problems
+    }
+
+    /// The JSON Schema of the scenario format, as checked in at scenarios/scenario.schema.json.
+    pub fn json_schema() -> String {
+        let schema = schemars::schema_for!(Scenario);
+        // A schema of plain structs always serializes.
+        serde_json::to_string_pretty(&schema).expect("schema serializes") + "\n"
     }
 
     /// Planned requests over all phases.
     pub fn planned_requests(&self) -> u64 {
-        self.load.phases.iter().map(|p| crate::plan::phase_count(p)).sum()
+        self.load.phases.iter().map(crate::plan::phase_count).sum()
     }
 }
 
@@ -408,7 +450,7 @@ impl Scenario {
 mod tests {
     use super::*;
 
-    const MINIMAL: &str = r#"
+    pub(super) const MINIMAL: &str = r#"
         name = "t"
         [target]
         spawn = "standalone"
@@ -444,6 +486,41 @@ mod tests {
         assert!(Scenario::parse(&bad_fraction).unwrap_err().to_string().contains("invalid_fraction"));
         let both = MINIMAL.replace("spawn = \"standalone\"", "spawn = \"standalone\"\nurl = \"http://x\"");
         assert!(Scenario::parse(&both).unwrap_err().to_string().contains("target"));
+    }
+
+    const SCHEMA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../scenarios/scenario.schema.json");
+
+    #[test]
+    fn the_checked_in_schema_is_what_the_types_generate() {
+        let checked_in = std::fs::read_to_string(SCHEMA).unwrap();
+        assert!(checked_in == Scenario::json_schema(), "scenarios/scenario.schema.json is stale: run `loadgen schema > scenarios/scenario.schema.json`");
+    }
+
+    /// Every field path in the schema (`load.phases[].rate`), following references.
+    fn field_paths(schema: &serde_json::Value, defs: &serde_json::Value, prefix: &str, out: &mut Vec<String>) {
+        let target = |v: &serde_json::Value| {
+            let r = v["$ref"].as_str().or_else(|| v["anyOf"].as_array()?.iter().find_map(|x| x["$ref"].as_str()))?;
+            defs.get(r.rsplit('/').next()?).filter(|d| d.get("properties").is_some())
+        };
+        for (k, v) in schema["properties"].as_object().into_iter().flatten() {
+            let path = format!("{prefix}{k}");
+            match (target(v), target(&v["items"])) {
+                (Some(d), _) => field_paths(d, defs, &format!("{path}."), out),
+                (None, Some(d)) => field_paths(d, defs, &format!("{path}[]."), out),
+                (None, None) => out.push(path),
+            }
+        }
+    }
+
+    #[test]
+    fn the_reference_page_lists_every_field() {
+        let schema: serde_json::Value = serde_json::from_str(&Scenario::json_schema()).unwrap();
+        let page = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/scenario-format.md")).unwrap();
+        let mut paths = Vec::new();
+        field_paths(&schema, &schema["$defs"], "", &mut paths);
+        assert!(paths.len() > 50 && paths.contains(&"load.phases[].duration_s".to_owned()), "{paths:?}");
+        let missing: Vec<&String> = paths.iter().filter(|p| !page.contains(&format!("| `{p}` |"))).collect();
+        assert!(missing.is_empty(), "docs/scenario-format.md has no row for {missing:?}");
     }
 
     #[test]
