@@ -135,7 +135,8 @@ impl Appender {
     }
 
     pub fn ready(&self) -> Result<(), LogError> {
-        if self.tx.as_ref().is_none_or(|tx| tx.is_closed()) {
+        // The flag is set before the failed group is answered: no request sees a ready log after its own failure.
+        if self.failed.load(Ordering::Acquire) || self.tx.as_ref().is_none_or(|tx| tx.is_closed()) {
             return Err(self.stopped());
         }
         Ok(())
