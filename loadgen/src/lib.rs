@@ -33,3 +33,6 @@ pub mod workload;
 
 /// Exit code of a run whose gates failed, apart from crashes (1), as k6 does.
 pub const GATES_FAILED: i32 = 99;
+
+/// Exit code of `compare` when the two runs differ in scenario, seed, machine or CPU.
+pub const NOT_COMPARABLE: i32 = 3;

@@ -7,7 +7,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use loadgen::scenario::Scenario;
 use loadgen::spawn::unless_signalled;
-use loadgen::{compare, run, GATES_FAILED};
+use loadgen::{compare, run, GATES_FAILED, NOT_COMPARABLE};
 
 /// Open-loop load, honest latency and end-state verification for the webhooks system.
 #[derive(Debug, Parser)]
@@ -42,13 +42,27 @@ enum Command {
     },
     /// Print the JSON Schema of the scenario format (checked in as scenarios/scenario.schema.json).
     Schema,
-    /// Compare two report.json files; exits 99 on a regression beyond the tolerance.
+    /// Compare two report.json files: every figure, CPU per event, the generator-limited flag
+    /// and every gate. Exits 3 when the runs differ in scenario, seed, machine or CPU (unless
+    /// --allow-different), 99 when a figure regressed beyond its tolerance, a gate newly
+    /// failed or a correctness count grew.
     Compare {
         base: PathBuf,
         new: PathBuf,
-        /// Allowed relative change, for example 0.2 for 20 %.
-        #[arg(long, default_value_t = 0.2)]
+        /// Allowed relative change, for example 0.2 for 20 %: for every figure, or for the
+        /// --fail-on figures given without their own.
+        #[arg(long, env = "LOADGEN_COMPARE_TOLERANCE", default_value_t = 0.2)]
         tolerance: f64,
+        /// Gate on this figure only (repeatable), as FIGURE or FIGURE=TOLERANCE, for example
+        /// ack_p99_ms=0.1 or system_cpu_us_per_event. Figures: accepted_per_s, applied_per_s,
+        /// ack_p50_ms, ack_p99_ms, ack_p999_ms, e2e_p99_ms, drain_s, rss_peak_mb,
+        /// system_cpu_us_per_event, loadgen_us_per_request. A chosen figure missing from
+        /// either report fails the comparison.
+        #[arg(long = "fail-on", value_name = "FIGURE[=TOLERANCE]")]
+        fail_on: Vec<String>,
+        /// Compare runs of different scenarios, seeds, machines or CPUs anyway, marked so.
+        #[arg(long)]
+        allow_different: bool,
         /// Write compare.html here: the table and both runs' charts overlaid.
         #[arg(long, env = "LOADGEN_COMPARE_OUT")]
         out: Option<PathBuf>,
@@ -108,16 +122,24 @@ fn real_main() -> anyhow::Result<i32> {
             print!("{}", Scenario::json_schema());
             Ok(0)
         }
-        Command::Compare { base, new, tolerance, out } => {
+        Command::Compare { base, new, tolerance, fail_on, allow_different, out } => {
+            let fail_on = fail_on.iter().map(|f| compare::parse_fail_on(f, tolerance)).collect::<Result<Vec<_>, _>>().map_err(|e| anyhow::anyhow!("--fail-on {e}"))?;
             let (base, new) = (compare::read_report(&base)?, compare::read_report(&new)?);
-            let (table, ok) = compare::compare(&base, &new, tolerance);
-            print!("{table}");
+            let c = compare::compare(&base, &new, &compare::Options { tolerance, fail_on });
+            if !c.comparable() && !allow_different {
+                eprintln!("loadgen: these runs do not compare (--allow-different to compare them anyway):\n  {}", c.mismatches.join("\n  "));
+                return Ok(NOT_COMPARABLE);
+            }
+            print!("{}", c.table);
             if let Some(dir) = out {
                 std::fs::create_dir_all(&dir)?;
-                std::fs::write(dir.join("compare.html"), compare::html(&base, &new, &table)?)?;
+                std::fs::write(dir.join("compare.html"), compare::html(&base, &new, &c.table)?)?;
                 println!("  comparison written to {}", dir.join("compare.html").display());
             }
-            Ok(if ok { 0 } else { GATES_FAILED })
+            for r in &c.regressions {
+                println!("REGRESSION {r}");
+            }
+            Ok(if c.regressions.is_empty() { 0 } else { GATES_FAILED })
         }
     }
 }

@@ -20,6 +20,8 @@ use crate::window::{self, Coverage, Snapshot};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Machine {
+    /// The host name, so that `compare` can tell two machines of one CPU model apart.
+    pub host: String,
     pub cores: usize,
     pub cpu: String,
     pub os: String,
@@ -35,7 +37,8 @@ impl Machine {
             .ok()
             .and_then(|c| c.lines().find_map(|l| l.strip_prefix("PRETTY_NAME=")).map(|s| s.trim_matches('"').to_owned()))
             .unwrap_or_else(|| std::env::consts::OS.into());
-        Self { cores: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1), cpu, os }
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_owned()).unwrap_or_default();
+        Self { host, cores: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1), cpu, os }
     }
 }
 
