@@ -185,6 +185,26 @@ async fn redeliveries_are_duplicates_and_arrival_order_does_not_matter() {
     app.stop().await.expect("clean stop");
 }
 
+/// Before money moved, Stripe's `created` decides: a retry after a failure is pending again,
+/// and a failure created before the retry, delivered after it, changes nothing.
+#[tokio::test]
+async fn created_orders_the_attempts_before_money_moves() {
+    let (app, mock) = (start().await, objects().await);
+    let t = now();
+    let intent = |status| mock.intent("pi_s7", Some("order_s7"), 2000, status);
+    send(&app, &envelope("evt_s7_retry", "payment_intent.processing", t + 2, intent("processing"))).await;
+    send(&app, &envelope("evt_s7_fail", "payment_intent.payment_failed", t + 1, intent("requires_payment_method"))).await;
+    send(&app, &envelope("evt_s7_first", "payment_intent.processing", t, intent("processing"))).await;
+    drained(&app.http, &app.base).await;
+    let (_, p) = get(&app.http, format!("{}/api/payments/pi_s7", app.base)).await;
+    assert_eq!(p["status"], "pending", "{p}");
+    send(&app, &envelope("evt_s7_fail2", "payment_intent.payment_failed", t + 3, intent("requires_payment_method"))).await;
+    drained(&app.http, &app.base).await;
+    let (_, p) = get(&app.http, format!("{}/api/payments/pi_s7", app.base)).await;
+    assert_eq!(p["status"], "failed", "{p}");
+    app.stop().await.expect("clean stop");
+}
+
 #[tokio::test]
 async fn unhandled_types_are_answered_200_and_counted_by_type() {
     let (app, mock) = (start().await, objects().await);

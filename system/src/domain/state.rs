@@ -6,6 +6,12 @@
 //! of one rank that disagree on amount or currency settle on the smaller `(currency, amount)`
 //! whichever came first, and mark the payment conflicted, so that order does not matter either.
 //!
+//! Before any money moved (pending, failed), the provider's `created` time comes first and
+//! rank second: a customer who retries after a failure makes the payment pending again, and
+//! the later attempt is the truth. Events without `created` sort before those with one, so the
+//! flat format, which rarely sends it, keeps ranks alone. Once a payment succeeded, no
+//! earlier-stage event moves it back, whenever it was created.
+//!
 //! After the money moved, ranks follow what can still happen to it: a partial refund, then a
 //! full one, then a dispute (which can follow either), then the dispute's close. A charge has
 //! at most one dispute, so won and lost never meet on one payment; their relative rank only
@@ -121,6 +127,9 @@ pub struct Payment {
     pub currency: String,
     /// Events of its current rank disagree on amount or currency; cleared by a higher rank.
     pub conflicted: bool,
+    /// The provider's `created` time of the event that set the current state, while no money
+    /// moved (see [`precedence`]); `None` after, where ranks alone decide.
+    pub created: Option<i64>,
 }
 
 /// What an order expects to be paid.
@@ -184,8 +193,10 @@ pub fn decide(event: &PaymentEvent, payment: Option<&Payment>, order: Option<&Or
                 claimed: event.order_id.clone(),
             })
         }
-        Some(current) if incoming < current.status && !crate::fault::skips_stale_rule() => (current.clone(), Outcome::Stale),
-        Some(current) if incoming == current.status => same_rank(current, event),
+        Some(current) if precedence(current, incoming, event.created_at).is_lt() && !crate::fault::skips_stale_rule() => {
+            (current.clone(), Outcome::Stale)
+        }
+        Some(current) if precedence(current, incoming, event.created_at).is_eq() => same_rank(current, event),
         _ => (
             Payment {
                 order_id: event.order_id.clone(),
@@ -193,6 +204,7 @@ pub fn decide(event: &PaymentEvent, payment: Option<&Payment>, order: Option<&Or
                 amount: event.amount,
                 currency: event.currency.clone(),
                 conflicted: false,
+                created: event.created_at.filter(|_| is_early(incoming)),
             },
             Outcome::Applied,
         ),
@@ -202,6 +214,22 @@ pub fn decide(event: &PaymentEvent, payment: Option<&Payment>, order: Option<&Or
         (next != o.status).then_some(next)
     });
     Ok(Effect { payment, outcome, order_status })
+}
+
+/// How an incoming state compares with the payment's: by `(created, rank)` while both are
+/// before any money moved, by rank otherwise. A total order over events, so the highest one
+/// wins whichever came first.
+fn precedence(current: &Payment, incoming: PaymentStatus, created: Option<i64>) -> std::cmp::Ordering {
+    if is_early(current.status) && is_early(incoming) {
+        (created, incoming).cmp(&(current.created, current.status))
+    } else {
+        incoming.cmp(&current.status)
+    }
+}
+
+/// Before any money moved.
+fn is_early(s: PaymentStatus) -> bool {
+    s <= PaymentStatus::Failed
 }
 
 /// A second event of the payment's current rank. The smaller pair wins, never the larger
@@ -327,7 +355,8 @@ mod tests {
         use proptest::prelude::*;
         use proptest::test_runner::{Config, TestRunner};
 
-        let one = (prop::sample::select(EventType::ALL.to_vec()), prop::sample::select(vec![900i64, 1000, 1100]), prop::sample::select(vec!["EUR", "USD"]));
+        let created = prop::sample::select(vec![None, Some(1i64), Some(2)]);
+        let one = (prop::sample::select(EventType::ALL.to_vec()), prop::sample::select(vec![900i64, 1000, 1100]), prop::sample::select(vec!["EUR", "USD"]), created);
         let events = proptest::collection::vec(one, 1..8).prop_flat_map(|v| {
             let n = v.len();
             (Just(v), Just((0..n).collect::<Vec<_>>()).prop_shuffle())
@@ -337,7 +366,7 @@ mod tests {
             .run(&events, |(raw, shuffle)| {
                 let events: Vec<PaymentEvent> = raw
                     .iter()
-                    .map(|&(t, amount, currency)| PaymentEvent { currency: currency.into(), ..event(t, amount) })
+                    .map(|&(t, amount, currency, created_at)| PaymentEvent { currency: currency.into(), created_at, ..event(t, amount) })
                     .collect();
                 let shuffled: Vec<PaymentEvent> = shuffle.iter().map(|&i| events[i].clone()).collect();
                 let (first, order_first) = run(&events, Some(order()));
@@ -393,6 +422,19 @@ mod tests {
     }
 
     #[test]
+    fn before_money_moves_the_later_created_attempt_wins() {
+        let at = |t, created| PaymentEvent { created_at: Some(created), ..event(t, 1000) };
+        let (p, _) = run(&[at(EventType::Pending, 1), at(EventType::Failed, 2), at(EventType::Pending, 3)], Some(order()));
+        assert_eq!(p.status, PaymentStatus::Pending, "retried after the failure");
+        let (p, _) = run(&[at(EventType::Pending, 3), at(EventType::Failed, 2)], Some(order()));
+        assert_eq!((p.status, p.created), (PaymentStatus::Pending, Some(3)), "an older failure arriving late is stale");
+        let (p, _) = run(&[at(EventType::Success, 1), at(EventType::Pending, 9)], Some(order()));
+        assert_eq!(p.status, PaymentStatus::Success, "nothing moves a success back");
+        let (p, _) = run(&[event(EventType::Failed, 1000), event(EventType::Pending, 1000)], Some(order()));
+        assert_eq!(p.status, PaymentStatus::Failed, "without created, ranks alone");
+    }
+
+    #[test]
     fn every_status_round_trips_through_its_name() {
         for t in EventType::ALL {
             let s = PaymentStatus::from_event(t);
@@ -420,7 +462,7 @@ mod tests {
 
     #[test]
     fn order_created_late_picks_up_its_payments() {
-        let paid = Payment { order_id: "order_1".into(), status: PaymentStatus::Success, amount: 1000, currency: "USD".into(), conflicted: false };
+        let paid = Payment { order_id: "order_1".into(), status: PaymentStatus::Success, amount: 1000, currency: "USD".into(), conflicted: false, created: None };
         let failed = Payment { status: PaymentStatus::Failed, ..paid.clone() };
         assert_eq!(status_from_payments(&order(), [&failed, &paid]), OrderStatus::Paid);
         assert_eq!(status_from_payments(&order(), [&failed]), OrderStatus::Pending);

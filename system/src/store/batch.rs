@@ -134,7 +134,7 @@ mod tests {
 
     #[test]
     fn a_conflict_is_dead_lettered_and_the_rest_of_the_batch_goes_on() {
-        let existing = Payment { order_id: "o1".into(), status: PaymentStatus::Pending, amount: 1, currency: "USD".into(), conflicted: false };
+        let existing = Payment { order_id: "o1".into(), status: PaymentStatus::Pending, amount: 1, currency: "USD".into(), conflicted: false, created: None };
         let events = [event("e1", EventType::Success, "p1", "other", 1), event("e1", EventType::Success, "p1", "other", 1), event("e2", EventType::Success, "p1", "o1", 1)];
         let snap = Snapshot { payments: HashMap::from([("p1".into(), existing)]), ..Snapshot::default() };
         let plan = snap.plan(&events);

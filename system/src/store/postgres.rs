@@ -47,6 +47,8 @@ CREATE TABLE consumer_positions (
 "#,
     // Two events of one rank disagreed on amount or currency (domain::state::same_rank).
     "ALTER TABLE payments ADD COLUMN conflicted BOOLEAN NOT NULL DEFAULT FALSE;",
+    // The provider's created time of the event that set the state (domain::state::precedence).
+    "ALTER TABLE payments ADD COLUMN created BIGINT;",
 ];
 
 /// Serializes concurrent start-ups migrating the same database.
@@ -135,7 +137,7 @@ async fn read_snapshot(tx: &Transaction<'_>, events: &[PaymentEvent]) -> Result<
              FROM payment_events e JOIN payments p ON p.id = e.payment_id WHERE e.event_id = ANY($1)",
             &e
         ),
-        tx.query("SELECT id, order_id, status, amount, currency, conflicted FROM payments WHERE id = ANY($1)", &p),
+        tx.query("SELECT id, order_id, status, amount, currency, conflicted, created FROM payments WHERE id = ANY($1)", &p),
         tx.query("SELECT id, total_amount, currency, status FROM orders WHERE id = ANY($1)", &o),
     )
     .map_err(classify)?;
@@ -144,7 +146,7 @@ async fn read_snapshot(tx: &Transaction<'_>, events: &[PaymentEvent]) -> Result<
         .map(|r| {
             let status: String = r.get(2);
             let status = PaymentStatus::parse(&status).ok_or_else(|| corrupt("payment status", &status))?;
-            Ok((r.get(0), Payment { order_id: r.get(1), status, amount: r.get(3), currency: r.get(4), conflicted: r.get(5) }))
+            Ok((r.get(0), Payment { order_id: r.get(1), status, amount: r.get(3), currency: r.get(4), conflicted: r.get(5), created: r.get(6) }))
         })
         .collect::<Result<_, StoreError>>()?;
     let recorded = recorded
@@ -201,14 +203,16 @@ async fn upsert_payments(tx: &Transaction<'_>, rows: &[PaymentRow], now: i64) ->
     let currencies: Vec<&str> = rows.iter().map(|r| r.payment.currency.as_str()).collect();
     let recorded: Vec<i64> = rows.iter().map(|r| r.recorded).collect();
     let conflicted: Vec<bool> = rows.iter().map(|r| r.payment.conflicted).collect();
+    let created: Vec<Option<i64>> = rows.iter().map(|r| r.payment.created).collect();
     tx.execute(
-        "INSERT INTO payments (id, order_id, status, amount, currency, applied_events, conflicted, created_at_us, updated_at_us)
-         SELECT id, order_id, status, amount, currency, n, conflicted, $8, $8
-         FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::bigint[], $7::bool[]) AS u(id, order_id, status, amount, currency, n, conflicted)
+        "INSERT INTO payments (id, order_id, status, amount, currency, applied_events, conflicted, created, created_at_us, updated_at_us)
+         SELECT id, order_id, status, amount, currency, n, conflicted, created, $8, $8
+         FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::bigint[], $7::bool[], $9::bigint[])
+             AS u(id, order_id, status, amount, currency, n, conflicted, created)
          ON CONFLICT (id) DO UPDATE SET status = excluded.status, amount = excluded.amount, currency = excluded.currency,
-             conflicted = excluded.conflicted, applied_events = payments.applied_events + excluded.applied_events,
-             updated_at_us = excluded.updated_at_us",
-        &[&ids, &orders, &statuses, &amounts, &currencies, &recorded, &conflicted, &now],
+             conflicted = excluded.conflicted, created = excluded.created,
+             applied_events = payments.applied_events + excluded.applied_events, updated_at_us = excluded.updated_at_us",
+        &[&ids, &orders, &statuses, &amounts, &currencies, &recorded, &conflicted, &now, &created],
     )
     .await
     .map_err(classify)?;
@@ -265,12 +269,12 @@ async fn save_positions(tx: &Transaction<'_>, consumer: &str, positions: &[Posit
 }
 
 async fn payments_of_order(c: &impl deadpool_postgres::GenericClient, order_id: &str) -> Result<Vec<(String, Payment)>, StoreError> {
-    let rows = c.query("SELECT id, status, amount, currency, conflicted FROM payments WHERE order_id = $1 ORDER BY id", &[&order_id]).await.map_err(classify)?;
+    let rows = c.query("SELECT id, status, amount, currency, conflicted, created FROM payments WHERE order_id = $1 ORDER BY id", &[&order_id]).await.map_err(classify)?;
     rows.iter()
         .map(|r| {
             let status: String = r.get(1);
             let status = PaymentStatus::parse(&status).ok_or_else(|| corrupt("payment status", &status))?;
-            Ok((r.get(0), Payment { order_id: order_id.to_owned(), status, amount: r.get(2), currency: r.get(3), conflicted: r.get(4) }))
+            Ok((r.get(0), Payment { order_id: order_id.to_owned(), status, amount: r.get(2), currency: r.get(3), conflicted: r.get(4), created: r.get(5) }))
         })
         .collect()
 }

@@ -76,6 +76,8 @@ CREATE TABLE consumer_positions (
      CREATE INDEX dead_letters_by_time ON dead_letters (failed_at_us);",
     // Two events of one rank disagreed on amount or currency (domain::state::same_rank).
     "ALTER TABLE payments ADD COLUMN conflicted INTEGER NOT NULL DEFAULT 0;",
+    // The provider's created time of the event that set the state (domain::state::precedence).
+    "ALTER TABLE payments ADD COLUMN created INTEGER;",
 ];
 
 /// When the worker's commits reach the disk.
@@ -272,12 +274,13 @@ fn apply_one(tx: &Transaction<'_>, e: &PaymentEvent, now: i64) -> Result<Applied
     };
     let p = &effect.payment;
     tx.prepare_cached(
-        "INSERT INTO payments (id, order_id, status, amount, currency, conflicted, applied_events, created_at_us, updated_at_us)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, 1, ?7, ?7)
+        "INSERT INTO payments (id, order_id, status, amount, currency, conflicted, created, applied_events, created_at_us, updated_at_us)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?8, 1, ?7, ?7)
          ON CONFLICT (id) DO UPDATE SET status = excluded.status, amount = excluded.amount, currency = excluded.currency,
-             conflicted = excluded.conflicted, applied_events = applied_events + 1, updated_at_us = excluded.updated_at_us",
+             conflicted = excluded.conflicted, created = excluded.created, applied_events = applied_events + 1,
+             updated_at_us = excluded.updated_at_us",
     )?
-    .execute(params![e.payment_id, p.order_id, p.status.as_str(), p.amount, p.currency, p.conflicted, now])?;
+    .execute(params![e.payment_id, p.order_id, p.status.as_str(), p.amount, p.currency, p.conflicted, now, p.created])?;
     tx.prepare_cached(
         "INSERT INTO payment_events (event_id, payment_id, event_type, amount, currency, outcome, received_at_us, applied_at_us)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
@@ -314,12 +317,12 @@ fn load_recorded(tx: &Connection, event_id: &str) -> Result<Option<Recorded>, ru
 
 fn load_payment(tx: &Connection, id: &str) -> Result<Option<Payment>, rusqlite::Error> {
     let row = tx
-        .prepare_cached("SELECT order_id, status, amount, currency, conflicted FROM payments WHERE id = ?1")?
-        .query_row(params![id], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))
+        .prepare_cached("SELECT order_id, status, amount, currency, conflicted, created FROM payments WHERE id = ?1")?
+        .query_row(params![id], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)))
         .optional()?;
-    row.map(|(order_id, status, amount, currency, conflicted)| {
+    row.map(|(order_id, status, amount, currency, conflicted, created)| {
         let status = PaymentStatus::parse(&status).ok_or_else(|| corrupt("payment status", &status))?;
-        Ok(Payment { order_id, status, amount, currency, conflicted })
+        Ok(Payment { order_id, status, amount, currency, conflicted, created })
     })
     .transpose()
 }
@@ -385,14 +388,14 @@ fn create_order(conn: &mut Connection, o: &NewOrder) -> Result<CreateOutcome, ru
 }
 
 fn payments_of_order(conn: &Connection, order_id: &str) -> Result<Vec<(String, Payment)>, rusqlite::Error> {
-    let mut stmt = conn.prepare_cached("SELECT id, status, amount, currency, conflicted FROM payments WHERE order_id = ?1 ORDER BY id")?;
+    let mut stmt = conn.prepare_cached("SELECT id, status, amount, currency, conflicted, created FROM payments WHERE order_id = ?1 ORDER BY id")?;
     let rows = stmt.query_map(params![order_id], |r| {
-        Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+        Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
     })?;
     rows.map(|row| {
-        let (id, status, amount, currency, conflicted) = row?;
+        let (id, status, amount, currency, conflicted, created) = row?;
         let status = PaymentStatus::parse(&status).ok_or_else(|| corrupt("payment status", &status))?;
-        Ok((id, Payment { order_id: order_id.to_owned(), status, amount, currency, conflicted }))
+        Ok((id, Payment { order_id: order_id.to_owned(), status, amount, currency, conflicted, created }))
     })
     .collect()
 }
