@@ -103,9 +103,21 @@ function renderStats(stats, now) {
   const reasons = $("reasons").tBodies[0];
   const rejected = Object.entries(stats.ingress.rejected);
   reasons.replaceChildren(...(rejected.length ? rejected.map(([r, n]) => row([r, n])) : [row(["none", ""])]));
+  renderStripe(stats.ingress.stripe);
   $("live-status").textContent = stats.worker ? "updated " + new Date(now).toLocaleTimeString()
     : "the worker runs in another process: its figures are on its own console";
   drawChart();
+}
+
+// What Stripe was told was fine without it being queued: types not handled, and events kept
+// for an operator; with the API versions Stripe sent, to notice an account's upgrade.
+function renderStripe(stripe) {
+  const rows = [
+    ...Object.entries(stripe.ignored).map(([t, n]) => row(["ignored " + t, n])),
+    ...(stripe.for_operator ? [row(["kept for an operator", stripe.for_operator])] : []),
+    ...Object.entries(stripe.api_versions).map(([v, n]) => row(["API version " + v, n])),
+  ];
+  $("stripe").tBodies[0].replaceChildren(...(rows.length ? rows : [row(["none", ""])]));
 }
 
 function drawChart() {
