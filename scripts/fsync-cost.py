@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """What one group commit of the log costs the disk path: `write` of 4 KB then `fdatasync`,
 N times in a row, into a file that grows with each write against one zero-filled ahead of
-time (the appender's preallocation, REPORT.md). Prints wall and CPU time per sync.
+time (the appender's preallocation). Prints wall and CPU time per sync.
 
     scripts/fsync-cost.py [DIR] [N]      (DIR defaults to the current directory)
 """

@@ -3,7 +3,7 @@
 2 ms, 5,000 times, into a file zero-filled ahead of time (the appender's preallocation);
 first alone, then beside a thread that writes 30 and 60 MB/s in 1 MiB writes, each
 `fsync`ed (about what the store writes at 10,000 events/s). Prints the sync's percentiles.
-REPORT.md, "What holds the ack tail".
+Its runs are in docs/measurements/2026-12-02-preallocation-step.md.
 
     scripts/fsync-tail.py DIR
 """

@@ -1,6 +1,5 @@
 #!/usr/bin/env bash
-# The before/after CPU-per-event measurement of REPORT.md ("The store half of issue 11"):
-# starts BIN as `webhooks standalone` on a fresh data directory, runs loadgen open loop at
+# A before/after CPU-per-event measurement: starts BIN as `webhooks standalone` on a fresh data directory, runs loadgen open loop at
 # RATE events/s for SECONDS (default 20) against it (scenarios/cpu-sampled.toml.in), and
 # samples the system's CPU per applied event over its busy seconds (scripts/cpu-per-event.sh).
 # Then prints the CPU milliseconds of each thread name over the whole run (setup and

@@ -36,8 +36,8 @@ trap on_failure ERR
 # loadgen's oracle and conflict tests and the CI gate demonstration need a deliberately wrong
 # system: the `webhooks-fault` binary (system/Cargo.toml, `required-features`). Built through
 # `cargo test --no-run` so that it shares the test build's dependency features and reuses its
-# dependencies: only the system library and binaries are compiled again (see REPORT.md for the
-# time). It runs first because it also leaves a fault-enabled `webhooks` behind, which the
+# dependencies: only the system library and binaries are compiled again. It runs first
+# because it also leaves a fault-enabled `webhooks` behind, which the
 # `cargo test` below replaces with the real one.
 cargo test --release -p system --features fault-injection --test cli --no-run
 

@@ -1,6 +1,6 @@
 //! Instruction counts of the hot paths under Valgrind's Callgrind (gungraun): the same figure
 //! on a busy shared machine as on an idle one, so CI can gate on a few percent (see
-//! scripts/instructions.sh and REPORT.md).
+//! scripts/instructions.sh).
 //!
 //! Set-up (opening the log and the store, building requests and events) is outside the
 //! counted region. Work that the measured call hands to another thread is counted too: the

@@ -61,7 +61,7 @@ pub struct KafkaArgs {
     pub kafka_produce_timeout_ms: u64,
 }
 
-/// One text for the flag's help and the README's table, which quotes it.
+/// One text for the flag's help and docs/configuration.md, which quotes it (system/tests/docs.rs).
 pub const PRODUCE_TIMEOUT_HELP: &str = "A produce not acknowledged by the broker within this many milliseconds \
     goes to the spool (answered 200); with --spool false, or the spool full, it gets 503";
 

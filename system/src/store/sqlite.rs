@@ -117,10 +117,8 @@ fn classify(e: rusqlite::Error) -> StoreError {
 /// With commits unsynced, SQLite's automatic checkpoint is where the store's writes reach the
 /// disk: it syncs the WAL, copies it and syncs the database. The log's group fsync shares the
 /// disk and waits behind such a sync, so smaller checkpoints keep the acknowledgement's tail
-/// short: every 250 pages (about 1 MiB of WAL) instead of SQLite's 1,000. REPORT.md has the
-/// interleaved pairs: at 10,000 events/s the ack p99 fell in ten of eleven and the end-to-end
-/// p99 in all; the price is more store CPU (its thread 4-28 % at 20,000/s, the process about
-/// 3 % at the median).
+/// short: every 250 pages (about 1 MiB of WAL) instead of SQLite's 1,000, at the price of more
+/// store CPU (the interleaved pairs are in docs/measurements/2026-12-02-http-floor-and-closed-loop.md).
 const CHECKPOINT_PAGES: c_int = 250;
 
 fn connect(path: &Path, durability: Durability, failed: &Failed) -> Result<Connection, rusqlite::Error> {

@@ -10,7 +10,8 @@
 //! The segment is zero-filled ahead of its records, a step at a time (Kafka's and PostgreSQL's
 //! preallocation): most groups then overwrite blocks that are allocated already, inside the
 //! file's size, so their `fdatasync` writes the data alone and no inode, one synchronous disk
-//! write fewer (measured in REPORT.md). Zeros never read as a record ([`record`]), and a
+//! write fewer (docs/measurements/2026-12-02-listen-backlog-and-preallocation.md). Zeros never
+//! read as a record ([`record`]), and a
 //! finished segment is cut back to its records before the next one starts.
 //!
 //! Failures: a write that fails (a full disk) is undone by cutting the segment back to its
@@ -40,9 +41,9 @@ const MAX_GROUP: usize = 2048;
 const FULL_ENOUGH: usize = 16;
 /// Zeros written ahead of the records at a time: one fsync in this many bytes changes the size.
 /// That group's `fdatasync` carries the step's zeros and the new size to the disk while the
-/// requests behind it queue, so the step is small: at 10,000 events/s, 128 KiB steps instead
-/// of 1 MiB halved the ack p99 and took the server's own from 7.5-9.3 to 3.5-3.7 ms, at no
-/// cost in CPU; 32 KiB was no better (REPORT.md, "What holds the ack tail").
+/// requests behind it queue, so the step is small enough not to stall that queue and large
+/// enough that most groups still write inside the file (the steps compared are in
+/// docs/measurements/2026-12-02-preallocation-step.md).
 const PREALLOCATE: u64 = 128 * 1024;
 
 #[derive(Debug, Clone)]
