@@ -212,10 +212,12 @@ async fn unhandled_types_are_answered_200_and_counted_by_type() {
         let answer = send(&app, &envelope(&format!("evt_s3_{i}"), t, now(), mock.payment_intent.clone())).await;
         assert_eq!(answer["status"], "ignored");
     }
+    let shapeless = send(&app, &envelope("evt_s3_x", "invoice.paid", now(), json!({ "id": "in_1" }))).await;
+    assert_eq!(shapeless["status"], "ignored", "an ignored type's object is not read");
     let (_, stats) = get(&app.http, format!("{}/api/stats", app.base)).await;
     let stripe = &stats["ingress"]["stripe"];
-    assert_eq!((&stripe["ignored"]["customer.created"], &stripe["ignored"]["invoice.paid"]), (&json!(2), &json!(1)), "{stats}");
-    assert_eq!(stripe["api_versions"]["2024-06-20"], 3);
+    assert_eq!((&stripe["ignored"]["customer.created"], &stripe["ignored"]["invoice.paid"]), (&json!(2), &json!(2)), "{stats}");
+    assert_eq!(stripe["api_versions"]["2024-06-20"], 4);
     assert_eq!(stats["ingress"]["accepted"], 0, "nothing queued, so nothing for the worker to meet");
     let text = app.http.get(format!("{}/metrics", app.base)).send().await.expect("metrics").text().await.expect("text");
     assert!(text.contains(r#"webhooks_stripe_ignored_total{event_type="customer.created"} 2"#), "{text}");
@@ -269,6 +271,7 @@ async fn bad_events_name_the_field_and_apply_nothing() {
         (with(&|e| drop(e["data"]["object"].as_object_mut().map(|o| o.remove("currency")))), 400, "wrong_shape", "missing field data.object.currency"),
         (with(&|e| drop(e.as_object_mut().map(|o| o.remove("created")))), 400, "wrong_shape", "created is required: an integer"),
         (with(&|e| e["data"]["object"]["object"] = json!("charge")), 400, "wrong_shape", "data.object.object must be \"payment_intent\" for payment_intent.succeeded"),
+        (with(&|e| drop(e["data"]["object"].as_object_mut().map(|o| o.remove("object")))), 400, "wrong_shape", "data.object.object must be \"payment_intent\""),
         (with(&|e| e["livemode"] = json!(true)), 422, "invalid", "invalid livemode: a live-mode event sent to an endpoint that serves test mode"),
         (with(&|e| e["data"]["object"]["description"] = json!("x".repeat(20_000))), 413, "payload_too_large", "body larger than 16384 bytes"),
     ];

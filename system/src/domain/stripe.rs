@@ -33,9 +33,12 @@ pub struct Data<T> {
     pub object: T,
 }
 
-/// Only the object's type, to check it before reading the rest.
+/// Only the object's type, to check it before reading the rest. Optional here, so that an
+/// event type this system ignores is answered 200 whatever its object looks like; a handled
+/// type without it is refused for naming no object.
 #[derive(Debug, Deserialize)]
 pub struct ObjectKind {
+    #[serde(default)]
     pub object: String,
 }
 
