@@ -10,7 +10,7 @@
 use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -47,6 +47,10 @@ pub struct Live {
     pub errors: AtomicU64,
     pub p99_us: AtomicU64,
     pub phase: AtomicU64,
+    /// For `abort_on_fail`: kept current at every answer, but for the p99, refreshed with `p99_us`.
+    pub unexpected_status: AtomicU64,
+    pub invalid_accepted: AtomicU64,
+    pub ack_p99_us: AtomicU64,
 }
 
 /// The request stream, generated in chunks on demand and dropped once every connection
@@ -107,6 +111,7 @@ struct Shared {
     addr: String,
     request: Template,
     t0: Instant,
+    stop: Arc<AtomicBool>,
 }
 
 /// The load's inputs.
@@ -122,6 +127,8 @@ pub struct Load {
     pub allow_shedding: bool,
     pub start_unix: i64,
     pub t0: Instant,
+    /// Set to end the load early: every connection stops after its answer in flight.
+    pub stop: Arc<AtomicBool>,
 }
 
 /// `host:port` of an `http://host:port` base URL.
@@ -148,6 +155,7 @@ pub fn run(load: Load, live: &[Arc<Live>]) -> Result<(Recorder, Generator), Engi
         request: Template::post(&addr, &load.path),
         addr,
         t0: load.t0,
+        stop: load.stop,
     });
     let threads = load.threads.clamp(1, load.connections.max(1));
     let mut handles = Vec::with_capacity(threads);
@@ -228,7 +236,8 @@ async fn connection(sh: &Shared, mut renderer: Renderer, rec: &RefCell<Recorder>
     let mut request = Vec::with_capacity(1024);
     let mut free_at = Instant::now();
     let alarm = Alarm::new();
-    while let Some((slot, p)) = cur.current(&sh.plan) {
+    while !sh.stop.load(Ordering::Relaxed) {
+        let Some((slot, p)) = cur.current(&sh.plan) else { break };
         if conn.is_none() {
             conn = open(&sh.addr).await;
             // A slow connect is the server's delay, not the generator's lateness.
@@ -277,8 +286,11 @@ fn record(rec: &RefCell<Recorder>, live: &Live, o: Outcome, sent_at: Duration) {
     r.record(&o);
     r.last_send = r.last_send.max(sent_at);
     live.done.store(r.sent, Ordering::Relaxed);
+    live.unexpected_status.store(r.unexpected_status, Ordering::Relaxed);
+    live.invalid_accepted.store(r.invalid_accepted, Ordering::Relaxed);
     if r.sent.is_multiple_of(1000) {
         live.p99_us.store((r.p99_ms() * 1000.0) as u64, Ordering::Relaxed);
+        live.ack_p99_us.store((r.ack_p99_ms() * 1000.0) as u64, Ordering::Relaxed);
         live.errors.store(r.errors() + r.unexpected_status, Ordering::Relaxed);
     }
 }
@@ -367,6 +379,7 @@ duration_s = 1
             allow_shedding: false,
             start_unix: 1_700_000_000,
             t0: Instant::now() + Duration::from_millis(100),
+            stop: Arc::default(),
         };
         let live: Vec<Arc<Live>> = (0..2).map(|_| Arc::default()).collect();
         let (rec, _) = run(load, &live).expect("load");

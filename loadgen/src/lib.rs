@@ -12,6 +12,7 @@
 //!   and gates; `compare`: regression checks between two reports; `spawn`: child processes;
 //!   `window`: the system's histograms over the run alone, subtracted and merged exactly.
 
+mod abort;
 mod alarm;
 pub mod capacity;
 pub mod charts;
@@ -33,6 +34,9 @@ pub mod workload;
 
 /// Exit code of a run whose gates failed, apart from crashes (1), as k6 does.
 pub const GATES_FAILED: i32 = 99;
+
+/// Exit code of a run that an `abort_on_fail` gate ended early; its report is still written.
+pub const ABORTED: i32 = 98;
 
 /// Exit code of `compare` when the two runs differ in scenario, seed, machine or CPU.
 pub const NOT_COMPARABLE: i32 = 3;

@@ -7,7 +7,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use loadgen::scenario::Scenario;
 use loadgen::spawn::unless_signalled;
-use loadgen::{compare, run, GATES_FAILED, NOT_COMPARABLE};
+use loadgen::{compare, run, ABORTED, GATES_FAILED, NOT_COMPARABLE};
 
 /// Open-loop load, honest latency and end-state verification for the webhooks system.
 #[derive(Debug, Parser)]
@@ -19,7 +19,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run a scenario; exits 99 when a gate fails.
+    /// Run a scenario; exits 99 when a gate fails, 98 when an `abort_on_fail` gate ended
+    /// the load early (the reports are written either way).
     Run {
         /// A scenario file, for example scenarios/ci.toml.
         scenario: PathBuf,
@@ -111,7 +112,11 @@ fn real_main() -> anyhow::Result<i32> {
                 m.write(&dir).with_context(|| format!("cannot write the reports to {}", dir.display()))?;
                 println!("  reports written to {}", dir.display());
             }
-            Ok(if pass { 0 } else { GATES_FAILED })
+            Ok(match (&m.aborted, pass) {
+                (Some(_), _) => ABORTED,
+                (None, true) => 0,
+                (None, false) => GATES_FAILED,
+            })
         }
         Command::Validate { scenario } => {
             let s = Scenario::load(&scenario)?;

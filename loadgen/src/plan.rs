@@ -104,7 +104,7 @@ mod tests {
     use super::*;
 
     fn phase(shape: Shape, duration_s: f64) -> Phase {
-        Phase { name: String::new(), shape, duration_s }
+        Phase { name: String::new(), shape, duration_s, gates: Default::default() }
     }
 
     #[test]

@@ -50,6 +50,11 @@ pub struct PhaseReport {
     pub target_rate: f64,
     pub sent: u64,
     pub accepted: u64,
+    /// 200s per second of the phase's planned duration.
+    pub accepted_per_s: f64,
+    /// The phase's accepted requests' latency from schedule.
+    pub ack_latency_ms: Percentiles,
+    pub unexpected_status: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -162,6 +167,8 @@ pub struct Measured {
     pub system: SystemSide,
     pub timeline: Vec<Second>,
     pub gates: Vec<GateResult>,
+    /// Why the load ended early, when an `abort_on_fail` gate failed during it.
+    pub aborted: Option<String>,
 }
 
 /// A send-lag p99 above this, with connections free, means the generator could not keep the
@@ -205,6 +212,9 @@ impl Measured {
                 target_rate: plan::target_rate(p),
                 sent: t.sent,
                 accepted: t.accepted,
+                accepted_per_s: t.accepted as f64 / p.duration_s,
+                ack_latency_ms: Percentiles::of(&t.ack),
+                unexpected_status: t.unexpected_status,
             })
             .collect();
         Self {
@@ -244,6 +254,7 @@ impl Measured {
             system,
             timeline: r.timeline_out(),
             gates: Vec::new(),
+            aborted: r.aborted.clone(),
         }
     }
 
@@ -292,8 +303,30 @@ impl Measured {
         if g.max_double_applied.is_none() {
             out.push(GateResult { gate: "max_double_applied (always)".into(), limit: 0.0, value: v.double_applied as f64, pass: v.double_applied == 0 });
         }
+        out.extend(self.phase_gates());
         self.gates = out;
         self.gates.iter().all(|g| g.pass)
+    }
+
+    /// Each phase's own gates, named `phase NAME: gate`.
+    fn phase_gates(&self) -> Vec<GateResult> {
+        let mut out = Vec::new();
+        for (p, r) in self.scenario.load.phases.iter().zip(&self.phases) {
+            let g = &p.gates;
+            let named = |gate: &str| format!("phase {}: {gate}", r.name);
+            let mut max = |gate: &str, limit: Option<f64>, value: f64| {
+                if let Some(l) = limit {
+                    out.push(GateResult { gate: named(gate), limit: l, value, pass: value <= l });
+                }
+            };
+            max("max_p99_ack_ms", g.max_p99_ack_ms, r.ack_latency_ms.p99_ms);
+            max("max_p999_ack_ms", g.max_p999_ack_ms, r.ack_latency_ms.p999_ms);
+            max("max_unexpected_status", g.max_unexpected_status.map(|n| n as f64), r.unexpected_status as f64);
+            if let Some(l) = g.min_accepted_per_s {
+                out.push(GateResult { gate: named("min_accepted_per_s"), limit: l, value: r.accepted_per_s, pass: r.accepted_per_s >= l });
+            }
+        }
+        out
     }
 
     pub fn summary(&self) -> String {
@@ -303,6 +336,9 @@ impl Measured {
         let e2e = |k: &str| self.system.e2e_latency_ms.as_ref().and_then(|m| m.get(k).copied()).map_or("-".into(), |v| format!("{v:.1}"));
         let v = &self.verification;
         let _ = writeln!(s, "scenario {} on {} cores ({})", self.scenario.name, self.machine.cores, self.machine.cpu);
+        if let Some(why) = &self.aborted {
+            let _ = writeln!(s, "  ABORTED: {why}");
+        }
         let _ = writeln!(s, "  sent {} / planned {}, accepted {}, statuses {:?}", self.sent, self.planned, self.accepted, self.statuses);
         let _ = writeln!(s, "  send rate {:.0}/s of {:.0}/s target (shortfall {:.1}%), accepted {:.0}/s, applied {:.0}/s end to end", t.achieved_send_rate, t.target_send_rate, t.send_shortfall_pct, t.accepted_per_s, t.applied_per_s);
         let _ = writeln!(

@@ -2,7 +2,7 @@
 //! end-state verification, and the measured figures.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -12,6 +12,7 @@ use serde_json::{json, Value};
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
+use crate::abort;
 use crate::capacity::Search;
 use crate::engine::{self, Live};
 use crate::plan::{self, Schedule};
@@ -344,6 +345,7 @@ pub struct LoadTiming {
 pub(crate) async fn load(s: &Scenario, client: &Client, generator: Generator, renderer: Renderer, planned: u64, progress: bool) -> anyhow::Result<(Recorder, Generator, LoadTiming)> {
     let threads = s.load.threads.unwrap_or(1);
     let live: Vec<Arc<Live>> = (0..threads).map(|_| Arc::default()).collect();
+    let stop = Arc::new(AtomicBool::new(false));
     let t0 = Instant::now() + LOAD_LEAD;
     let load = engine::Load {
         base: client.base.clone(),
@@ -357,12 +359,16 @@ pub(crate) async fn load(s: &Scenario, client: &Client, generator: Generator, re
         allow_shedding: s.load.allow_shedding,
         start_unix: unix_now() + 1,
         t0,
+        stop: stop.clone(),
     };
     let bar = progress_bar(s, planned, progress, live.clone());
-    let (recorder, generator) = {
+    let watcher = abort::watch(s.gates.clone(), live.clone(), stop.clone());
+    let (mut recorder, generator) = {
         let live = live.clone();
         tokio::task::spawn_blocking(move || engine::run(load, &live)).await??
     };
+    stop.store(true, Ordering::Relaxed);
+    recorder.aborted = watcher.await?;
     bar.finish_and_clear();
     let timing = LoadTiming { send_window_s: recorder.last_send.as_secs_f64().max(1e-3), wall_s: t0.elapsed().as_secs_f64() };
     Ok((recorder, generator, timing))

@@ -77,12 +77,21 @@ pub struct Second {
     pub p999_ms: f64,
 }
 
-#[derive(Debug, Default, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct PhaseTotals {
     pub sent: u64,
     pub accepted: u64,
     /// Scheduled time span of the phase's requests that were sent.
     pub last_scheduled_s: f64,
+    /// Accepted requests' latency from schedule, for the phase's own gates.
+    pub ack: Histogram<u64>,
+    pub unexpected_status: u64,
+}
+
+impl Default for PhaseTotals {
+    fn default() -> Self {
+        Self { sent: 0, accepted: 0, last_scheduled_s: 0.0, ack: hdr(), unexpected_status: 0 }
+    }
 }
 
 pub struct Recorder {
@@ -103,6 +112,8 @@ pub struct Recorder {
     pub unexpected_status: u64,
     pub invalid_accepted: u64,
     pub ledger: Ledger,
+    /// Why the load ended before its schedule did: an `abort_on_fail` gate that failed.
+    pub aborted: Option<String>,
 }
 
 fn class(status: Option<u16>) -> &'static str {
@@ -132,6 +143,7 @@ impl Recorder {
             unexpected_status: 0,
             invalid_accepted: 0,
             ledger: Ledger::default(),
+            aborted: None,
         }
     }
 
@@ -151,6 +163,9 @@ impl Recorder {
         if let Some(p) = self.phases.get_mut(o.phase) {
             p.sent += 1;
             p.accepted += u64::from(ok);
+            if ok {
+                p.ack.saturating_record(micros(o.latency));
+            }
             p.last_scheduled_s = p.last_scheduled_s.max(o.scheduled.as_secs_f64());
         }
         self.timeline(o, c);
@@ -170,6 +185,9 @@ impl Recorder {
         };
         if !expected {
             self.unexpected_status += 1;
+            if let Some(p) = self.phases.get_mut(o.phase) {
+                p.unexpected_status += 1;
+            }
         }
         if let (Some(e), "2xx", Expect::Apply | Expect::DeadLetter) = (o.event, c, o.expect) {
             let answered = o.scheduled + o.latency;
@@ -238,6 +256,8 @@ impl Recorder {
             p.sent += o.sent;
             p.accepted += o.accepted;
             p.last_scheduled_s = p.last_scheduled_s.max(o.last_scheduled_s);
+            let _ = p.ack.add(&o.ack);
+            p.unexpected_status += o.unexpected_status;
         }
         for (k, n) in other.by_status {
             *self.by_status.entry(k).or_default() += n;
@@ -248,6 +268,7 @@ impl Recorder {
         self.invalid_accepted += other.invalid_accepted;
         self.last_send = self.last_send.max(other.last_send);
         self.ledger.merge(other.ledger);
+        self.aborted = self.aborted.take().or(other.aborted);
     }
 
     /// Answers by status code as the report names them ("200", "error").
@@ -262,6 +283,11 @@ impl Recorder {
 
     pub fn p99_ms(&self) -> f64 {
         self.all.value_at_quantile(0.99) as f64 / 1000.0
+    }
+
+    /// The accepted requests' p99 from schedule so far.
+    pub fn ack_p99_ms(&self) -> f64 {
+        self.by_class.get("2xx").map_or(0.0, |h| h.value_at_quantile(0.99) as f64 / 1000.0)
     }
 
     pub fn errors(&self) -> u64 {

@@ -74,7 +74,7 @@ impl Capacity {
         (0..self.max_steps)
             .map(|k| {
                 let rate = self.start_rate + self.step_rate * k as f64;
-                Phase { name: format!("step {rate:.0}/s"), shape: Shape::Constant { rate }, duration_s: self.step_duration_s }
+                Phase { name: format!("step {rate:.0}/s"), shape: Shape::Constant { rate }, duration_s: self.step_duration_s, gates: PhaseGates::default() }
             })
             .collect()
     }
@@ -236,6 +236,21 @@ pub struct Phase {
     pub name: String,
     pub shape: Shape,
     pub duration_s: f64,
+    pub gates: PhaseGates,
+}
+
+/// Thresholds on one phase's requests alone (by scheduled instant), beside the run's.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PhaseGates {
+    /// Most ack latency at p99 (from schedule, 2xx) of this phase's requests, ms; 0 or more.
+    pub max_p99_ack_ms: Option<f64>,
+    /// Most ack latency at p99.9 (from schedule, 2xx) of this phase's requests, ms; 0 or more.
+    pub max_p999_ack_ms: Option<f64>,
+    /// Most answers in this phase other than the workload expected.
+    pub max_unexpected_status: Option<u64>,
+    /// Fewest 200s per second of the phase's duration; 0 or more.
+    pub min_accepted_per_s: Option<f64>,
 }
 
 // The TOML form of a phase is one flat table, so that an unknown or mistyped key is an
@@ -256,6 +271,9 @@ struct RawPhase {
     to: Option<f64>,
     /// Seconds, above 0 and at most 3600.
     duration_s: f64,
+    /// Thresholds on this phase alone.
+    #[serde(default)]
+    gates: PhaseGates,
 }
 
 #[derive(Deserialize, JsonSchema)]
@@ -280,7 +298,7 @@ impl TryFrom<RawPhase> for Phase {
             (Kind::Ramp, ..) => return Err("a `ramp` phase takes `from` and `to` (and no `rate`)".into()),
             _ => return Err("a `constant` or `burst` phase takes `rate` (and no `from`/`to`)".into()),
         };
-        Ok(Self { name: r.name, shape, duration_s: r.duration_s })
+        Ok(Self { name: r.name, shape, duration_s: r.duration_s, gates: r.gates })
     }
 }
 
@@ -374,6 +392,20 @@ pub struct Gates {
     pub max_system_cpu_us_per_event: Option<f64>,
     /// Most the achieved send rate may fall behind the target, in percent, 0 to 100.
     pub max_send_shortfall_pct: Option<f64>,
+    /// Gates of this table that end the load as soon as they fail, checked every 100 ms
+    /// while it runs; the report is still written, and loadgen exits 98. Each must be set.
+    #[serde(default)]
+    pub abort_on_fail: Vec<AbortGate>,
+}
+
+/// The gates that can be judged while the load runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AbortGate {
+    MaxUnexpectedStatus,
+    MaxInvalidAccepted,
+    /// Judged on the accepted requests' p99 so far, refreshed every 1000 requests per thread.
+    MaxP99AckMs,
 }
 
 impl Scenario {

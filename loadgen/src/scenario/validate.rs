@@ -3,7 +3,7 @@
 //! panic in `Duration::from_secs_f64`, the drain's after the whole load had run).
 //! docs/scenario-format.md lists the same ranges.
 
-use super::{Scenario, Scheme, Shape, SpawnMode};
+use super::{AbortGate, Scenario, Scheme, Shape, SpawnMode};
 
 /// Most requests a second loadgen is asked to plan for one phase.
 const MAX_RATE: f64 = 1e6;
@@ -144,6 +144,9 @@ fn load(c: &mut Checks, s: &Scenario) {
     }
     for (i, p) in l.phases.iter().enumerate() {
         c.positive(&format!("load.phases[{i}].duration_s"), p.duration_s, MAX_PHASE_S, " s");
+        c.limit(&format!("load.phases[{i}].gates.max_p99_ack_ms"), p.gates.max_p99_ack_ms);
+        c.limit(&format!("load.phases[{i}].gates.max_p999_ack_ms"), p.gates.max_p999_ack_ms);
+        c.limit(&format!("load.phases[{i}].gates.min_accepted_per_s"), p.gates.min_accepted_per_s);
         let rates = match p.shape {
             Shape::Constant { rate } | Shape::Burst { rate } => vec![("rate", rate)],
             Shape::Ramp { from, to } => vec![("from", from), ("to", to)],
@@ -167,6 +170,16 @@ fn gates(c: &mut Checks, s: &Scenario) {
     c.limit("gates.max_system_cpu_us_per_event", g.max_system_cpu_us_per_event);
     if let Some(pct) = g.max_send_shortfall_pct {
         c.within("gates.max_send_shortfall_pct", pct, 0.0, 100.0);
+    }
+    for gate in &g.abort_on_fail {
+        let set = match gate {
+            AbortGate::MaxUnexpectedStatus => g.max_unexpected_status.is_some(),
+            AbortGate::MaxInvalidAccepted => g.max_invalid_accepted.is_some(),
+            AbortGate::MaxP99AckMs => g.max_p99_ack_ms.is_some(),
+        };
+        if !set {
+            c.fail("gates.abort_on_fail", "gates set in [gates]", format!("{}, which is not", serde_json::to_string(gate).unwrap_or_default()));
+        }
     }
 }
 
