@@ -10,7 +10,8 @@
 //!   and timelines; `sampler`: the system's queue depth, processing rate and end-to-end
 //!   latency once a second; `charts`: the report's SVG charts; `verify`: the expected end state against the stored one; `report`: files
 //!   and gates; `compare`: regression checks between two reports; `spawn`: child processes;
-//!   `window`: the system's histograms over the run alone, subtracted and merged exactly.
+//!   `window`: the system's histograms over the run alone, subtracted and merged exactly;
+//!   `export`: the files for other tools (timeline NDJSON and CSV, HDR interval log, JUnit).
 
 mod abort;
 mod alarm;
@@ -18,6 +19,7 @@ pub mod capacity;
 pub mod charts;
 pub mod compare;
 pub mod engine;
+pub mod export;
 pub mod oracle;
 pub mod plan;
 pub mod report;

@@ -1,5 +1,6 @@
 //! The figures of a run, the gates over them, and the files a person reads: report.json
-//! (everything), report.md (tables) and report.html (charts, self-contained).
+//! (everything), report.md (tables) and report.html (charts, self-contained), and beside
+//! them the files for other tools (`export`).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -11,6 +12,7 @@ use serde_json::Value;
 use crate::capacity::CapacityReport;
 use crate::plan;
 use crate::charts;
+use crate::export;
 use crate::run::LoadTiming;
 use crate::sampler::SystemSample;
 use crate::scenario::{Gates, Scenario, Shape};
@@ -169,6 +171,11 @@ pub struct Measured {
     pub gates: Vec<GateResult>,
     /// Why the load ended early, when an `abort_on_fail` gate failed during it.
     pub aborted: Option<String>,
+    /// The load's first scheduled instant, seconds since the epoch (the interval log's base).
+    pub load_started_unix_s: f64,
+    /// Each second's latency from schedule, written as latency.hlog.
+    #[serde(skip)]
+    pub latency_per_second: Vec<hdrhistogram::Histogram<u64>>,
 }
 
 /// A send-lag p99 above this, with connections free, means the generator could not keep the
@@ -255,6 +262,8 @@ impl Measured {
             timeline: r.timeline_out(),
             gates: Vec::new(),
             aborted: r.aborted.clone(),
+            load_started_unix_s: 0.0,
+            latency_per_second: r.per_second_histograms(),
         }
     }
 
@@ -417,6 +426,10 @@ impl Measured {
         std::fs::write(dir.join("report.json"), serde_json::to_string_pretty(self)?)?;
         std::fs::write(dir.join("report.md"), self.markdown())?;
         std::fs::write(dir.join("report.html"), self.html()?)?;
+        std::fs::write(dir.join("timeline.ndjson"), export::timeline_ndjson(&self.timeline))?;
+        std::fs::write(dir.join("timeline.csv"), export::timeline_csv(&self.timeline))?;
+        std::fs::write(dir.join("latency.hlog"), export::interval_log(self.load_started_unix_s, &self.latency_per_second)?)?;
+        std::fs::write(dir.join("gates.junit.xml"), export::junit(&self.scenario.name, &self.gates, self.aborted.as_deref()))?;
         Ok(())
     }
 

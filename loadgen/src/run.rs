@@ -195,6 +195,7 @@ async fn experiment(s: &Scenario, client: &Client, progress: bool, system_cpu: &
     let histograms_before = client.histograms().await;
 
     let system_cpu_before = system_cpu();
+    let load_started_unix_s = (SystemTime::now() + LOAD_LEAD).duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
     let sampler = Sampler::start(client.clone(), Instant::now() + LOAD_LEAD);
     let cpu_before = own_cpu_seconds();
     let (mut recorder, generator, load, capacity, ran) = match &s.capacity {
@@ -245,6 +246,7 @@ async fn experiment(s: &Scenario, client: &Client, progress: bool, system_cpu: &
     let mut m = Measured::new(&ran, &recorder, load, setup_s, ceiling_rps, cpu_used, drain_s, drained, verdict, system);
     m.system_cpu_us_per_event = system_cpu_s.map(|cpu| cpu * 1e6 / recorder.accepted.max(1) as f64);
     m.capacity = capacity;
+    m.load_started_unix_s = load_started_unix_s;
     Ok(m)
 }
 

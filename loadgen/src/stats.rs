@@ -318,6 +318,11 @@ impl Recorder {
             .collect()
     }
 
+    /// Each second's latency from schedule, all answers, for the HDR interval log.
+    pub fn per_second_histograms(&self) -> Vec<Histogram<u64>> {
+        self.seconds.iter().map(|(_, h)| h.clone()).collect()
+    }
+
     /// The accepted requests' latency from schedule at each percentile, as HdrHistogram's
     /// percentile distribution prints it: `(percentile, ms)`, denser towards the tail.
     pub fn ack_distribution(&self) -> Vec<(f64, f64)> {

@@ -80,4 +80,11 @@ abort_on_fail = ["max_unexpected_status"]
     assert!(report["aborted"].as_str().is_some_and(|a| a.contains("max_unexpected_status")), "{}", report["aborted"]);
     assert!(report["sent"].as_u64().is_some_and(|n| n < 2000), "{}", report["sent"]);
     assert!(said.contains("ABORTED"), "{said}");
+    for file in ["timeline.ndjson", "timeline.csv", "latency.hlog"] {
+        assert!(std::fs::metadata(out.join(file)).is_ok_and(|m| m.len() > 0), "{file} written");
+    }
+    let junit = std::fs::read_to_string(out.join("gates.junit.xml")).expect("gates.junit.xml");
+    let doc = roxmltree::Document::parse(&junit).expect("JUnit XML parses");
+    let failed: Vec<&str> = doc.descendants().filter(|n| n.has_tag_name("failure")).filter_map(|n| n.parent()?.attribute("name")).collect();
+    assert!(failed.contains(&"abort_on_fail") && failed.contains(&"max_unexpected_status"), "{failed:?}");
 }
