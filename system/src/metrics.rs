@@ -350,3 +350,34 @@ impl Percentiles {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use base64::Engine as _;
+    use hdrhistogram::serialization::Deserializer;
+
+    use super::*;
+
+    fn decode(b64: &str) -> Hdr<u64> {
+        let bytes = base64::engine::general_purpose::STANDARD.decode(b64).expect("base64");
+        Deserializer::new().deserialize(&mut bytes.as_slice()).expect("an HdrHistogram V2 serialization")
+    }
+
+    #[test]
+    fn the_histograms_go_out_whole_and_the_end_to_end_one_only_where_a_worker_runs() {
+        let m = Metrics::new();
+        for ms in [1, 2, 300] {
+            m.record_ack(Duration::from_millis(ms));
+        }
+        m.record_e2e(5_000);
+        let h = m.histograms();
+        let ack = decode(h.ack_latency_us.as_deref().expect("ack histogram"));
+        assert_eq!(ack.len(), 3);
+        assert!(ack.equivalent(ack.max(), 300_000), "{}", ack.max());
+        assert!(h.e2e_latency_us.is_none(), "no worker here: no end-to-end histogram");
+        m.mark_worker_here();
+        let e2e = decode(m.histograms().e2e_latency_us.as_deref().expect("end-to-end histogram"));
+        assert_eq!((e2e.len(), e2e.value_at_quantile(0.5)), (1, e2e.highest_equivalent(5_000)));
+        assert!(serde_json::to_value(m.stats()).expect("json").get("histograms").is_none(), "only when asked for");
+    }
+}
