@@ -435,9 +435,9 @@ impl Measured {
 
     fn markdown(&self) -> String {
         let mut s = format!("# loadgen: {}\n\n```\n{}```\n\n", self.scenario.name, self.summary());
-        let _ = writeln!(s, "| phase | kind | duration s | target/s | sent | accepted |\n|---|---|---|---|---|---|");
+        let _ = writeln!(s, "| phase | kind | duration s | target/s | sent | accepted | ack p99 ms | unexpected status |\n|---|---|---|---|---|---|---|---|");
         for p in &self.phases {
-            let _ = writeln!(s, "| {} | {} | {} | {:.0} | {} | {} |", p.name, p.kind, p.duration_s, p.target_rate, p.sent, p.accepted);
+            let _ = writeln!(s, "| {} | {} | {} | {:.0} | {} | {} | {:.2} | {} |", p.name, p.kind, p.duration_s, p.target_rate, p.sent, p.accepted, p.ack_latency_ms.p99_ms, p.unexpected_status);
         }
         let _ = writeln!(s, "\n| latency from schedule (ms) | count | p50 | p90 | p99 | p99.9 | max |\n|---|---|---|---|---|---|---|");
         for (k, p) in &self.ack_latency_ms {
