@@ -47,6 +47,7 @@ fn handler(c: &mut Criterion) {
         admin_token: None,
         exposure: Default::default(),
         refusals: Default::default(),
+        stripe: Default::default(),
     };
     let mut g = c.benchmark_group("ingress_handler");
     g.sample_size(20);

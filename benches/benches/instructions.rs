@@ -67,6 +67,7 @@ fn ingress() -> Ingress {
         admin_token: None,
         exposure: Default::default(),
         refusals: Default::default(),
+        stripe: Default::default(),
     };
     let limits = Limits { max_in_flight: 4096, request_timeout: Duration::from_secs(10), header_timeout: Duration::from_secs(10) };
     let app = rt.block_on(async { router(state, limits) });
