@@ -179,4 +179,18 @@ async fn a_failed_checkpoint_keeps_the_store_from_calling_itself_durable() {
     assert!(disk.fs.injected() > 0, "the automatic checkpoint met the failed sync");
     assert!(store.make_durable().await.is_err(), "a checkpoint after the failed one must not report success");
     assert!(store.ping().await.is_err(), "readiness shows it until a restart");
+    drop(store);
+    unmapped(disk.fs.path()).await;
+}
+
+/// Waits until this process maps no file under `dir`. SQLite maps its `-shm` file, and its
+/// threads close the store after the handle is dropped: unmounted first, the mapping would be
+/// torn down at exit by the mount's own server thread, which then waits on itself for good.
+async fn unmapped(dir: &Path) {
+    let dir = dir.to_string_lossy().into_owned();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while std::fs::read_to_string("/proc/self/maps").expect("/proc/self/maps").contains(&dir) {
+        assert!(tokio::time::Instant::now() < deadline, "files under {dir} still mapped after 10 s");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
