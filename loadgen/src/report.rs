@@ -78,6 +78,10 @@ pub struct SystemSide {
     /// histograms) its whole life.
     pub latency_covers: Coverage,
     pub e2e_latency_ms: Option<BTreeMap<String, f64>>,
+    /// Each worker process's own end-to-end figures over the run, when there are several;
+    /// `e2e_latency_ms` is their exact merge, not the largest of these.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub e2e_latency_ms_by_worker: Vec<BTreeMap<String, f64>>,
     pub ack_latency_ms: Option<BTreeMap<String, f64>>,
     pub worker: Option<Value>,
     pub rss_peak_mb: Option<f64>,
@@ -104,6 +108,7 @@ impl SystemSide {
             Some(w) => Self {
                 latency_covers: Coverage::Run,
                 e2e_latency_ms: w.e2e.as_ref().map(window::ms_percentiles),
+                e2e_latency_ms_by_worker: if w.e2e_by_worker.len() > 1 { w.e2e_by_worker.iter().map(window::ms_percentiles).collect() } else { Vec::new() },
                 ack_latency_ms: w.ack.as_ref().map(window::ms_percentiles),
                 worker,
                 ..Self::default()

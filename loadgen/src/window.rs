@@ -45,17 +45,21 @@ pub fn encode(h: &Histogram<u64>) -> Result<String, HistogramError> {
 pub struct Snapshot {
     pub ack: Option<Histogram<u64>>,
     pub e2e: Option<Histogram<u64>>,
+    /// Each worker process's own end-to-end histogram, when several were added: the report
+    /// shows them beside the merged one, so an imbalance between workers is visible.
+    pub e2e_by_worker: Vec<Histogram<u64>>,
 }
 
 impl Snapshot {
     /// From one process's `/api/stats?histograms=true`.
     pub fn of(stats: &Value) -> Result<Self, HistogramError> {
         let get = |what: &'static str, key: &str| stats["histograms"][key].as_str().map(|b| decode(what, b)).transpose();
-        Ok(Self { ack: get("ack histogram", "ack_latency_us")?, e2e: get("end-to-end histogram", "e2e_latency_us")? })
+        Ok(Self { ack: get("ack histogram", "ack_latency_us")?, e2e: get("end-to-end histogram", "e2e_latency_us")?, e2e_by_worker: Vec::new() })
     }
 
     /// Adds another worker process's end-to-end histogram to this one.
     pub fn add_e2e(&mut self, other: Option<Histogram<u64>>) -> Result<(), HistogramError> {
+        self.e2e_by_worker.extend(other.clone());
         match (&mut self.e2e, other) {
             (Some(mine), Some(theirs)) => mine.add(&theirs).map_err(|_| HistogramError::Add { what: "end-to-end histogram" }),
             (mine @ None, theirs) => {
@@ -68,7 +72,14 @@ impl Snapshot {
 
     /// What was recorded between `start` and this snapshot.
     pub fn since(&self, start: &Snapshot) -> Result<Snapshot, HistogramError> {
-        Ok(Snapshot { ack: difference("ack histogram", &self.ack, &start.ack)?, e2e: difference("end-to-end histogram", &self.e2e, &start.e2e)? })
+        // Per worker only when both snapshots saw the same workers: otherwise no pairing holds.
+        let e2e_by_worker = if self.e2e_by_worker.len() == start.e2e_by_worker.len() {
+            let pairs = self.e2e_by_worker.iter().zip(&start.e2e_by_worker);
+            pairs.map(|(end, start)| difference("a worker's end-to-end histogram", &Some(end.clone()), &Some(start.clone()))).filter_map(Result::transpose).collect::<Result<_, _>>()?
+        } else {
+            Vec::new()
+        };
+        Ok(Snapshot { ack: difference("ack histogram", &self.ack, &start.ack)?, e2e: difference("end-to-end histogram", &self.e2e, &start.e2e)?, e2e_by_worker })
     }
 }
 
@@ -147,7 +158,7 @@ mod tests {
         let mut all = Snapshot::default();
         all.add_e2e(Snapshot::of(&stats(&[], Some(&fast))).unwrap().e2e).unwrap();
         all.add_e2e(Snapshot::of(&stats(&[], Some(&slow))).unwrap().e2e).unwrap();
-        let merged = all.e2e.unwrap();
+        let merged = all.e2e.clone().unwrap();
         let both: Vec<u64> = fast.iter().chain(&slow).copied().collect();
         let exact = system_hdr(&both);
         assert_eq!(merged.len(), 1000);
@@ -155,6 +166,9 @@ mod tests {
             assert_eq!(merged.value_at_quantile(q), exact.value_at_quantile(q), "q {q}");
         }
         assert!(merged.value_at_quantile(0.99) < 1100);
+        assert_eq!(all.e2e_by_worker.iter().map(|h| h.len()).collect::<Vec<_>>(), [990, 10], "each worker kept apart too");
+        let window = all.since(&Snapshot { e2e_by_worker: vec![system_hdr(&[1000]), system_hdr(&[])], ..Snapshot::default() }).unwrap();
+        assert_eq!(window.e2e_by_worker.iter().map(|h| h.len()).collect::<Vec<_>>(), [989, 10], "each worker's window is its own end minus its own start");
     }
 
     #[test]
