@@ -42,7 +42,7 @@ pub async fn replay(store: &dyn Store, producer: &dyn Producer, filter: &DeadLet
         };
         // A fresh ingress stamp: end-to-end latency of a replay starts at the replay.
         producer.append(&PaymentEvent { received_at_us: now_us(), ..event }).await?;
-        store.mark_replayed(&[letter.id]).await?;
+        store.mark_replayed(&[(letter.id, letter.attempts)]).await?;
         report.replayed.push(letter.event_id);
     }
     Ok(report)

@@ -102,7 +102,12 @@ async fn orders_mismatches_late_orders_and_conflicts() {
         assert!(matches!(out[0], Applied::DeadLettered(_)), "{}", b.name);
         let (n, items) = s.dead_letters(&DeadLetterFilter::default()).await.unwrap();
         assert_eq!((n, items[0].event_id.as_str()), (1, "x1"), "{}", b.name);
-        s.mark_replayed(&[items[0].id]).await.unwrap();
+        // Replayed, and dead-lettered again before the replay was noted: it stays waiting.
+        s.apply_batch("c", &[ev("x1", EventType::Success, "p3", "other", 50)], &[]).await.unwrap();
+        s.mark_replayed(&[(items[0].id, items[0].attempts)]).await.unwrap();
+        assert_eq!(s.dead_letters(&DeadLetterFilter::default()).await.unwrap().0, 1, "{}: failed again since it was listed", b.name);
+        let (_, again) = s.dead_letters(&DeadLetterFilter::default()).await.unwrap();
+        s.mark_replayed(&[(again[0].id, again[0].attempts)]).await.unwrap();
         assert_eq!(s.dead_letters(&DeadLetterFilter::default()).await.unwrap().0, 0, "{}", b.name);
         assert!(s.ping().await.is_ok());
     }

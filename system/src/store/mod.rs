@@ -217,8 +217,10 @@ pub trait Store: Send + Sync {
     async fn payment(&self, id: &str) -> Result<Option<PaymentView>, StoreError>;
     /// Matching dead letters, newest first, with the number that match in all.
     async fn dead_letters(&self, filter: &DeadLetterFilter) -> Result<(u64, Vec<DeadLetterView>), StoreError>;
-    /// Notes that these dead letters were put back on the queue.
-    async fn mark_replayed(&self, ids: &[i64]) -> Result<(), StoreError>;
+    /// Notes that these dead letters (id, attempts as listed) were put back on the queue,
+    /// except those that failed again meanwhile: a replay the worker dead-letters before this
+    /// runs must stay waiting, not be marked as replayed.
+    async fn mark_replayed(&self, letters: &[(i64, u32)]) -> Result<(), StoreError>;
     async fn ping(&self) -> Result<(), StoreError>;
 
     /// Makes every committed transaction durable. The worker calls it before the queue may

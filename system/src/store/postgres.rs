@@ -409,9 +409,13 @@ impl Store for PostgresStore {
         Ok((count as u64, items))
     }
 
-    async fn mark_replayed(&self, ids: &[i64]) -> Result<(), StoreError> {
+    async fn mark_replayed(&self, letters: &[(i64, u32)]) -> Result<(), StoreError> {
         let client = self.pool.get().await.map_err(pool_error)?;
-        client.execute("UPDATE dead_letters SET replayed_at_us = $1 WHERE id = ANY($2)", &[&super::now_us(), &ids]).await.map_err(classify)?;
+        let ids: Vec<i64> = letters.iter().map(|l| l.0).collect();
+        let attempts: Vec<i32> = letters.iter().map(|l| l.1 as i32).collect();
+        let sql = "UPDATE dead_letters d SET replayed_at_us = $1 FROM UNNEST($2::BIGINT[], $3::INT[]) AS l(id, attempts)
+                   WHERE d.id = l.id AND d.attempts = l.attempts";
+        client.execute(sql, &[&super::now_us(), &ids, &attempts]).await.map_err(classify)?;
         Ok(())
     }
 

@@ -536,15 +536,15 @@ impl Store for SqliteStore {
         self.reader.run(move |c| read_dead_letters(c, &filter)).await.map_err(classify)
     }
 
-    async fn mark_replayed(&self, ids: &[i64]) -> Result<(), StoreError> {
-        let (ids, durability) = (ids.to_vec(), self.durability);
+    async fn mark_replayed(&self, letters: &[(i64, u32)]) -> Result<(), StoreError> {
+        let (letters, durability) = (letters.to_vec(), self.durability);
         self.writer
             .run(move |c| {
                 synced(c, durability, |c| {
                     let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
                     let now = super::now_us();
-                    for id in &ids {
-                        tx.prepare_cached("UPDATE dead_letters SET replayed_at_us = ?1 WHERE id = ?2")?.execute(params![now, id])?;
+                    for (id, attempts) in &letters {
+                        tx.prepare_cached("UPDATE dead_letters SET replayed_at_us = ?1 WHERE id = ?2 AND attempts = ?3")?.execute(params![now, id, attempts])?;
                     }
                     tx.commit()
                 })

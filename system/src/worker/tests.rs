@@ -86,7 +86,7 @@ impl Store for FakeStore {
     async fn dead_letters(&self, _: &DeadLetterFilter) -> Result<(u64, Vec<DeadLetterView>), StoreError> {
         Ok((0, vec![]))
     }
-    async fn mark_replayed(&self, _: &[i64]) -> Result<(), StoreError> {
+    async fn mark_replayed(&self, _: &[(i64, u32)]) -> Result<(), StoreError> {
         Ok(())
     }
     async fn ping(&self) -> Result<(), StoreError> {
