@@ -27,6 +27,7 @@ pub mod dlq;
 pub mod durable_dir;
 pub mod domain;
 pub mod fault;
+pub mod health;
 pub mod ingress;
 pub mod logging;
 pub mod metrics;

@@ -73,6 +73,12 @@ pub struct MetricSet {
     pub log_damaged_records: Counter,
     /// Stripe events ignored by type, API versions seen, events left for an operator.
     pub stripe: crate::ingress::stripe::StripeCounters,
+    /// Draining after SIGTERM, and the worker loop's last turn: what the probes report.
+    pub health: crate::health::Health,
+    /// 1 while a server drains after SIGTERM (its `/readyz` fails).
+    draining: Gauge,
+    /// Seconds since the worker loop last advanced; set when scraped.
+    worker_stalled_seconds: Gauge,
     /// Why the process serves on in a state an operator must look at (`/readyz` shows it).
     degraded: Arc<Mutex<Vec<String>>>,
     ack_hdr: Arc<Mutex<Hdr<u64>>>,
@@ -124,6 +130,9 @@ impl MetricSet {
             e2e_latency: seconds_histogram(),
             log_damaged_records: Counter::default(),
             stripe: Default::default(),
+            health: Default::default(),
+            draining: Gauge::default(),
+            worker_stalled_seconds: Gauge::default(),
             degraded: Default::default(),
             ack_hdr: hdr(),
             e2e_hdr: hdr(),
@@ -146,6 +155,12 @@ impl MetricSet {
         r.register("worker_retries", "Batch attempts retried after transient errors", m.worker_retries.clone());
         r.register("e2e_latency_seconds", "Ingress acceptance to worker commit", m.e2e_latency.clone());
         r.register("log_damaged_records", "Acknowledged records found damaged or gone in the log; see /readyz and the error log", m.log_damaged_records.clone());
+        r.register("draining", "1 while the server drains after SIGTERM: /readyz fails, requests are still served", m.draining.clone());
+        r.register(
+            "worker_seconds_since_progress",
+            "Seconds since the worker loop last advanced (only where a worker runs)",
+            m.worker_stalled_seconds.clone(),
+        );
         m.stripe.register(&mut r);
         Self { registry: Arc::new(r), ..m }
     }
@@ -160,6 +175,10 @@ impl MetricSet {
 
     pub fn degraded(&self) -> Vec<String> {
         self.degraded.lock().map(|d| d.clone()).unwrap_or_default()
+    }
+
+    pub fn worker_here(&self) -> bool {
+        self.worker_here.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     pub fn mark_worker_here(&self) {
@@ -198,6 +217,10 @@ impl MetricSet {
 
     /// Prometheus text exposition format.
     pub fn render(&self) -> String {
+        self.draining.set(self.health.draining() as i64);
+        if self.worker_here.load(std::sync::atomic::Ordering::Relaxed) {
+            self.worker_stalled_seconds.set(self.health.since_last_turn().as_secs() as i64);
+        }
         let mut out = String::with_capacity(8 * 1024);
         // Writing into a String cannot fail.
         let _ = encode(&mut out, &self.registry);

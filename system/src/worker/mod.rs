@@ -75,6 +75,7 @@ impl Worker {
         self.consumer.resume(&stored).await?;
         let mut poll_failures = 0;
         while !self.shutdown.is_cancelled() {
+            self.metrics.health.beat();
             let shutdown = self.shutdown.clone();
             let polled = tokio::select! {
                 polled = self.next_batch() => polled,
