@@ -5,6 +5,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# The suite must leave the work tree as it found it (no rewritten screenshot or report):
+# compared at the end.
+tree_before=$(git status --porcelain 2>/dev/null || true)
+# REPORT.md's generated blocks must be what reports/ gives: a hand edit fails here.
+python3 scripts/report.py --check
+
 scripts/services.sh up
 # The failover tests (system/tests/kafka_cluster.rs) need the three-node cluster too. Idle, its
 # three JVMs still take about a fifth of a core: stopped again after the tests if started here,
@@ -98,3 +104,9 @@ scripts/check_compose.py target/release/webhooks
 sync
 mkdir -p target/loadgen
 ./target/release/loadgen run scenarios/ci.toml --out target/loadgen/ci
+
+if [ "$(git status --porcelain 2>/dev/null || true)" != "$tree_before" ]; then
+  echo "the test suite changed the work tree:" >&2
+  git status --porcelain >&2
+  exit 1
+fi

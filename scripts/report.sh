@@ -1,0 +1,101 @@
+#!/usr/bin/env bash
+# Regenerates every figure REPORT.md shows, on the current commit, and rewrites its generated
+# blocks: the load scenarios (system spawned by loadgen), the CPU per event against the HTTP
+# floor of the same binary, the closed loop against /healthz, the criterion benches, the
+# instruction counts, and the charts drawn from them. Everything it measures lands in
+# reports/ (the raw reports, kept in git so that scripts/report.py --check can tell a
+# hand-edited block from a generated one), then scripts/report.py writes REPORT.md.
+#
+#   scripts/report.sh            everything (about 45 minutes on two cores)
+#   scripts/report.sh --only X   one part again: scenarios, floors, closed-loop, benches,
+#                                instructions, charts (the others keep their last figures)
+#
+# Starts Kafka and PostgreSQL (scripts/services.sh up) for the scale-out scenarios. Run it on a
+# quiet machine: each table records the load average around its own measurement.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+only=
+case "${1:-}" in
+  --only) only=${2:?--only needs a part}; shift 2 ;;
+  "") ;;
+  *) echo "usage: $0 [--only scenarios|floors|closed-loop|benches|instructions|charts]" >&2; exit 2 ;;
+esac
+want() { [ -z "$only" ] || [ "$only" = "$1" ]; }
+
+SCENARIOS=(ci steady burst duplicates failures overload capacity soak postgres kafka kafka-postgres)
+RATES=(5000 20000)
+out=reports
+bin=./target/release/webhooks
+started=$(date +%s)
+loadavg() { cut -d' ' -f1 /proc/loadavg; }
+
+scripts/services.sh up >/dev/null
+# shellcheck source=scripts/env.sh
+source scripts/env.sh
+command -v wrk >/dev/null || { DEBIAN_FRONTEND=noninteractive apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk; }
+cargo build --release -p system -p loadgen
+mkdir -p "$out" target/report
+
+# One record per measured part: when, on what, and the load average before it started (what
+# else the machine was doing).
+before=
+begin() { echo "--- $1"; before=$(loadavg); }
+note() { python3 scripts/report_collect.py note "$out/run.json" "$1" "$before"; }
+
+if want scenarios; then
+  begin scenarios
+  for s in "${SCENARIOS[@]}"; do
+    echo "--- scenario $s"
+    rm -rf "${out:?}/$s"
+    sync
+    ./target/release/loadgen run "scenarios/$s.toml" --out "$out/$s" || echo "scenario $s: gates failed (kept in its report)"
+  done
+  note scenarios
+fi
+
+if want floors; then
+  begin floors
+  for r in "${RATES[@]}"; do
+    echo "--- CPU per event and HTTP floor at $r/s"
+    scripts/measure-cpu.sh "$bin" "report-$r" "$r" >"target/report/cpu-$r.txt" 2>&1
+    scripts/http-floor.sh "$bin" "$r" >"target/report/floor-$r.txt" 2>&1
+  done
+  python3 scripts/report_collect.py floors "$out/floors.json" target/report "${RATES[@]}"
+  note floors
+fi
+
+if want closed-loop; then
+  begin closed-loop
+  scripts/closed-loop.sh "$bin" 10 | tee target/report/closed-loop.txt
+  python3 scripts/report_collect.py closed-loop "$out/closed-loop.json" target/report/closed-loop.txt
+  note closed-loop
+fi
+
+if want benches; then
+  begin benches
+  rm -rf target/criterion
+  cargo bench -p benches --bench hot_paths --bench embedded_queue --bench store_apply --bench ingress --bench kafka_produce \
+    -- --warm-up-time 1 --measurement-time 3 --noplot
+  python3 scripts/report_collect.py benches "$out/benches.json" target/criterion
+  note benches
+fi
+
+if want instructions; then
+  begin instructions
+  scripts/instructions.sh check | tee target/report/instructions.txt || echo "instruction gate tripped (kept in the report)"
+  python3 scripts/report_collect.py instructions "$out/instructions.json" benches/instructions
+  note instructions
+fi
+
+if want charts; then
+  echo "--- charts"
+  venv=target/report-venv
+  [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+  "$venv/bin/python" -c 'import matplotlib' 2>/dev/null || "$venv/bin/pip" install -q matplotlib==3.9.2
+  "$venv/bin/python" scripts/report_charts.py "$out"
+fi
+
+python3 scripts/report_collect.py finish "$out/run.json" "$started" "$only"
+scripts/report.py
+echo "REPORT.md regenerated in $(( ($(date +%s) - started) / 60 )) minutes"
