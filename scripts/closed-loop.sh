@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 11's closed-loop figure: accepted webhooks/s against the same binary's GET /healthz
+# The closed-loop figure: accepted webhooks/s against the same binary's GET /healthz
 # rate, in one run. Starts BIN as `webhooks standalone` (no secret: unsigned) on a fresh data
 # directory, drives it with `wrk -t1 -c64` for SECONDS posting unique payment.success events
 # (scripts/wrk/unique-success.lua), waits until the worker has an outcome for each, then runs

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The HTTP floor under issue 11's CPU targets: the same binary's CPU per request when the
+# The HTTP floor under the CPU-per-event targets: the same binary's CPU per request when the
 # open-loop load goes to a path that does no work. Starts BIN as `webhooks standalone` on a
 # fresh data directory, runs loadgen at RATE requests/s for 20 s with its load sent to
 # `POST /healthz` (answered 405 at once: the connection handling, parsing and response of a
