@@ -42,7 +42,7 @@ pub struct DirLock {
 
 /// Locks `dir` for each role, creating it if needed; fails at once if another process holds one.
 pub fn lock(dir: &Path, roles: &[Role]) -> Result<DirLock, LockError> {
-    crate::durable_dir::create_all(dir).map_err(|source| LockError::Io { path: dir.to_owned(), source })?;
+    crate::durable_dir::create_all(&crate::disk::Os, dir).map_err(|source| LockError::Io { path: dir.to_owned(), source })?;
     let files = roles.iter().map(|role| lock_role(dir, *role)).collect::<Result<_, _>>()?;
     Ok(DirLock { _files: files })
 }

@@ -18,15 +18,18 @@
 //!
 //! `app.rs` wires these from the configuration (`config.rs`); `main.rs` only parses flags;
 //! `datadir.rs` keeps a data directory to one process per role; `durable_dir.rs` makes the
-//! directory entries of the durable path survive a power cut.
+//! directory entries of the durable path survive a power cut; `disk.rs` is the seam the
+//! durable path's I/O goes through (the real file system, or the simulator's disk).
 
 pub mod app;
 pub mod config;
 pub mod datadir;
+pub mod disk;
 pub mod dlq;
 pub mod durable_dir;
 pub mod domain;
 pub mod fault;
+pub mod holes;
 pub mod health;
 pub mod ingress;
 pub mod logging;

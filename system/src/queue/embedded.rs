@@ -7,8 +7,6 @@
 //! [`Consumer::release`] after a store checkpoint. A consumer that keeps its own position
 //! (the spool's, whose events are on the broker once committed) deletes at commit.
 
-use std::fs::{File, OpenOptions};
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,6 +18,7 @@ use super::log::appender::{Appender, AppenderConfig};
 use super::log::reader::{Damaged, Reader};
 use super::log::{identity, segment, LogError, WriterLock, DEFAULT_SEGMENT_BYTES};
 use super::{legacy, Consumer, Delivery, Position, Producer, QueueError};
+use crate::disk::{Disk, DiskFile, Open, Os};
 use crate::domain::PaymentEvent;
 use crate::metrics::Metrics;
 
@@ -44,6 +43,8 @@ pub struct EmbeddedConfig {
     /// The consumer keeps its committed position in the log's directory: for the spool,
     /// which has no store to keep it in.
     pub own_position: bool,
+    /// What the log is written on: the real file system, or the simulator's disk.
+    pub disk: Arc<dyn Disk>,
 }
 
 impl EmbeddedConfig {
@@ -56,6 +57,7 @@ impl EmbeddedConfig {
             segment_bytes: DEFAULT_SEGMENT_BYTES,
             min_sync_interval: Duration::ZERO,
             own_position: false,
+            disk: Arc::new(Os),
         }
     }
 }
@@ -81,8 +83,8 @@ impl EmbeddedProducer {
     /// handle is dropped. `stored`: the highest position a consumer of this log has stored
     /// ([`log_position`]); no offset at or below it is given out again.
     pub fn open(cfg: &EmbeddedConfig, stored: u64, metrics: Metrics, wake: Arc<Notify>) -> Result<Self, QueueError> {
-        let lock = WriterLock::acquire(&cfg.dir).map_err(storage)?;
-        identity::load_or_create(&cfg.dir).map_err(storage)?;
+        let lock = WriterLock::acquire_on(cfg.disk.clone(), &cfg.dir).map_err(storage)?;
+        identity::load_or_create_on(&*cfg.disk, &cfg.dir).map_err(storage)?;
         legacy::drain(&cfg.legacy, &cfg.dir)?;
         let appender_cfg = AppenderConfig { segment_bytes: cfg.segment_bytes, max_pending: cfg.max_pending, min_sync_interval: cfg.min_sync_interval };
         let appender = Appender::start(lock, stored + 1, &appender_cfg, metrics, wake).map_err(storage)?;
@@ -108,6 +110,7 @@ impl Producer for EmbeddedProducer {
 
 /// The worker's handle: reads the log in order from the position the store recorded.
 pub struct EmbeddedConsumer {
+    disk: Arc<dyn Disk>,
     dir: PathBuf,
     id: String,
     reader: Reader,
@@ -115,22 +118,23 @@ pub struct EmbeddedConsumer {
     /// Segments before this one are deleted already.
     deleted_before: u64,
     /// The position file, for a consumer that keeps its own.
-    own: Option<File>,
+    own: Option<Box<dyn DiskFile>>,
     /// Set by an appender in the same process; across processes the consumer polls.
     wake: Arc<Notify>,
 }
 
 impl EmbeddedConsumer {
     pub fn open(cfg: &EmbeddedConfig, wake: Arc<Notify>) -> Result<Self, QueueError> {
-        let id = identity::load_or_create(&cfg.dir).map_err(storage)?;
-        let own = cfg.own_position.then(|| open_position_file(&cfg.dir)).transpose()?;
-        let mut consumer =
-            Self { dir: cfg.dir.clone(), id, reader: Reader::open(&cfg.dir, 0), position: 0, deleted_before: 0, own, wake };
-        if consumer.own.is_some() {
-            let stored = own_position(&cfg.dir);
+        let disk = cfg.disk.clone();
+        let id = identity::load_or_create_on(&*disk, &cfg.dir).map_err(storage)?;
+        let own = cfg.own_position.then(|| open_position_file(&*disk, &cfg.dir)).transpose()?;
+        let reader = Reader::open_on(disk.clone(), &cfg.dir, 0);
+        let mut consumer = Self { disk, dir: cfg.dir.clone(), id, reader, position: 0, deleted_before: 0, own, wake };
+        if let Some(file) = &consumer.own {
+            let stored = read_position(&**file);
             // The file is not synced and may come back older than the deletions it allowed;
             // whatever was deleted had been consumed.
-            let first = segment::list(&cfg.dir).map_err(storage)?.first().copied().unwrap_or(1);
+            let first = segment::list_on(&*consumer.disk, &cfg.dir).map_err(storage)?.first().copied().unwrap_or(1);
             consumer.seek(stored.max(first - 1));
         }
         Ok(consumer)
@@ -143,7 +147,7 @@ impl EmbeddedConsumer {
 
     fn seek(&mut self, position: u64) {
         self.position = position;
-        self.reader = Reader::open(&self.dir, position);
+        self.reader = Reader::open_on(self.disk.clone(), &self.dir, position);
     }
 
     /// Deletes the segments wholly behind the committed position, when the reader has moved on.
@@ -152,8 +156,8 @@ impl EmbeddedConsumer {
     async fn delete_consumed(&mut self) -> Result<(), QueueError> {
         let Some(base) = self.reader.segment_base() else { return Ok(()) };
         if base > self.deleted_before && self.position >= base - 1 {
-            let (dir, through) = (self.dir.clone(), self.position);
-            tokio::task::spawn_blocking(move || segment::delete_through(&dir, through))
+            let (disk, dir, through) = (self.disk.clone(), self.dir.clone(), self.position);
+            tokio::task::spawn_blocking(move || segment::delete_through(&*disk, &dir, through))
                 .await
                 .map_err(|e| QueueError::Storage(format!("deleting consumed segments: {e}")))?
                 .map_err(storage)?;
@@ -177,16 +181,20 @@ fn delivery(offset: u64, payload: Result<Vec<u8>, Damaged>, dir: &Path) -> Deliv
 /// The position a consumer that keeps its own ([`EmbeddedConfig::own_position`]) last wrote;
 /// 0 when there is none.
 pub fn own_position(dir: &Path) -> u64 {
+    Os.open(&dir.join(POSITION_FILE), Open::Read).map_or(0, |f| read_position(&*f))
+}
+
+fn read_position(file: &dyn DiskFile) -> u64 {
     let mut bytes = [0u8; 8];
-    match File::open(dir.join(POSITION_FILE)).and_then(|f| f.read_at(&mut bytes, 0)) {
+    match file.read_at(&mut bytes, 0) {
         Ok(8) => u64::from_le_bytes(bytes),
         _ => 0,
     }
 }
 
-fn open_position_file(dir: &Path) -> Result<File, QueueError> {
+fn open_position_file(disk: &dyn Disk, dir: &Path) -> Result<Box<dyn DiskFile>, QueueError> {
     let path = dir.join(POSITION_FILE);
-    OpenOptions::new().create(true).truncate(false).read(true).write(true).open(&path).map_err(|e| storage(LogError::io("open", &path)(e)))
+    disk.open(&path, Open::ReadWrite).map_err(|e| storage(LogError::io("open", &path)(e)))
 }
 
 #[async_trait]
@@ -203,7 +211,7 @@ impl Consumer for EmbeddedConsumer {
             Some(p) => p.max(0) as u64,
             // From the log's beginning, which need not be offset 1: a log drained from the
             // old SQLite queue starts where that queue had got to.
-            None => segment::list(&self.dir).map_err(storage)?.first().map_or(0, |&base| base - 1),
+            None => segment::list_on(&*self.disk, &self.dir).map_err(storage)?.first().map_or(0, |&base| base - 1),
         };
         let durable = self.reader.durable().map_err(storage)?;
         if position > durable {

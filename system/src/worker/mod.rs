@@ -6,9 +6,11 @@
 
 pub mod retry;
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use rand::rngs::StdRng;
+use rand::SeedableRng;
 use tokio_util::sync::CancellationToken;
 
 use crate::domain::PaymentEvent;
@@ -43,6 +45,10 @@ pub struct Worker {
     shutdown: CancellationToken,
     /// When the last batch was taken: a batch within a linger of it means events keep coming.
     last_batch: Option<tokio::time::Instant>,
+    /// Polls failed in a row.
+    poll_failures: u32,
+    /// Draws the backoff's jitter; seeded by the simulator, from the OS otherwise.
+    jitter: Mutex<StdRng>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -62,58 +68,91 @@ enum Failure {
     Interrupted,
 }
 
+/// What one turn of the loop did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// Applied and committed this many deliveries (0: nothing came, or the poll failed).
+    Applied(usize),
+    /// Shutdown came while the store was unavailable; the batch in hand was not applied.
+    Stopped,
+}
+
 impl Worker {
     pub fn new(consumer: Box<dyn Consumer>, store: Arc<dyn Store>, metrics: Metrics, cfg: WorkerConfig, shutdown: CancellationToken) -> Self {
         metrics.mark_worker_here();
-        Self { consumer, store, metrics, cfg, shutdown, last_batch: None }
+        let jitter = Mutex::new(rand::make_rng());
+        Self { consumer, store, metrics, cfg, shutdown, last_batch: None, poll_failures: 0, jitter }
+    }
+
+    /// Draws the backoff's jitter from `seed`, so that a simulated run replays.
+    pub fn with_jitter_seed(mut self, seed: u64) -> Self {
+        self.jitter = Mutex::new(StdRng::seed_from_u64(seed));
+        self
     }
 
     /// Runs until shutdown; the batch in hand when shutdown comes is finished and committed.
     pub async fn run(mut self) -> Result<(), WorkerError> {
-        self.bind_positions_to_log().await?;
-        let stored = self.store.positions(&self.cfg.consumer).await?;
-        self.consumer.resume(&stored).await?;
-        let mut poll_failures = 0;
-        while !self.shutdown.is_cancelled() {
-            self.metrics.health.beat();
-            let shutdown = self.shutdown.clone();
-            let polled = tokio::select! {
-                polled = self.next_batch() => polled,
-                _ = shutdown.cancelled() => break,
-            };
-            let batch = match polled {
-                Ok(batch) => batch,
-                Err(e) => {
-                    poll_failures += 1;
-                    tracing::warn!(error = %e, "queue poll failed; backing off");
-                    self.pause(self.cfg.retry.delay(poll_failures)).await;
-                    continue;
-                }
-            };
-            poll_failures = 0;
-            if !batch.is_empty() {
-                if self.process(&batch).await.is_err() {
-                    break;
-                }
-                // The effects are durable; a commit that fails (broker away) only means the
-                // batch may be delivered again, and its event ids make that harmless.
-                if let Err(e) = self.consumer.commit(&batch).await {
-                    tracing::warn!(error = %e, "queue commit failed; the batch may be redelivered and deduplicated");
-                }
-                if self.consumer.wants_release() {
-                    self.release().await;
-                }
-            }
-            // An empty poll means the worker caught up; a full one, that it may be lagging.
-            if batch.is_empty() || batch.len() == self.cfg.batch_size {
-                if let Some(depth) = self.consumer.depth().await {
-                    self.metrics.queue_depth.set(depth as i64);
-                }
-            }
-        }
+        self.start().await?;
+        while !self.shutdown.is_cancelled() && self.step().await != Step::Stopped {}
         self.consumer.close().await;
         tracing::info!("worker stopped");
         Ok(())
+    }
+
+    /// Binds the stored positions to the log and resumes the queue after them.
+    pub async fn start(&mut self) -> Result<(), WorkerError> {
+        self.bind_positions_to_log().await?;
+        let stored = self.store.positions(&self.cfg.consumer).await?;
+        self.consumer.resume(&stored).await?;
+        Ok(())
+    }
+
+    /// One turn of the loop: poll a batch, apply it, commit it, release what the store made
+    /// durable. The simulator calls it directly, between its own steps.
+    pub async fn step(&mut self) -> Step {
+        self.metrics.health.beat();
+        let shutdown = self.shutdown.clone();
+        let polled = tokio::select! {
+            polled = self.next_batch() => polled,
+            _ = shutdown.cancelled() => return Step::Stopped,
+        };
+        let batch = match polled {
+            Ok(batch) => batch,
+            Err(e) => {
+                self.poll_failures += 1;
+                tracing::warn!(error = %e, "queue poll failed; backing off");
+                self.pause(self.delay(self.poll_failures)).await;
+                return Step::Applied(0);
+            }
+        };
+        self.poll_failures = 0;
+        if !batch.is_empty() {
+            if self.process(&batch).await.is_err() {
+                return Step::Stopped;
+            }
+            // The effects are durable; a commit that fails (broker away) only means the
+            // batch may be delivered again, and its event ids make that harmless.
+            if let Err(e) = self.consumer.commit(&batch).await {
+                tracing::warn!(error = %e, "queue commit failed; the batch may be redelivered and deduplicated");
+            }
+            if self.consumer.wants_release() {
+                self.release().await;
+            }
+        }
+        // An empty poll means the worker caught up; a full one, that it may be lagging.
+        if batch.is_empty() || batch.len() == self.cfg.batch_size {
+            if let Some(depth) = self.consumer.depth().await {
+                self.metrics.queue_depth.set(depth as i64);
+            }
+        }
+        Step::Applied(batch.len())
+    }
+
+    fn delay(&self, attempt: u32) -> Duration {
+        match self.jitter.lock() {
+            Ok(mut rng) => self.cfg.retry.delay_from(attempt, &mut *rng),
+            Err(_) => self.cfg.retry.ceiling(attempt),
+        }
     }
 
     /// A poll's events; while events keep arriving (the previous batch was taken less than a
@@ -189,13 +228,13 @@ impl Worker {
     async fn process(&self, batch: &[Delivery]) -> Result<(), Interrupted> {
         let started = Instant::now();
         let positions = last_positions(batch);
-        let (events, poison): (Vec<_>, Vec<_>) = batch.iter().partition(|d| d.event.is_ok());
+        let (events, undecoded): (Vec<_>, Vec<_>) = batch.iter().partition(|d| d.event.is_ok());
         let events: Vec<PaymentEvent> = events.into_iter().filter_map(|d| d.event.clone().ok()).collect();
-        if !poison.is_empty() {
-            let letters: Vec<_> = poison.iter().map(|d| undecodable(d)).collect();
+        if !undecoded.is_empty() {
+            let letters: Vec<_> = undecoded.iter().map(|d| undecodable(d)).collect();
             self.until_stored(|| self.store.dead_letter(&self.cfg.consumer, &letters, &[])).await?;
             self.metrics.worker_outcome("dead_lettered", letters.len() as u64);
-            for (d, letter) in poison.iter().zip(&letters) {
+            for (d, letter) in undecoded.iter().zip(&letters) {
                 self.publish_dead_letter(d, &letter.error).await;
             }
         }
@@ -267,7 +306,7 @@ impl Worker {
                 }
             }
             self.metrics.worker_retries.inc();
-            self.pause(self.cfg.retry.delay(attempt)).await;
+            self.pause(self.delay(attempt)).await;
         }
     }
 
@@ -285,7 +324,7 @@ impl Worker {
                 Err(_) if self.shutdown.is_cancelled() => return Err(Interrupted),
                 Err(e) => tracing::warn!(error = %e, attempt, "could not record dead letter; retrying"),
             }
-            self.pause(self.cfg.retry.delay(attempt.min(self.cfg.retry.max_attempts))).await;
+            self.pause(self.delay(attempt.min(self.cfg.retry.max_attempts))).await;
         }
     }
 

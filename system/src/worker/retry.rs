@@ -27,8 +27,13 @@ impl RetryPolicy {
     }
 
     pub fn delay(&self, attempt: u32) -> Duration {
+        self.delay_from(attempt, &mut rand::rng())
+    }
+
+    /// [`RetryPolicy::delay`] with the jitter drawn from `rng`.
+    pub fn delay_from(&self, attempt: u32, rng: &mut impl rand::Rng) -> Duration {
         let ceiling = self.ceiling(attempt).as_micros() as u64;
-        Duration::from_micros(rand::rng().random_range(0..=ceiling))
+        Duration::from_micros(rng.random_range(0..=ceiling))
     }
 }
 

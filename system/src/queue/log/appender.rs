@@ -23,8 +23,6 @@
 //! clean without writing them; so the appender also cuts the segment back to what it had
 //! synced and leaves a marker ([`recovery::UNSYNCED_FILE`]) for recovery to do the same.
 
-use std::fs::{File, OpenOptions};
-use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -32,7 +30,10 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot, Notify};
 
+use super::recovery::Damage;
 use super::{record, recovery, segment, LogError, WriterLock};
+use crate::disk::{Disk, DiskFile, Open};
+use crate::holes::{self, Hole};
 use crate::metrics::Metrics;
 
 /// Most appends in one group; bounds one group's latency.
@@ -88,39 +89,20 @@ impl Appender {
     /// group. Offsets start at `at_least` or later: one past the highest stored position.
     pub fn start(lock: WriterLock, at_least: u64, cfg: &AppenderConfig, metrics: Metrics, wake: Arc<Notify>) -> Result<Self, LogError> {
         let dir = lock.dir().to_owned();
-        let dir = dir.as_path();
-        let hint = dir.join(super::reader::DURABLE_FILE);
-        // Created before recovery, which syncs the directory and so makes its entry durable.
-        let hint = OpenOptions::new().create(true).truncate(false).write(true).open(&hint).map_err(LogError::io("open", &hint))?;
-        let tail = recovery::recover(dir, at_least)?;
-        if !tail.damage.is_empty() {
-            let why = format!("log {}: acknowledged records damaged or lost ({}); their payments may never apply", dir.display(), tail.damage);
-            tracing::error!(records = tail.damage.count(), "{why}");
-            metrics.degrade(tail.damage.count(), why);
+        let (writer, damage) = Writer::open(lock, at_least, cfg.segment_bytes)?;
+        if !damage.is_empty() {
+            let why = format!("log {}: acknowledged records damaged or lost ({damage}); their payments may never apply", dir.display());
+            tracing::error!(records = damage.count(), "{why}");
+            metrics.degrade(damage.count(), why);
         }
         let min_sync_interval = cfg.min_sync_interval;
-        let writer = Writer {
-            _lock: lock,
-            hint,
-            dir: dir.to_owned(),
-            path: segment::path(dir, tail.base),
-            file: tail.file,
-            base: tail.base,
-            len: tail.len,
-            allocated: tail.allocated,
-            next: tail.next,
-            segment_bytes: cfg.segment_bytes.max(1),
-            buf: Vec::new(),
-            zeros: Vec::new(),
-        };
-        writer.publish(tail.next - 1);
         let (tx, rx) = mpsc::channel(cfg.max_pending.max(1));
         let failed = Arc::new(AtomicBool::new(false));
         let flag = failed.clone();
         let thread = std::thread::Builder::new()
             .name("log-appender".into())
-            .spawn(move || run(writer, rx, &Group { failed: flag, wake, metrics, min_sync_interval }))
-            .map_err(LogError::io("start appender for", dir))?;
+            .spawn(move || run(writer, rx, &Notifier { failed: flag, wake, metrics, min_sync_interval }))
+            .map_err(LogError::io("start appender for", &dir))?;
         Ok(Self { tx: Some(tx), failed, thread: Some(thread) })
     }
 
@@ -152,29 +134,29 @@ impl Appender {
     }
 }
 
-/// What the thread tells others after each group.
-struct Group {
+/// Tells the others about each group: readers woken, a failure flagged, metrics.
+struct Notifier {
     failed: Arc<AtomicBool>,
     wake: Arc<Notify>,
     metrics: Metrics,
     min_sync_interval: Duration,
 }
 
-fn run(mut writer: Writer, mut rx: mpsc::Receiver<Request>, out: &Group) {
+fn run(mut writer: Writer, mut rx: mpsc::Receiver<Request>, out: &Notifier) {
     let mut group = Vec::with_capacity(MAX_GROUP);
     let mut last_start: Option<Instant> = None;
     let mut last_len = 0;
     while let Some(first) = rx.blocking_recv() {
         group.push(first);
         take_waiting(&mut rx, &mut group);
-        if let Some(wait) = company_wait(last_start, last_len, group.len(), out.min_sync_interval) {
+        if let Some(wait) = company_wait(last_start, Instant::now(), last_len, group.len(), out.min_sync_interval) {
             std::thread::sleep(wait);
             take_waiting(&mut rx, &mut group);
         }
         let started = Instant::now();
         last_start = Some(started);
         last_len = group.len();
-        let outcome = writer.write(&group);
+        let outcome = writer.write(group.iter().map(|r| r.payload.as_slice()));
         out.metrics.queue_append_latency.observe(started.elapsed().as_secs_f64());
         out.metrics.queue_append_batch.observe(group.len() as f64);
         match outcome {
@@ -208,10 +190,11 @@ fn run(mut writer: Writer, mut rx: mpsc::Receiver<Request>, out: &Group) {
 /// Company is worth waiting for only when appends overlap (a lone client that sends one
 /// event after another's acknowledgement would wait out every interval alone) and groups are
 /// still small: once a group fills during a sync, waiting would only cap a closed-loop
-/// client's rate at its connections per interval. Returns how long to wait, if at all.
-fn company_wait(last_start: Option<Instant>, last_len: usize, len: usize, interval: Duration) -> Option<Duration> {
+/// client's rate at its connections per interval. Returns how long to wait, if at all; `now`
+/// comes from the caller's clock (the simulator's is simulated).
+pub fn company_wait(last_start: Option<Instant>, now: Instant, last_len: usize, len: usize, interval: Duration) -> Option<Duration> {
     let overlapping_and_small = (last_len > 1 || len > 1) && last_len < FULL_ENOUGH && len < FULL_ENOUGH;
-    let left = interval.checked_sub(last_start?.elapsed()).filter(|d| !d.is_zero())?;
+    let left = interval.checked_sub(now.saturating_duration_since(last_start?)).filter(|d| !d.is_zero())?;
     overlapping_and_small.then_some(left)
 }
 
@@ -224,23 +207,27 @@ fn take_waiting(rx: &mut mpsc::Receiver<Request>, group: &mut Vec<Request>) {
     }
 }
 
-enum Fault {
+/// Why a group was not written.
+#[derive(Debug)]
+pub enum Fault {
     /// Nothing of the group is in the file; later groups may succeed.
     Unwritten(String),
     /// The file's durable state is unknown.
     Fatal(String),
 }
 
-/// The newest segment, which only this thread writes.
-struct Writer {
-    /// Held while the thread runs: no other process appends to this log.
+/// The group-commit state machine over the newest segment, which only it writes: the
+/// appender thread feeds it groups; the simulator steps it directly.
+pub struct Writer {
+    /// Held while the writer lives: no other process appends to this log.
     _lock: WriterLock,
+    disk: Arc<dyn Disk>,
     /// The last durable offset, for readers ([`super::reader::DURABLE_FILE`]). Written after each fsync and
     /// never synced itself: whatever value survives a power cut is at most what is on disk.
-    hint: File,
+    durable: Box<dyn DiskFile>,
     dir: PathBuf,
     path: PathBuf,
-    file: File,
+    file: Box<dyn DiskFile>,
     /// The newest segment's first offset.
     base: u64,
     /// Bytes written and synced.
@@ -256,11 +243,45 @@ struct Writer {
 }
 
 impl Writer {
+    /// Recovers the log's tail and publishes its end; offsets start at `at_least` or later.
+    /// Returns the acknowledged records recovery found damaged or gone, for the caller to report.
+    pub fn open(lock: WriterLock, at_least: u64, segment_bytes: u64) -> Result<(Self, Damage), LogError> {
+        let disk = lock.disk().clone();
+        let dir = lock.dir().to_owned();
+        let durable = dir.join(super::reader::DURABLE_FILE);
+        // Created before recovery, which syncs the directory and so makes its entry durable.
+        let durable = disk.open(&durable, Open::Create).map_err(LogError::io("open", &durable))?;
+        let tail = recovery::recover(&*disk, &dir, at_least)?;
+        let writer = Writer {
+            _lock: lock,
+            disk,
+            durable,
+            path: segment::path(&dir, tail.base),
+            dir,
+            file: tail.file,
+            base: tail.base,
+            len: tail.len,
+            allocated: tail.allocated,
+            next: tail.next,
+            segment_bytes: segment_bytes.max(1),
+            buf: Vec::new(),
+            zeros: Vec::new(),
+        };
+        writer.publish(tail.next - 1);
+        Ok((writer, tail.damage))
+    }
+
+    /// The offset the next record gets.
+    pub fn next(&self) -> u64 {
+        self.next
+    }
+
     /// Writes and syncs a group; returns the offset of its first record.
-    fn write(&mut self, group: &[Request]) -> Result<u64, Fault> {
+    pub fn write<'a>(&mut self, group: impl ExactSizeIterator<Item = &'a [u8]>) -> Result<u64, Fault> {
+        let count = group.len() as u64;
         self.buf.clear();
-        for r in group {
-            record::encode_into(&mut self.buf, &r.payload);
+        for payload in group {
+            record::encode_into(&mut self.buf, payload);
         }
         if self.len > 0 && self.len + self.buf.len() as u64 > self.segment_bytes {
             self.roll()?;
@@ -275,19 +296,26 @@ impl Writer {
         self.sync()?;
         self.len = end;
         let first = self.next;
-        self.next += group.len() as u64;
+        self.next += count;
         Ok(first)
     }
 
-    fn publish(&self, last: u64) {
-        // A stale hint only delays readers in other processes; it never misleads them.
-        if let Err(e) = self.hint.write_all_at(&last.to_le_bytes(), 0) {
+    /// Tells readers that every offset up to `last` is durable.
+    pub fn publish(&self, last: u64) {
+        // A stale value only delays readers in other processes; it never misleads them.
+        if let Err(e) = self.durable.write_all_at(&last.to_le_bytes(), 0) {
             tracing::warn!(error = %e, "cannot publish the durable offset to other processes");
         }
     }
 
     fn sync(&self) -> Result<(), Fault> {
-        self.file.sync_data().map_err(|e| self.unsynced(format!("fdatasync {}: {e}", self.path.display())))
+        self.file.sync_data().map_err(|e| {
+            let why = format!("fdatasync {}: {e}", self.path.display());
+            if holes::open(Hole::KeptUnsyncedPages) {
+                return Fault::Fatal(why);
+            }
+            self.unsynced(why)
+        })
     }
 
     /// After a failed sync the pages written since the last good one may read back although
@@ -297,7 +325,7 @@ impl Writer {
         if let Err(e) = self.file.set_len(self.len) {
             tracing::error!(error = %e, file = %self.path.display(), "cannot cut the unsynced pages off");
         }
-        if let Err(e) = recovery::mark_unsynced(&self.dir, self.base, self.len) {
+        if let Err(e) = recovery::mark_unsynced(&*self.disk, &self.dir, self.base, self.len) {
             tracing::error!(error = %e, dir = %self.dir.display(), "cannot record where the synced part of the log ends");
         }
         Fault::Fatal(why)
@@ -334,13 +362,13 @@ impl Writer {
             self.sync()?;
             self.allocated = self.len;
         }
-        self.file = segment::create_file(&self.dir, self.next).map_err(|e| Fault::Unwritten(e.to_string()))?;
+        self.file = segment::create_file(&*self.disk, &self.dir, self.next).map_err(|e| Fault::Unwritten(e.to_string()))?;
         self.path = segment::path(&self.dir, self.next);
         self.base = self.next;
         self.len = 0;
         // The new name must be durable before records in it are acknowledged; a failed
         // directory sync is a failed sync like any other.
-        segment::sync_dir(&self.dir).map_err(|e| Fault::Fatal(e.to_string()))?;
+        segment::sync_dir_on(&*self.disk, &self.dir).map_err(|e| Fault::Fatal(e.to_string()))?;
         self.allocated = 0;
         Ok(())
     }
@@ -453,14 +481,15 @@ mod tests {
     #[test]
     fn company_is_awaited_only_for_small_overlapping_groups_within_the_interval() {
         let interval = std::time::Duration::from_secs(60);
-        let just_now = Some(Instant::now());
-        assert!(company_wait(None, 0, 5, interval).is_none(), "the first sync never waits");
-        assert!(company_wait(just_now, 1, 1, interval).is_none(), "a lone client");
-        assert!(company_wait(just_now, 1, 2, interval).is_some_and(|w| w <= interval), "appends overlap now");
-        assert!(company_wait(just_now, 4, 1, interval).is_some_and(|w| w <= interval), "appends overlapped before");
-        assert!(company_wait(just_now, FULL_ENOUGH, 3, interval).is_none(), "the last group filled by itself");
-        assert!(company_wait(just_now, 3, FULL_ENOUGH, interval).is_none(), "this group is full enough");
-        assert!(company_wait(just_now, 4, 4, std::time::Duration::ZERO).is_none(), "no interval set");
+        let now = Instant::now();
+        let just_now = Some(now);
+        assert!(company_wait(None, now, 0, 5, interval).is_none(), "the first sync never waits");
+        assert!(company_wait(just_now, now, 1, 1, interval).is_none(), "a lone client");
+        assert!(company_wait(just_now, now, 1, 2, interval).is_some_and(|w| w <= interval), "appends overlap now");
+        assert!(company_wait(just_now, now, 4, 1, interval).is_some_and(|w| w <= interval), "appends overlapped before");
+        assert!(company_wait(just_now, now, FULL_ENOUGH, 3, interval).is_none(), "the last group filled by itself");
+        assert!(company_wait(just_now, now, 3, FULL_ENOUGH, interval).is_none(), "this group is full enough");
+        assert!(company_wait(just_now, now, 4, 4, std::time::Duration::ZERO).is_none(), "no interval set");
     }
 
     /// A client that sends the next event only after the previous one's acknowledgement has
@@ -481,14 +510,15 @@ mod tests {
     /// An appender whose segment is `/dev/full`: every write fails with ENOSPC, and the
     /// partial write cannot be cut back (a device has no length), so the log must stop.
     fn appender_on_a_full_device(dir: &Path) -> Appender {
-        let file = OpenOptions::new().append(true).open("/dev/full").expect("/dev/full");
-        let hint = File::create(dir.join(super::super::reader::DURABLE_FILE)).expect("hint");
-        let writer =
-            Writer { _lock: WriterLock::acquire(dir).expect("lock"), hint, dir: dir.to_owned(), path: "/dev/full".into(), file, base: 1, len: 0, allocated: 0, next: 1, segment_bytes: 1 << 20, buf: Vec::new(), zeros: Vec::new() };
+        let file = Box::new(std::fs::OpenOptions::new().append(true).open("/dev/full").expect("/dev/full"));
+        let durable = Box::new(std::fs::File::create(dir.join(super::super::reader::DURABLE_FILE)).expect("durable"));
+        let lock = WriterLock::acquire(dir).expect("lock");
+        let disk = lock.disk().clone();
+        let writer = Writer { _lock: lock, disk, durable, dir: dir.to_owned(), path: "/dev/full".into(), file, base: 1, len: 0, allocated: 0, next: 1, segment_bytes: 1 << 20, buf: Vec::new(), zeros: Vec::new() };
         let (tx, rx) = mpsc::channel(16);
         let failed = Arc::new(AtomicBool::new(false));
-        let group = Group { failed: failed.clone(), wake: Arc::default(), metrics: Metrics::new(), min_sync_interval: Duration::ZERO };
-        let thread = std::thread::spawn(move || run(writer, rx, &group));
+        let notifier = Notifier { failed: failed.clone(), wake: Arc::default(), metrics: Metrics::new(), min_sync_interval: Duration::ZERO };
+        let thread = std::thread::spawn(move || run(writer, rx, &notifier));
         Appender { tx: Some(tx), failed, thread: Some(thread) }
     }
 

@@ -1,22 +1,27 @@
 //! The log's identity: 128 random bits in hex, in `log.id`, created once with the log. A
 //! store keeps it beside its positions so a position is never applied to another log.
 
-use std::fs::File;
-use std::io::Write;
 use std::path::Path;
 
 use super::{segment, LogError};
+use crate::disk::{Disk, Open, Os};
 
 const FILE: &str = "log.id";
 
 /// Reads the identity, creating the directory and the identity first if they do not exist.
 pub fn load_or_create(dir: &Path) -> Result<String, LogError> {
-    crate::durable_dir::create_all(dir).map_err(LogError::io("create log directory", dir))?;
+    load_or_create_on(&Os, dir)
+}
+
+/// [`load_or_create`] on `disk`.
+pub fn load_or_create_on(disk: &dyn Disk, dir: &Path) -> Result<String, LogError> {
+    crate::durable_dir::create_all(disk, dir).map_err(LogError::io("create log directory", dir))?;
     let path = dir.join(FILE);
-    if !path.exists() {
-        create(dir)?;
+    if !disk.exists(&path) {
+        create(disk, dir)?;
     }
-    let id = std::fs::read_to_string(&path).map_err(LogError::io("read log identity", &path))?;
+    let id = disk.read(&path).map_err(LogError::io("read log identity", &path))?;
+    let id = String::from_utf8_lossy(&id);
     let id = id.trim();
     if id.len() != 32 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(LogError::Identity(path));
@@ -26,18 +31,19 @@ pub fn load_or_create(dir: &Path) -> Result<String, LogError> {
 
 /// Writes the identity beside, syncs it, then links it into place: a link never replaces an
 /// existing file, so when two processes race here both end up reading the same identity.
-fn create(dir: &Path) -> Result<(), LogError> {
+fn create(disk: &dyn Disk, dir: &Path) -> Result<(), LogError> {
     let tmp = dir.join(format!("{FILE}.{}.tmp", std::process::id()));
     let id = format!("{:032x}", rand::random::<u128>());
-    let mut f = File::create(&tmp).map_err(LogError::io("write log identity", &tmp))?;
-    f.write_all(id.as_bytes()).and_then(|_| f.sync_all()).map_err(LogError::io("write log identity", &tmp))?;
-    let linked = std::fs::hard_link(&tmp, dir.join(FILE));
-    std::fs::remove_file(&tmp).map_err(LogError::io("remove temporary identity", &tmp))?;
+    // A leftover of a crash here is overwritten: it was never linked.
+    let f = disk.open(&tmp, Open::Create).map_err(LogError::io("write log identity", &tmp))?;
+    f.set_len(0).and_then(|_| f.write_all_at(id.as_bytes(), 0)).and_then(|_| f.sync_all()).map_err(LogError::io("write log identity", &tmp))?;
+    let linked = disk.hard_link(&tmp, &dir.join(FILE));
+    disk.remove_file(&tmp).map_err(LogError::io("remove temporary identity", &tmp))?;
     match linked {
         Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => return Err(LogError::io("link log identity", dir)(e)),
         _ => {}
     }
-    segment::sync_dir(dir)
+    segment::sync_dir_on(disk, dir)
 }
 
 #[cfg(test)]

@@ -18,10 +18,12 @@ pub mod record;
 pub mod recovery;
 pub mod segment;
 
-use std::fs::File;
+use std::fmt::Debug;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-use crate::datadir::{self, LockError};
+use crate::datadir::LockError;
+use crate::disk::{Disk, Os};
 
 /// Segments roll past this size by default; deletion works in whole segments.
 pub const DEFAULT_SEGMENT_BYTES: u64 = 64 * 1024 * 1024;
@@ -64,18 +66,31 @@ impl LogError {
 #[derive(Debug)]
 pub struct WriterLock {
     dir: PathBuf,
-    _file: File,
+    disk: Arc<dyn Disk>,
+    _held: Option<Box<dyn Debug + Send + Sync>>,
 }
 
 impl WriterLock {
     /// Creates the log's directory if needed; fails at once if another process writes the log.
     pub fn acquire(dir: &Path) -> Result<Self, LogError> {
-        crate::durable_dir::create_all(dir).map_err(LogError::io("create log directory", dir))?;
-        let file = datadir::lock_exclusive(dir, "writer.lock", "log writer")?;
-        Ok(Self { dir: dir.to_owned(), _file: file })
+        Self::acquire_on(Arc::new(Os), dir)
+    }
+
+    /// [`WriterLock::acquire`] on `disk`, which the log is then written through.
+    pub fn acquire_on(disk: Arc<dyn Disk>, dir: &Path) -> Result<Self, LogError> {
+        crate::durable_dir::create_all(&*disk, dir).map_err(LogError::io("create log directory", dir))?;
+        let held = match crate::holes::open(crate::holes::Hole::SecondWriter) {
+            true => None,
+            false => Some(disk.lock(dir, "writer.lock", "log writer")?),
+        };
+        Ok(Self { dir: dir.to_owned(), disk, _held: held })
     }
 
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    pub fn disk(&self) -> &Arc<dyn Disk> {
+        &self.disk
     }
 }

@@ -10,11 +10,13 @@
 //! should hold but does not (cut by recovery, or lost to damage before the next segment's
 //! first offset). The worker dead-letters them with what could be read.
 
-use std::fs::File;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
 use super::record::{self, Decoded};
 use super::{segment, LogError};
+use crate::disk::{Disk, DiskFile, Open, Os};
+use crate::holes::{self, Hole};
 
 /// The file holding the last durable offset (8 bytes, little endian).
 pub const DURABLE_FILE: &str = "durable";
@@ -36,12 +38,13 @@ pub type Entry = (u64, Result<Vec<u8>, Damaged>);
 
 /// A reader positioned after an offset; it follows new records as they become durable.
 pub struct Reader {
+    disk: Arc<dyn Disk>,
     dir: PathBuf,
     /// The `durable` file, once it exists.
-    durable: Option<File>,
+    durable: Option<Box<dyn DiskFile>>,
     /// The offset of the next record to hand out.
     next: u64,
-    segment: Option<Open>,
+    segment: Option<OpenSegment>,
     /// Bytes of the open segment from `Open::pos` on.
     buf: Vec<u8>,
     /// Where the next record starts in `buf`.
@@ -50,9 +53,9 @@ pub struct Reader {
     trusted: u64,
 }
 
-struct Open {
+struct OpenSegment {
     base: u64,
-    file: File,
+    file: Box<dyn DiskFile>,
     path: PathBuf,
     /// Byte position in the file of `buf[at]`.
     pos: u64,
@@ -61,25 +64,25 @@ struct Open {
 impl Reader {
     /// A reader whose first record is the one after `after` (0: from the start).
     pub fn open(dir: &Path, after: u64) -> Self {
-        Self { dir: dir.to_owned(), durable: None, next: after + 1, segment: None, buf: Vec::new(), at: 0, trusted: 0 }
+        Self::open_on(Arc::new(Os), dir, after)
+    }
+
+    /// [`Reader::open`] on `disk`.
+    pub fn open_on(disk: Arc<dyn Disk>, dir: &Path, after: u64) -> Self {
+        Self { disk, dir: dir.to_owned(), durable: None, next: after + 1, segment: None, buf: Vec::new(), at: 0, trusted: 0 }
     }
 
     /// The offset of the last durable record (0 if none, or if the log is not there yet).
     pub fn durable(&mut self) -> Result<u64, LogError> {
         if self.durable.is_none() {
             let path = self.dir.join(DURABLE_FILE);
-            match File::open(&path) {
+            match self.disk.open(&path, Open::Read) {
                 Ok(f) => self.durable = Some(f),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
                 Err(e) => return Err(LogError::io("open", &path)(e)),
             }
         }
-        let mut bytes = [0u8; 8];
-        match self.durable.as_ref().map(|f| f.read_at(&mut bytes, 0)) {
-            Some(Ok(8)) => Ok(u64::from_le_bytes(bytes)),
-            Some(Ok(_)) | None => Ok(0),
-            Some(Err(e)) => Err(LogError::io("read", &self.dir.join(DURABLE_FILE))(e)),
-        }
+        self.durable.as_deref().map_or(Ok(0), |f| read_durable(f, &self.dir))
     }
 
     /// The first offset of the segment being read, once one is open.
@@ -97,7 +100,7 @@ impl Reader {
             match self.step(limit) {
                 Ok(Some(payload)) => out.push((self.next - 1, payload)),
                 Ok(None) => break,
-                Err(e) if !out.is_empty() => {
+                Err(e) if !out.is_empty() && !holes::open(Hole::DroppedOnReadError) => {
                     tracing::debug!(error = %e, "log read stopped early; handing out what was read");
                     break;
                 }
@@ -158,7 +161,7 @@ impl Reader {
     /// The first offset of the segment after the open one, if there is one.
     fn following(&self) -> Result<Option<u64>, LogError> {
         let Some(open) = &self.segment else { return Ok(None) };
-        Ok(segment::list(&self.dir)?.into_iter().find(|&b| b > open.base))
+        Ok(segment::list_on(&*self.disk, &self.dir)?.into_iter().find(|&b| b > open.base))
     }
 
     /// Decodes the record at the front of the buffer.
@@ -191,7 +194,7 @@ impl Reader {
         self.buf.clear();
         self.trusted = 0;
         // No more than the file holds: the buffer is zeroed up to `want` before each read.
-        let len = s.file.metadata().map_err(LogError::io("stat segment", &s.path))?.len();
+        let len = s.file.len().map_err(LogError::io("stat segment", &s.path))?;
         let want = want.min(len.saturating_sub(s.pos) as usize);
         self.buf.resize(want, 0);
         let mut filled = 0;
@@ -213,7 +216,7 @@ impl Reader {
 
     /// Opens the segment holding `next` and skips to it.
     fn locate(&mut self) -> Result<bool, LogError> {
-        let bases = segment::list(&self.dir)?;
+        let bases = segment::list_on(&*self.disk, &self.dir)?;
         let Some(&base) = bases.iter().rev().find(|&&b| b <= self.next) else {
             return match bases.first() {
                 // Segments beyond the position exist but not the one holding it: deleted.
@@ -250,8 +253,8 @@ impl Reader {
 
     fn open_segment(&mut self, base: u64) -> Result<(), LogError> {
         let path = segment::path(&self.dir, base);
-        let file = File::open(&path).map_err(LogError::io("open segment", &path))?;
-        self.segment = Some(Open { base, file, path, pos: 0 });
+        let file = self.disk.open(&path, Open::Read).map_err(LogError::io("open segment", &path))?;
+        self.segment = Some(OpenSegment { base, file, path, pos: 0 });
         self.buf.clear();
         self.at = 0;
         self.trusted = 0;
@@ -270,7 +273,27 @@ impl Reader {
 
 /// The last durable offset of the log in `dir`, as its appender last published it.
 pub fn durable(dir: &Path) -> Result<u64, LogError> {
-    Reader::open(dir, 0).durable()
+    durable_on(&Os, dir)
+}
+
+/// [`durable`] on `disk`.
+pub fn durable_on(disk: &dyn Disk, dir: &Path) -> Result<u64, LogError> {
+    let path = dir.join(DURABLE_FILE);
+    let file = match disk.open(&path, Open::Read) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(LogError::io("open", &path)(e)),
+    };
+    read_durable(&*file, dir)
+}
+
+fn read_durable(file: &dyn DiskFile, dir: &Path) -> Result<u64, LogError> {
+    let mut bytes = [0u8; 8];
+    match file.read_at(&mut bytes, 0) {
+        Ok(8) => Ok(u64::from_le_bytes(bytes)),
+        Ok(_) => Ok(0),
+        Err(e) => Err(LogError::io("read", &dir.join(DURABLE_FILE))(e)),
+    }
 }
 
 #[cfg(test)]
@@ -342,7 +365,7 @@ mod tests {
     async fn a_position_behind_deleted_segments_is_an_error() {
         let dir = tempfile::tempdir().expect("dir");
         let _appender = log_of(dir.path(), 20, 64).await;
-        segment::delete_through(dir.path(), 10).expect("delete");
+        segment::delete_through(&crate::disk::Os, dir.path(), 10).expect("delete");
         let first = segment::list(dir.path()).expect("list")[0];
         assert!(first > 1 && first <= 11);
         let mut behind = Reader::open(dir.path(), first - 2);

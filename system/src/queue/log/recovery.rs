@@ -12,10 +12,11 @@
 //! past both, in a new segment when records they cover are gone. Those acknowledged records
 //! are reported by offset, since their payments may never be applied.
 
-use std::fs::File;
 use std::path::Path;
 
 use super::{reader, record, segment, LogError};
+use crate::disk::{Disk, DiskFile, Open};
+use crate::holes::{self, Hole};
 
 /// Written by an appender whose sync failed: `<segment base> <synced length>`. Pages after
 /// the synced length may stay readable in the page cache without ever reaching the disk
@@ -25,7 +26,7 @@ pub const UNSYNCED_FILE: &str = "unsynced";
 /// Where the appender continues.
 pub struct Tail {
     /// The newest segment, open for appending at its valid end.
-    pub file: File,
+    pub file: Box<dyn DiskFile>,
     /// Its first offset.
     pub base: u64,
     /// Its valid length in bytes.
@@ -74,20 +75,23 @@ impl std::fmt::Display for Damage {
 
 /// Recovers the log in `dir`; the next offset is at least `at_least` (one past the highest
 /// position a consumer stored).
-pub fn recover(dir: &Path, at_least: u64) -> Result<Tail, LogError> {
+pub fn recover(disk: &dyn Disk, dir: &Path, at_least: u64) -> Result<Tail, LogError> {
     // Entries made before a crash (a new segment, the durable file) are made durable before
     // anything in them is read as durable.
-    segment::sync_dir(dir)?;
-    undo_failed_sync(dir)?;
-    let floor = at_least.max(reader::durable(dir)? + 1).max(1);
-    let Some(&base) = segment::list(dir)?.last() else {
+    segment::sync_dir_on(disk, dir)?;
+    undo_failed_sync(disk, dir)?;
+    let floor = match holes::open(Hole::ReusedOffsets) {
+        true => 1,
+        false => at_least.max(reader::durable_on(disk, dir)? + 1).max(1),
+    };
+    let Some(&base) = segment::list_on(disk, dir)?.last() else {
         let damage = Damage { cut: (floor > 1).then_some((1, floor - 1)), ..Damage::default() };
-        return start_at(dir, floor, damage);
+        return start_at(disk, dir, floor, damage);
     };
     let path = segment::path(dir, base);
-    let bytes = std::fs::read(&path).map_err(LogError::io("read segment", &path))?;
+    let bytes = disk.read(&path).map_err(LogError::io("read segment", &path))?;
     let scan = record::scan(&bytes);
-    let file = segment::open_for_write(dir, base)?;
+    let file = segment::open_for_write(disk, dir, base)?;
     let rest = &bytes[scan.valid_bytes..];
     let mut allocated = bytes.len() as u64;
     if let (Some(why), false) = (scan.stop, rest.iter().all(|&b| b == 0)) {
@@ -107,18 +111,18 @@ pub fn recover(dir: &Path, at_least: u64) -> Result<Tail, LogError> {
     // Acknowledged records are gone: the segment ends where it is whole, and numbering goes
     // on past them in a new one.
     file.set_len(scan.valid_bytes as u64).and_then(|_| file.sync_all()).map_err(LogError::io("cut segment tail", &path))?;
-    start_at(dir, floor, Damage { unreadable, cut: Some((next, floor - 1)) })
+    start_at(disk, dir, floor, Damage { unreadable, cut: Some((next, floor - 1)) })
 }
 
-fn start_at(dir: &Path, base: u64, damage: Damage) -> Result<Tail, LogError> {
-    Ok(Tail { file: segment::create(dir, base)?, base, len: 0, allocated: 0, next: base, damage })
+fn start_at(disk: &dyn Disk, dir: &Path, base: u64, damage: Damage) -> Result<Tail, LogError> {
+    Ok(Tail { file: segment::create(disk, dir, base)?, base, len: 0, allocated: 0, next: base, damage })
 }
 
 /// Cuts the segment an appender's failed sync left back to what that appender had synced.
-fn undo_failed_sync(dir: &Path) -> Result<(), LogError> {
+fn undo_failed_sync(disk: &dyn Disk, dir: &Path) -> Result<(), LogError> {
     let marker = dir.join(UNSYNCED_FILE);
-    let text = match std::fs::read_to_string(&marker) {
-        Ok(text) => text,
+    let text = match disk.read(&marker) {
+        Ok(text) => String::from_utf8_lossy(&text).into_owned(),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
         Err(e) => return Err(LogError::io("read", &marker)(e)),
     };
@@ -127,31 +131,33 @@ fn undo_failed_sync(dir: &Path) -> Result<(), LogError> {
         return Err(LogError::Corrupt { path: marker, at: 0, why: "not `<segment base> <synced length>`" });
     };
     let path = segment::path(dir, base);
-    if path.exists() {
-        let file = segment::open_for_write(dir, base)?;
-        let size = file.metadata().map_err(LogError::io("stat segment", &path))?.len();
+    if disk.exists(&path) {
+        let file = segment::open_for_write(disk, dir, base)?;
+        let size = file.len().map_err(LogError::io("stat segment", &path))?;
         if size > len {
             tracing::warn!(file = %path.display(), synced = len, bytes_cut = size - len, "cutting what a failed sync left unsynced");
             file.set_len(len).and_then(|_| file.sync_all()).map_err(LogError::io("cut segment tail", &path))?;
         }
     }
-    std::fs::remove_file(&marker).map_err(LogError::io("remove", &marker))?;
-    segment::sync_dir(dir)
+    disk.remove_file(&marker).map_err(LogError::io("remove", &marker))?;
+    segment::sync_dir_on(disk, dir)
 }
 
 /// Records, durably, that the segment `base` is synced up to `len` and no further.
-pub fn mark_unsynced(dir: &Path, base: u64, len: u64) -> std::io::Result<()> {
-    use std::io::Write;
+pub fn mark_unsynced(disk: &dyn Disk, dir: &Path, base: u64, len: u64) -> std::io::Result<()> {
     let marker = dir.join(UNSYNCED_FILE);
-    let mut f = File::create(&marker)?;
-    writeln!(f, "{base} {len}")?;
+    let f = disk.open(&marker, Open::Create)?;
+    let text = format!("{base} {len}\n");
+    f.set_len(0)?;
+    f.write_all_at(text.as_bytes(), 0)?;
     f.sync_all()?;
-    crate::durable_dir::sync(dir)
+    disk.sync_dir(dir)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::disk::Os;
 
     fn write_records(dir: &Path, base: u64, payloads: &[&[u8]]) -> Vec<u8> {
         let mut buf = Vec::new();
@@ -165,7 +171,7 @@ mod tests {
     #[test]
     fn an_empty_directory_starts_at_offset_one() {
         let dir = tempfile::tempdir().expect("dir");
-        let tail = recover(dir.path(), 0).expect("recover");
+        let tail = recover(&Os, dir.path(), 0).expect("recover");
         assert_eq!((tail.base, tail.len, tail.next), (1, 0, 1));
         assert_eq!(segment::list(dir.path()).expect("list"), [1]);
     }
@@ -177,7 +183,7 @@ mod tests {
         let full = write_records(dir.path(), 3, &[b"c", b"dd", b"eee"]);
         let torn = full.len() - 2;
         std::fs::write(segment::path(dir.path(), 3), &full[..torn]).expect("tear");
-        let tail = recover(dir.path(), 0).expect("recover");
+        let tail = recover(&Os, dir.path(), 0).expect("recover");
         let kept = (2 * record::HEADER + 3) as u64;
         assert_eq!((tail.base, tail.len, tail.next), (3, kept, 5));
         assert_eq!(std::fs::metadata(segment::path(dir.path(), 3)).expect("stat").len(), kept);
@@ -190,7 +196,7 @@ mod tests {
         let records = buf.len() as u64;
         buf.resize(4096, 0);
         std::fs::write(segment::path(dir.path(), 1), &buf).expect("preallocate");
-        let tail = recover(dir.path(), 0).expect("recover");
+        let tail = recover(&Os, dir.path(), 0).expect("recover");
         assert_eq!((tail.len, tail.allocated, tail.next), (records, 4096, 3));
         assert_eq!(std::fs::metadata(segment::path(dir.path(), 1)).expect("stat").len(), 4096);
     }
@@ -203,7 +209,7 @@ mod tests {
         buf.resize(4096, 0);
         buf[records..records + 6].copy_from_slice(&[9, 0, 0, 0, 0xAB, 0xCD]);
         std::fs::write(segment::path(dir.path(), 1), &buf).expect("tear");
-        let tail = recover(dir.path(), 0).expect("recover");
+        let tail = recover(&Os, dir.path(), 0).expect("recover");
         assert_eq!((tail.len, tail.allocated, tail.next), (records as u64, records as u64, 2));
         assert_eq!(std::fs::metadata(segment::path(dir.path(), 1)).expect("stat").len(), records as u64);
     }
@@ -215,7 +221,7 @@ mod tests {
         let second = record::HEADER + 3;
         buf[second + 2] ^= 0xff;
         std::fs::write(segment::path(dir.path(), 1), &buf).expect("corrupt");
-        let tail = recover(dir.path(), 0).expect("recover");
+        let tail = recover(&Os, dir.path(), 0).expect("recover");
         assert_eq!((tail.len, tail.next), (second as u64, 2));
         assert_eq!(std::fs::read(segment::path(dir.path(), 1)).expect("read").len(), second);
     }
@@ -229,7 +235,7 @@ mod tests {
         let mut buf = write_records(dir.path(), 1, &[b"one", b"two", b"three"]);
         buf[record::HEADER + 3 + record::HEADER] ^= 0x01;
         std::fs::write(segment::path(dir.path(), 1), &buf).expect("corrupt");
-        let tail = recover(dir.path(), 0).expect("recover");
+        let tail = recover(&Os, dir.path(), 0).expect("recover");
         assert_eq!((tail.len, tail.next), (buf.len() as u64, 4));
         assert_eq!(tail.damage, Damage { unreadable: vec![2], cut: None });
     }
@@ -247,7 +253,7 @@ mod tests {
         let last = buf.len() - 1;
         damaged[last] ^= 0x01;
         std::fs::write(segment::path(dir.path(), 1), &damaged).expect("corrupt");
-        let tail = recover(dir.path(), 0).expect("recover");
+        let tail = recover(&Os, dir.path(), 0).expect("recover");
         assert_eq!((tail.base, tail.next), (4, 4), "a new segment after the last published offset");
         assert_eq!(tail.damage, Damage { unreadable: vec![], cut: Some((3, 3)) });
         assert_eq!(segment::list(dir.path()).expect("list"), [1, 4]);
@@ -259,13 +265,13 @@ mod tests {
     fn numbering_goes_on_past_a_stored_position() {
         let dir = tempfile::tempdir().expect("dir");
         write_records(dir.path(), 1, &[b"one"]);
-        let tail = recover(dir.path(), 21).expect("recover");
+        let tail = recover(&Os, dir.path(), 21).expect("recover");
         assert_eq!((tail.base, tail.next), (21, 21));
         assert_eq!(tail.damage.cut, Some((2, 20)));
         assert_eq!(tail.damage.count(), 19);
         let empty = tempfile::tempdir().expect("dir");
         publish(empty.path(), 7);
-        let tail = recover(empty.path(), 0).expect("recover");
+        let tail = recover(&Os, empty.path(), 0).expect("recover");
         assert_eq!((tail.base, tail.next, tail.damage.cut), (8, 8, Some((1, 7))), "every segment vanished");
     }
 
@@ -275,7 +281,7 @@ mod tests {
         let buf = write_records(dir.path(), 1, &[b"one", b"two"]);
         let synced = (record::HEADER + 3) as u64;
         std::fs::write(dir.path().join(UNSYNCED_FILE), format!("1 {synced}\n")).expect("marker");
-        let tail = recover(dir.path(), 0).expect("recover");
+        let tail = recover(&Os, dir.path(), 0).expect("recover");
         assert_eq!((tail.len, tail.next), (synced, 2), "the second record was never durable: {} bytes", buf.len());
         assert!(!dir.path().join(UNSYNCED_FILE).exists(), "the marker is done with");
     }
