@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
@@ -68,6 +69,50 @@ pub async fn open_store(storage: &StorageArgs) -> Result<Arc<dyn Store>, AppErro
     }
 }
 
+/// The store of a server. A Kafka-mode server acknowledges without the store (only reads and
+/// orders use it), so it neither waits for PostgreSQL nor migrates it: it starts and serves
+/// webhooks while the database is away. With the embedded log the server needs the store's
+/// positions before it appends.
+async fn open_server_store(storage: &StorageArgs) -> Result<Arc<dyn Store>, AppError> {
+    match (storage.kafka(), storage.database()?) {
+        (Some(_), Database::Postgres(url)) => Ok(Arc::new(PostgresStore::connect_lazily(&url, storage.database_pool_size)?)),
+        _ => open_store(storage).await,
+    }
+}
+
+/// `webhooks migrate`: brings the store's schema up to date; returns the version it is at.
+pub async fn migrate(storage: &StorageArgs) -> Result<u32, AppError> {
+    Ok(match storage.database()? {
+        Database::Postgres(url) => PostgresStore::connect(&url, 1).await?.schema_version().await?,
+        Database::Sqlite(path) => {
+            std::fs::create_dir_all(&storage.data_dir)?;
+            let store = tokio::task::spawn_blocking(move || SqliteStore::open(&path)).await.map_err(|e| std::io::Error::other(e.to_string()))??;
+            store.schema_version().await?
+        }
+    })
+}
+
+/// The token the server stops on: `requested` (SIGTERM) first makes `/readyz` fail, then,
+/// after `drain`, stops. Requests keep being served meanwhile, so the load balancer has
+/// time to see the failing probe and stop sending before the listener closes.
+fn drain_on(requested: CancellationToken, metrics: &Metrics, drain: Duration) -> CancellationToken {
+    let stop = CancellationToken::new();
+    let (metrics, stopping) = (metrics.clone(), stop.clone());
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = requested.cancelled() => {}
+            _ = stopping.cancelled() => return,
+        }
+        metrics.health.start_draining();
+        if !drain.is_zero() {
+            tracing::info!(drain_ms = drain.as_millis() as u64, "draining: /readyz fails, requests are still served until the drain period ends");
+            tokio::time::sleep(drain).await;
+        }
+        stopping.cancel();
+    });
+    stop
+}
+
 /// The queue's producer; a server in Kafka mode gets the broker-outage spool in front
 /// (until `shutdown`), other users (`dlq replay`) the broker alone.
 async fn open_producer(
@@ -128,6 +173,8 @@ pub async fn standalone(storage: StorageArgs, server: ServerArgs, worker: Worker
     let _lock = lock_data_dir(&storage, &[Role::Server, Role::Worker], Some(&server))?;
     datadir::record_server_url(&storage.data_dir, listener.local_addr()?)?;
     let metrics = Metrics::new();
+    metrics.health.set_stall_after(worker.stall_after());
+    let shutdown = drain_on(shutdown, &metrics, server.drain());
     let wake = Arc::new(Notify::new());
     let store = open_store(&storage).await?;
     let state = AppState {
@@ -160,7 +207,8 @@ pub async fn server(storage: StorageArgs, server: ServerArgs, listener: TcpListe
     let _lock = lock_data_dir(&storage, &[Role::Server], Some(&server))?;
     datadir::record_server_url(&storage.data_dir, listener.local_addr()?)?;
     let metrics = Metrics::new();
-    let store = open_store(&storage).await?;
+    let shutdown = drain_on(shutdown, &metrics, server.drain());
+    let store = open_server_store(&storage).await?;
     let state = AppState {
         producer: open_producer(&storage, Some(&server), store.as_ref(), &metrics, Arc::new(Notify::new()), &shutdown).await?,
         store,
@@ -182,11 +230,12 @@ pub async fn worker(storage: StorageArgs, worker: WorkerArgs, metrics_listen: Op
     let store = open_store(&storage).await?;
     let consumer = open_consumer(&storage, &worker.consumer, Arc::new(Notify::new())).await?;
     let metrics = Metrics::new();
+    metrics.health.set_stall_after(worker.stall_after());
     if let Some(addr) = metrics_listen {
         let listener = ingress::serve::bind(addr, 1024)?;
         tracing::info!(%addr, "worker metrics listening");
-        let header_timeout = std::time::Duration::from_secs(10);
-        tokio::spawn(ingress::serve::serve(listener, ingress::worker_routes(metrics.clone()), header_timeout, shutdown.clone()));
+        let header_timeout = Duration::from_secs(10);
+        tokio::spawn(ingress::serve::serve(listener, ingress::worker_routes(metrics.clone(), store.clone()), header_timeout, shutdown.clone()));
     }
     Worker::new(consumer, store, metrics, worker.config(), shutdown).run().await?;
     Ok(())

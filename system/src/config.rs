@@ -285,6 +285,12 @@ pub struct ServerArgs {
     #[arg(long, env = "HEADER_READ_TIMEOUT_MS", default_value_t = 10_000)]
     pub header_read_timeout_ms: u64,
 
+    /// On SIGTERM, fail /readyz but keep serving (new requests included) for this many
+    /// milliseconds, so that the load balancer stops sending before the listener closes; then
+    /// finish the requests in flight and stop. Set it to the load balancer's deregistration delay.
+    #[arg(long, env = "SHUTDOWN_DRAIN_MS", default_value_t = 0)]
+    pub shutdown_drain_ms: u64,
+
     /// Kafka mode: when the broker cannot take an event, store it in a local durable spool
     /// under the data directory and answer 200; it is forwarded when the broker is back.
     /// `--spool false` answers 503 instead and leaves the retry to the provider.
@@ -320,6 +326,10 @@ impl ServerArgs {
             return Err(ConfigError::Exposed { addr, open });
         }
         Ok(Exposure { open, insecure: reachable })
+    }
+
+    pub fn drain(&self) -> Duration {
+        Duration::from_millis(self.shutdown_drain_ms)
     }
 
     pub fn limits(&self) -> crate::ingress::Limits {
@@ -359,9 +369,18 @@ pub struct WorkerArgs {
     /// Largest retry delay in milliseconds.
     #[arg(long, env = "WORKER_RETRY_CAP_MS", default_value_t = 5_000)]
     pub retry_cap_ms: u64,
+
+    /// A worker whose loop has not advanced (polled or applied) for this many seconds reports
+    /// itself stalled: its /readyz fails, and webhooks_worker_seconds_since_progress shows it.
+    #[arg(long, env = "WORKER_STALL_SECS", default_value_t = crate::health::DEFAULT_STALL_AFTER.as_secs())]
+    pub stall_secs: u64,
 }
 
 impl WorkerArgs {
+    pub fn stall_after(&self) -> Duration {
+        Duration::from_secs(self.stall_secs.max(1))
+    }
+
     pub fn config(&self) -> WorkerConfig {
         WorkerConfig {
             consumer: self.consumer.clone(),

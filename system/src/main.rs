@@ -64,6 +64,12 @@ enum Command {
         #[arg(long, env = "WORKER_METRICS_LISTEN")]
         metrics_listen: Option<SocketAddr>,
     },
+    /// Brings the store's schema up to date, then exits: run it once per upgrade, before the
+    /// new processes start. A newer schema than this binary knows is refused.
+    Migrate {
+        #[command(flatten)]
+        storage: StorageArgs,
+    },
     /// Dead letters: events the worker gave up on.
     Dlq {
         #[command(flatten)]
@@ -128,6 +134,11 @@ pub(crate) async fn main() -> anyhow::Result<()> {
         }
         Command::Worker { storage, worker, metrics_listen } => app::worker(storage, worker, metrics_listen, shutdown).await?,
         Command::Dlq { storage, action } => return dlq(storage, action).await,
+        Command::Migrate { storage } => {
+            let version = app::migrate(&storage).await?;
+            println!("the store's schema is at version {version}");
+            return Ok(());
+        }
     }
     tracing::info!("stopped cleanly");
     Ok(())

@@ -76,6 +76,8 @@ pub fn router(state: AppState, limits: Limits) -> Router {
     // Management and read endpoints sit behind the admin token; webhooks are guarded by
     // signatures; liveness, readiness and metrics stay open for orchestrators and scrapers,
     // and so do the console's static assets, which hold no data.
+    // The probes are merged after the limits: a saturated server must still answer its
+    // liveness probe (or it is restarted in the middle of the incident) and its metrics.
     let admin = Router::new()
         .route("/api/orders", post(reads::create_order))
         .route("/api/orders/lookup", post(reads::orders_lookup))
@@ -92,7 +94,6 @@ pub fn router(state: AppState, limits: Limits) -> Router {
         .route(WEBHOOK_ROUTE, post(webhook::receive))
         .route(STRIPE_ROUTE, post(stripe::receive))
         .merge(admin)
-        .merge(ops::routes())
         .merge(console::routes())
         .fallback(no_route)
         .method_not_allowed_fallback(wrong_method)
@@ -108,6 +109,7 @@ pub fn router(state: AppState, limits: Limits) -> Router {
                 .layer(GlobalConcurrencyLimitLayer::new(limits.max_in_flight.max(1)))
                 .timeout(limits.request_timeout),
         )
+        .merge(ops::routes().route_layer(middleware::from_fn_with_state(state.clone(), count_requests)))
         .with_state(state)
 }
 

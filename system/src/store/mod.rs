@@ -4,6 +4,7 @@
 
 pub mod batch;
 pub mod postgres;
+pub mod schema;
 pub mod sqlite;
 
 use async_trait::async_trait;

@@ -87,13 +87,28 @@ fn corrupt(what: &str, value: &str) -> StoreError {
 }
 
 impl PostgresStore {
+    /// Connects and brings the schema up to date (`webhooks migrate`, and the roles that apply
+    /// events); refuses a schema newer than this binary knows.
     pub async fn connect(url: &str, pool_size: usize) -> Result<Self, StoreError> {
+        let store = Self::connect_lazily(url, pool_size)?;
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// A pool that connects on first use, without migrating: for a role that must start and
+    /// serve while the database is away (a Kafka-mode server acknowledges without it).
+    pub fn connect_lazily(url: &str, pool_size: usize) -> Result<Self, StoreError> {
         let config: tokio_postgres::Config = url.parse().map_err(|_| StoreError::Permanent("invalid postgres URL".into()))?;
         let manager = Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
         let pool = Pool::builder(manager).max_size(pool_size.max(1)).build().map_err(|e| StoreError::Permanent(e.to_string()))?;
-        let store = Self { pool };
-        store.migrate().await?;
-        Ok(store)
+        Ok(Self { pool })
+    }
+
+    /// The schema version the database is at.
+    pub async fn schema_version(&self) -> Result<u32, StoreError> {
+        let client = self.pool.get().await.map_err(pool_error)?;
+        let v: i32 = client.query_one("SELECT COALESCE(MAX(version), 0) FROM schema_version", &[]).await.map_err(classify)?.get(0);
+        Ok(v as u32)
     }
 
     async fn migrate(&self) -> Result<(), StoreError> {
@@ -102,6 +117,7 @@ impl PostgresStore {
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK]).await.map_err(classify)?;
         tx.batch_execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)").await.map_err(classify)?;
         let current: i32 = tx.query_one("SELECT COALESCE(MAX(version), 0) FROM schema_version", &[]).await.map_err(classify)?.get(0);
+        super::schema::check_known(current as u32, MIGRATIONS.len())?;
         for (i, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
             tx.batch_execute(sql).await.map_err(classify)?;
             tx.execute("INSERT INTO schema_version (version) VALUES ($1)", &[&(i as i32 + 1)]).await.map_err(classify)?;

@@ -197,6 +197,7 @@ fn migrate(conn: &mut Connection) -> Result<(), rusqlite::Error> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     tx.execute_batch("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")?;
     let current: i64 = tx.query_row("SELECT COALESCE(MAX(version), 0) FROM schema_version", [], |r| r.get(0))?;
+    super::schema::check_known(current as u32, MIGRATIONS.len()).map_err(|e| rusqlite::Error::ToSqlConversionFailure(e.to_string().into()))?;
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
         tx.execute_batch(sql)?;
         tx.execute("INSERT INTO schema_version (version) VALUES (?1)", params![i as i64 + 1])?;
@@ -238,6 +239,12 @@ impl SqliteStore {
         let reader = retry_while_locked(|| connect(path, durability, &failed))?;
         let thread = |name, conn| ConnThread::spawn(name, conn).map_err(|e| StoreError::Permanent(format!("start {name}: {e}")));
         Ok(Self { writer: thread("store-writer", writer)?, reader: thread("store-reader", reader)?, durability, failed })
+    }
+
+    /// The schema version the database is at.
+    pub async fn schema_version(&self) -> Result<u32, StoreError> {
+        let v: i64 = self.reader.run(|c| c.query_row("SELECT COALESCE(MAX(version), 0) FROM schema_version", [], |r| r.get(0))).await.map_err(classify)?;
+        Ok(v as u32)
     }
 
     /// An error once any checkpoint failed: nothing this process syncs from then on is trusted.
