@@ -1,37 +1,21 @@
 //! loadgen: scenario-driven, open-loop load for the webhooks system, with HDR latency
 //! measured from each request's scheduled instant and a check of the end state.
 //!
+//! Folders by stage, each importing only from the ones listed before it:
 //! - `scenario`: the TOML description of an experiment.
-//! - `plan`: when each request is due (constant, ramp, burst phases).
-//! - `workload`: the seeded stream of events and what the system must do with each.
-//! - `run`: spawn or reach the system, set up, fire, drain, verify; `engine`: the
-//!   connection loops that fire, over `wire`'s hand-written HTTP/1.1; `sign`: loadgen's own request signing.
-//! - `oracle`: loadgen's own model of the payment and order rules; `stats`: histograms
-//!   and timelines; `sampler`: the system's queue depth, processing rate and end-to-end
-//!   latency once a second; `charts`: the report's SVG charts; `verify`: the expected end state against the stored one; `report`: files
-//!   and gates; `compare`: regression checks between two reports; `spawn`: child processes;
-//!   `window`: the system's histograms over the run alone, subtracted and merged exactly;
-//!   `export`: the files for other tools (timeline NDJSON and CSV, HDR interval log, JUnit).
+//! - `workload`: the seeded event stream, its signatures, and the oracle of the rules.
+//! - `verify`: the expected end state against the stored one.
+//! - `measure`: loadgen's histograms and the system's own figures.
+//! - `send`: the schedule and the open-loop sender.
+//! - `report`: the report's files, charts and gates, and `compare` between two reports.
+//! - `experiment`: one run start to end, the capacity search, the system's processes.
 
-mod abort;
-mod alarm;
-pub mod capacity;
-pub mod charts;
-pub mod compare;
-pub mod engine;
-pub mod export;
-pub mod oracle;
-pub mod plan;
+pub mod experiment;
+pub mod measure;
 pub mod report;
-pub mod run;
-pub mod sampler;
 pub mod scenario;
-pub mod sign;
-pub mod spawn;
-pub mod stats;
+pub mod send;
 pub mod verify;
-pub mod wire;
-pub mod window;
 pub mod workload;
 
 /// Exit code of a run whose gates failed, apart from crashes (1), as k6 does.

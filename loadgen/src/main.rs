@@ -6,8 +6,10 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use loadgen::scenario::Scenario;
-use loadgen::spawn::unless_signalled;
-use loadgen::{compare, run, ABORTED, GATES_FAILED, NOT_COMPARABLE};
+use loadgen::experiment::run;
+use loadgen::experiment::spawn::unless_signalled;
+use loadgen::report::compare;
+use loadgen::{ABORTED, GATES_FAILED, NOT_COMPARABLE};
 
 /// Open-loop load, honest latency and end-state verification for the webhooks system.
 #[derive(Debug, Parser)]

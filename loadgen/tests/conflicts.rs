@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use loadgen::run;
+use loadgen::experiment::run;
 use loadgen::scenario::Scenario;
 
 fn scenario() -> Scenario {

@@ -2,7 +2,7 @@
 //! `cargo build --release -p system`), runs a small scenario with duplicates, out-of-order
 //! deliveries, invalid payloads, forged signatures and failing events, and checks the verdict.
 
-use loadgen::run;
+use loadgen::experiment::run;
 use loadgen::scenario::Scenario;
 
 const SCENARIO: &str = r#"

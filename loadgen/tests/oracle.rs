@@ -6,7 +6,7 @@
 
 use std::path::PathBuf;
 
-use loadgen::run;
+use loadgen::experiment::run;
 use loadgen::scenario::Scenario;
 
 const SCENARIO: &str = r#"

@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use fantoccini::{Client, ClientBuilder};
-use loadgen::run;
+use loadgen::experiment::run;
 use loadgen::scenario::Scenario;
 use serde_json::{json, Value};
 
@@ -156,8 +156,8 @@ async fn reports_of_real_runs_draw_every_chart_in_a_real_browser() {
     short_run(RAMP, 12, &new).await;
     short_run(CAPACITY, 13, &out.join("capacity")).await;
     let read = |d: &Path| -> Value { serde_json::from_str(&std::fs::read_to_string(d.join("report.json")).expect("report.json")).expect("json") };
-    let compared = loadgen::compare::compare(&read(&base), &read(&new), &loadgen::compare::Options { tolerance: 0.2, fail_on: Vec::new() });
-    std::fs::write(out.join("compare.html"), loadgen::compare::html(&read(&base), &read(&new), &compared.table).expect("compare page")).expect("write compare.html");
+    let compared = loadgen::report::compare::compare(&read(&base), &read(&new), &loadgen::report::compare::Options { tolerance: 0.2, fail_on: Vec::new() });
+    std::fs::write(out.join("compare.html"), loadgen::report::compare::html(&read(&base), &read(&new), &compared.table).expect("compare page")).expect("write compare.html");
 
     let b = session(port).await;
     let run_charts = open_and_check(&b, &base.join("report.html"), 1).await;

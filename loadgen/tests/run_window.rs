@@ -1,10 +1,10 @@
 //! Two runs against one long-running system: each reports the system's latency over its own
 //! load, not since the system started (which is what `/api/stats` percentiles cover).
 
-use loadgen::run;
+use loadgen::experiment::run;
 use loadgen::scenario::{Scenario, SpawnMode};
-use loadgen::spawn::System;
-use loadgen::window::Coverage;
+use loadgen::experiment::spawn::System;
+use loadgen::measure::window::Coverage;
 
 fn scenario(rate: u32, duration_s: u32) -> Scenario {
     Scenario::parse(&format!(

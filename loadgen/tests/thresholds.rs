@@ -3,7 +3,7 @@
 
 use std::process::Command;
 
-use loadgen::run;
+use loadgen::experiment::run;
 use loadgen::scenario::Scenario;
 
 const TWO_PHASES: &str = r#"

@@ -2,127 +2,30 @@
 //! end-state verification, and the measured figures.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{json, Value};
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
-use crate::abort;
-use crate::capacity::Search;
-use crate::engine::{self, Live};
-use crate::plan::{self, Schedule};
+use crate::experiment::capacity::Search;
+use crate::experiment::load::{load, unix_now, LOAD_LEAD};
+use crate::experiment::spawn::{own_cpu_seconds, System};
+use crate::measure::client::Client;
+use crate::measure::sampler::Sampler;
+use crate::measure::stats::Recorder;
+use crate::measure::window::Snapshot;
 use crate::report::{Measured, SystemSide};
-use crate::sampler::Sampler;
 use crate::scenario::Scenario;
-use crate::spawn::{own_cpu_seconds, System};
-use crate::sign::Signer;
-use crate::stats::Recorder;
 use crate::verify::{self, Verdict};
-use crate::window::Snapshot;
-use crate::workload::{Generator, OrderRef, Planned, Renderer};
+use crate::workload::generator::{EventRef, Generator, OrderRef, Planned, Renderer};
+use crate::workload::sign::Signer;
 
 const LOOKUP_CHUNK: usize = 1000;
-
-#[derive(Clone)]
-pub struct Client {
-    http: reqwest::Client,
-    base: String,
-    token: Option<String>,
-    /// Stats addresses of worker processes, whose counters the server cannot report.
-    workers: Vec<String>,
-}
-
-impl Client {
-    fn new(base: &str, token: Option<String>, pool: usize) -> anyhow::Result<Self> {
-        let http = reqwest::Client::builder()
-            .pool_max_idle_per_host(pool)
-            // Below the server's 10 s header-read timeout, which also closes idle keep-alive
-            // connections: reusing one just as the server closes it fails the request.
-            .pool_idle_timeout(Duration::from_secs(5))
-            .tcp_nodelay(true)
-            .timeout(Duration::from_secs(30))
-            .build()?;
-        Ok(Self { http, base: base.trim_end_matches('/').to_owned(), token, workers: Vec::new() })
-    }
-
-    fn authed(&self, r: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
-        match &self.token {
-            Some(t) => r.bearer_auth(t),
-            None => r,
-        }
-    }
-
-    async fn get_json(&self, path: &str) -> anyhow::Result<Value> {
-        let r = self.authed(self.http.get(format!("{}{path}", self.base))).send().await?;
-        anyhow::ensure!(r.status().is_success(), "GET {path}: {}", r.status());
-        Ok(r.json().await?)
-    }
-
-    /// The system's /api/stats; a server-only target's worker side is filled in from its
-    /// workers' own stats when loadgen started them.
-    pub(crate) async fn stats(&self) -> Option<Value> {
-        let mut stats = self.get_json("/api/stats").await.ok()?;
-        if stats["worker"].is_null() && !self.workers.is_empty() {
-            let mut each = Vec::with_capacity(self.workers.len());
-            for w in &self.workers {
-                let r = self.http.get(format!("{w}/api/stats")).send().await.ok()?;
-                each.push(r.json::<Value>().await.ok()?);
-            }
-            stats["worker"] = crate::stats::merge_workers(&each);
-            stats["queue"]["depth"] = each.iter().map(|w| w["queue"]["depth"].as_u64()).sum::<Option<u64>>().map_or(Value::Null, Value::from);
-        }
-        Some(stats)
-    }
-
-    /// The system's histograms now: the server's, with its workers' end-to-end ones added
-    /// when it runs none itself.
-    pub(crate) async fn histograms(&self) -> anyhow::Result<Snapshot> {
-        let mut snap = Snapshot::of(&self.get_json("/api/stats?histograms=true").await?)?;
-        if snap.e2e.is_none() {
-            for w in &self.workers {
-                let stats: Value = self.http.get(format!("{w}/api/stats?histograms=true")).send().await?.error_for_status()?.json().await?;
-                snap.add_e2e(Snapshot::of(&stats)?.e2e)?;
-            }
-        }
-        Ok(snap)
-    }
-
-    /// The Prometheus text of the server and of every worker process loadgen started.
-    pub(crate) async fn metrics_texts(&self) -> Vec<String> {
-        let mut out = Vec::with_capacity(1 + self.workers.len());
-        for base in std::iter::once(&self.base).chain(&self.workers) {
-            if let Ok(r) = self.authed(self.http.get(format!("{base}/metrics"))).send().await {
-                out.extend(r.text().await.ok());
-            }
-        }
-        out
-    }
-
-    async fn post_json(&self, path: &str, body: &Value) -> anyhow::Result<(u16, Value)> {
-        let r = self.authed(self.http.post(format!("{}{path}", self.base))).json(body).send().await?;
-        let status = r.status().as_u16();
-        Ok((status, r.json().await.unwrap_or(Value::Null)))
-    }
-
-    /// Sends one rendered request through the control client (setup only; the load goes
-    /// through the engine's own connections).
-    async fn send(&self, r: &Renderer) -> Option<u16> {
-        let mut req = self.http.post(format!("{}/api/webhooks/payment", self.base)).header("content-type", "application/json");
-        for (k, v) in r.headers() {
-            req = req.header(k, v);
-        }
-        req.body(r.body.clone()).send().await.ok().map(|resp| resp.status().as_u16())
-    }
-}
-
-fn unix_now() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
-}
 
 pub async fn run(s: &Scenario, progress: bool) -> anyhow::Result<Measured> {
     let system = match s.target.spawn {
@@ -288,7 +191,7 @@ async fn create_orders(c: &Client, g: &Generator) -> anyhow::Result<()> {
 
 /// Claims payments for their owner orders and waits until they are applied, so that the
 /// load's events naming another order are dead letters whatever the arrival order.
-async fn send_claims(c: &Client, g: &Generator, r: &mut Renderer, claims: Vec<Planned>) -> anyhow::Result<Vec<crate::workload::EventRef>> {
+async fn send_claims(c: &Client, g: &Generator, r: &mut Renderer, claims: Vec<Planned>) -> anyhow::Result<Vec<EventRef>> {
     let mut accepted = Vec::new();
     for p in claims {
         r.render(&p);
@@ -330,81 +233,6 @@ async fn ceiling(c: &Client, connections: usize, duration_s: f64) -> f64 {
     }
     while tasks.join_next().await.is_some() {}
     ok.load(Ordering::Relaxed) as f64 / duration_s
-}
-
-/// From the start of the load's set-up to its first scheduled instant.
-const LOAD_LEAD: Duration = Duration::from_millis(500);
-
-/// Timing of the load itself.
-#[derive(Debug, Clone, Copy)]
-pub struct LoadTiming {
-    /// From the first scheduled instant to the last actual send.
-    pub send_window_s: f64,
-    /// From the first scheduled instant to the last response.
-    pub wall_s: f64,
-}
-
-pub(crate) async fn load(s: &Scenario, client: &Client, generator: Generator, renderer: Renderer, planned: u64, progress: bool) -> anyhow::Result<(Recorder, Generator, LoadTiming)> {
-    let threads = s.load.threads.unwrap_or(1);
-    let live: Vec<Arc<Live>> = (0..threads).map(|_| Arc::default()).collect();
-    let stop = Arc::new(AtomicBool::new(false));
-    let t0 = Instant::now() + LOAD_LEAD;
-    let load = engine::Load {
-        base: client.base.clone(),
-        path: s.target.webhook_path.clone().unwrap_or_else(|| "/api/webhooks/payment".into()),
-        schedule: Schedule::new(&s.load.phases),
-        generator,
-        renderer,
-        connections: s.load.max_in_flight,
-        threads,
-        phases: s.load.phases.len(),
-        allow_shedding: s.load.allow_shedding,
-        start_unix: unix_now() + 1,
-        t0,
-        stop: stop.clone(),
-    };
-    let bar = progress_bar(s, planned, progress, live.clone());
-    let watcher = abort::watch(s.gates.clone(), live.clone(), stop.clone());
-    let (mut recorder, generator) = {
-        let live = live.clone();
-        tokio::task::spawn_blocking(move || engine::run(load, &live)).await??
-    };
-    stop.store(true, Ordering::Relaxed);
-    recorder.aborted = watcher.await?;
-    bar.finish_and_clear();
-    let timing = LoadTiming { send_window_s: recorder.last_send.as_secs_f64().max(1e-3), wall_s: t0.elapsed().as_secs_f64() };
-    Ok((recorder, generator, timing))
-}
-
-fn progress_bar(s: &Scenario, planned: u64, enabled: bool, live: Vec<Arc<Live>>) -> ProgressBar {
-    let bar = ProgressBar::new(planned);
-    if !enabled {
-        bar.set_draw_target(ProgressDrawTarget::hidden());
-        return bar;
-    }
-    // `wide_msg` takes what the terminal has left and cuts the rest, so the line never wraps.
-    bar.set_style(ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:20} {pos}/{len} {wide_msg}").unwrap_or_else(|_| ProgressStyle::default_bar()));
-    let phases: Vec<(String, f64)> = s.load.phases.iter().enumerate().map(|(i, p)| (if p.name.is_empty() { format!("phase {i}") } else { p.name.clone() }, plan::target_rate(p))).collect();
-    let ticker = bar.clone();
-    tokio::spawn(async move {
-        let mut last = 0;
-        while !ticker.is_finished() {
-            tokio::time::sleep(Duration::from_millis(500)).await;
-            let sum = |f: fn(&Live) -> u64| live.iter().map(|l| f(l)).sum::<u64>();
-            let done = sum(|l| l.done.load(Ordering::Relaxed));
-            let phase = live.iter().map(|l| l.phase.load(Ordering::Relaxed)).max().unwrap_or(0);
-            let (name, target) = phases.get(phase as usize).cloned().unwrap_or_default();
-            ticker.set_position(done);
-            ticker.set_message(format!(
-                "{name} {target:.0}/s: done {}/s, p99 {:.1} ms, {} errors",
-                (done - last) * 2,
-                live.iter().map(|l| l.p99_us.load(Ordering::Relaxed)).max().unwrap_or(0) as f64 / 1000.0,
-                sum(|l| l.errors.load(Ordering::Relaxed))
-            ));
-            last = done;
-        }
-    });
-    bar
 }
 
 /// A spinner saying what loadgen is doing between the load phases, where it would otherwise

@@ -14,7 +14,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::run::Client;
+use crate::measure::client::Client;
 
 const EVERY: Duration = Duration::from_secs(1);
 const E2E_BUCKET: &str = "webhooks_e2e_latency_seconds_bucket{le=\"";

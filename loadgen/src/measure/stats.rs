@@ -9,7 +9,7 @@ use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
 use crate::verify::{Ledger, Window};
-use crate::workload::{EventRef, Expect};
+use crate::workload::generator::{EventRef, Expect};
 
 /// One finished request.
 #[derive(Debug, Clone)]
@@ -44,6 +44,19 @@ fn hdr() -> Histogram<u64> {
     // 1 µs .. 10 min; the bounds are constants, so this cannot fail.
     Histogram::new_with_bounds(1, 600_000_000, 3).expect("static HDR bounds")
 }
+
+/// Timing of the load itself.
+#[derive(Debug, Clone, Copy)]
+pub struct LoadTiming {
+    /// From the first scheduled instant to the last actual send.
+    pub send_window_s: f64,
+    /// From the first scheduled instant to the last response.
+    pub wall_s: f64,
+}
+
+/// A send-lag p99 above this, with connections free, means the generator could not keep the
+/// schedule; tokio's timer alone is late by up to a millisecond.
+pub const GENERATOR_LAG_MS: f64 = 5.0;
 
 #[derive(Debug, Default, Clone, Serialize)]
 pub struct Percentiles {
@@ -354,8 +367,8 @@ pub fn merge_workers(each: &[serde_json::Value]) -> serde_json::Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::oracle::EventType;
-    use crate::workload::Reuse;
+    use crate::workload::oracle::EventType;
+    use crate::workload::generator::Reuse;
 
     fn outcome(status: Option<u16>, expect: Expect, latency_ms: u64) -> Outcome {
         Outcome {

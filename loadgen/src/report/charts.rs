@@ -12,9 +12,9 @@ use plotters::coord::ranged1d::{AsRangedCoord, Ranged, ValueFormatter};
 use plotters::prelude::*;
 use serde::Deserialize;
 
-use crate::capacity::CapacityReport;
-use crate::sampler::SystemSample;
-use crate::stats::Second;
+use crate::measure::sampler::SystemSample;
+use crate::measure::stats::Second;
+use crate::report::capacity::CapacityReport;
 
 const SIZE: (u32, u32) = (960, 340);
 /// The distribution's x axis is `1 / (1 - p)`: 10 is p90, 1000 is p99.9. It ends at p99.999.
@@ -298,7 +298,7 @@ mod tests {
 
     #[test]
     fn a_capacity_search_is_drawn_with_its_knee_and_ceiling() {
-        use crate::capacity::StepResult;
+        use crate::report::capacity::StepResult;
         let step = |rate: f64, accepted: f64, p99: f64, ok: bool| StepResult {
             offered_rate: rate,
             achieved_send_rate: rate,

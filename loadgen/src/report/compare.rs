@@ -7,7 +7,7 @@ use anyhow::Context;
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::charts::{self, ChartError, RunData};
+use crate::report::charts::{self, ChartError, RunData};
 
 /// Reads a report.json; every error names the file.
 pub fn read_report(path: &Path) -> anyhow::Result<Value> {

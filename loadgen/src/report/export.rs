@@ -9,8 +9,8 @@ use hdrhistogram::serialization::interval_log::{IntervalLogWriterBuilder, Tag};
 use hdrhistogram::serialization::V2DeflateSerializer;
 use hdrhistogram::Histogram;
 
-use crate::report::GateResult;
-use crate::stats::Second;
+use crate::measure::stats::Second;
+use crate::report::gate::GateResult;
 
 /// The interval log's tag: latency from each request's scheduled instant, all answers.
 pub const LATENCY_TAG: &str = "latency_from_schedule_us";

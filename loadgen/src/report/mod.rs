@@ -9,16 +9,19 @@ use std::path::Path;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::capacity::CapacityReport;
-use crate::plan;
-use crate::charts;
-use crate::export;
-use crate::run::LoadTiming;
-use crate::sampler::SystemSample;
+pub mod capacity;
+pub mod charts;
+pub mod compare;
+pub mod export;
+pub mod gate;
+
+use crate::measure::sampler::SystemSample;
+use crate::measure::stats::{LoadTiming, Percentiles, Recorder, Second, GENERATOR_LAG_MS};
+use crate::measure::window::{self, Coverage, Snapshot};
 use crate::scenario::{Gates, Scenario, Shape};
-use crate::stats::{Percentiles, Recorder, Second};
 use crate::verify::Verdict;
-use crate::window::{self, Coverage, Snapshot};
+use capacity::CapacityReport;
+use gate::GateResult;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Machine {
@@ -125,14 +128,6 @@ impl SystemSide {
 }
 
 #[derive(Debug, Clone, Serialize)]
-pub struct GateResult {
-    pub gate: String,
-    pub limit: f64,
-    pub value: f64,
-    pub pass: bool,
-}
-
-#[derive(Debug, Clone, Serialize)]
 pub struct Measured {
     pub scenario: Scenario,
     pub machine: Machine,
@@ -183,10 +178,6 @@ pub struct Measured {
     pub latency_per_second: Vec<hdrhistogram::Histogram<u64>>,
 }
 
-/// A send-lag p99 above this, with connections free, means the generator could not keep the
-/// schedule; tokio's timer alone is late by up to a millisecond.
-const GENERATOR_LAG_MS: f64 = 5.0;
-
 impl Measured {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
@@ -221,7 +212,7 @@ impl Measured {
                     Shape::Burst { .. } => "burst".into(),
                 },
                 duration_s: p.duration_s,
-                target_rate: plan::target_rate(p),
+                target_rate: p.target_rate(),
                 sent: t.sent,
                 accepted: t.accepted,
                 accepted_per_s: t.accepted as f64 / p.duration_s,

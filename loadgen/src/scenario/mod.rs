@@ -148,7 +148,7 @@ pub struct Signing {
 pub struct Workload {
     /// Orders created before the load starts, 1 to 1,000,000.
     pub orders: usize,
-    /// How each payment's life goes, by weight: pending then success (`paid`), pending then
+    /// How each payment's story goes, by weight: pending then success (`paid`), pending then
     /// failed (`failed`), pending, failed, success (`retried`), pending, success, refunded (`refunded`).
     #[serde(default)]
     pub stories: Stories,
@@ -285,6 +285,22 @@ enum Kind {
     Ramp,
     /// A steady `rate`, named apart so that reports show the burst.
     Burst,
+}
+
+impl Phase {
+    /// Requests the phase plans.
+    pub fn requests(&self) -> u64 {
+        let n = match self.shape {
+            Shape::Constant { rate } | Shape::Burst { rate } => rate * self.duration_s,
+            Shape::Ramp { from, to } => (from + to) / 2.0 * self.duration_s,
+        };
+        n.floor().max(0.0) as u64
+    }
+
+    /// The rate the phase's planned requests average out to.
+    pub fn target_rate(&self) -> f64 {
+        self.requests() as f64 / self.duration_s
+    }
 }
 
 impl TryFrom<RawPhase> for Phase {
@@ -474,7 +490,7 @@ impl Scenario {
 
     /// Planned requests over all phases.
     pub fn planned_requests(&self) -> u64 {
-        self.load.phases.iter().map(crate::plan::phase_count).sum()
+        self.load.phases.iter().map(Phase::requests).sum()
     }
 }
 

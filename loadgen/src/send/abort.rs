@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use tokio::task::JoinHandle;
 
-use crate::engine::Live;
 use crate::scenario::{AbortGate, Gates};
+use crate::send::engine::Live;
 
 const EVERY: Duration = Duration::from_millis(100);
 

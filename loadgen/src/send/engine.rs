@@ -17,11 +17,11 @@ use std::time::Duration;
 use tokio::task::LocalSet;
 use tokio::time::Instant;
 
-use crate::alarm::Alarm;
-use crate::plan::{Schedule, Slot};
-use crate::stats::{Outcome, Recorder};
-use crate::wire::{Conn, Template};
-use crate::workload::{Generator, Planned, Renderer};
+use crate::measure::stats::{Outcome, Recorder};
+use crate::send::alarm::Alarm;
+use crate::send::schedule::{Schedule, Slot};
+use crate::send::wire::{Conn, Template};
+use crate::workload::generator::{Generator, Planned, Renderer};
 
 /// Slots planned per connection and chunk: a connection takes the plan's lock only when its
 /// claims move into another chunk, about once per this many of its requests.
@@ -61,18 +61,26 @@ struct Plan {
     start_unix: i64,
     /// The next unclaimed slot: a free connection claims the next due slot, so one slow
     /// answer does not hold back slots another connection could send (one queue, many servers).
-    next: AtomicU64,
+    next_slot: AtomicU64,
     state: Mutex<PlanState>,
 }
 
 /// Consecutive slots of the schedule with their requests.
 type Chunk = Arc<[(Slot, Planned)]>;
 
+/// A chunk in use: its index in the schedule, its slots, and how many of them are done with
+/// (by every connection, in the plan's list; by one connection, in its cursor).
+struct HeldChunk {
+    index: u64,
+    slots: Chunk,
+    used: u64,
+}
+
 struct PlanState {
     generator: Generator,
-    next: u64,
-    /// Chunk index, its slots, and how many of its slots connections have finished with.
-    ready: VecDeque<(u64, Chunk, u64)>,
+    /// The next chunk to generate.
+    next_chunk: u64,
+    ready: VecDeque<HeldChunk>,
 }
 
 impl Plan {
@@ -81,15 +89,15 @@ impl Plan {
     fn take(&self, k: u64, left: Option<(u64, u64)>) -> Option<Chunk> {
         let mut st = self.state.lock().ok()?;
         if let Some((old, done)) = left {
-            if let Some(pos) = st.ready.iter().position(|(i, _, _)| *i == old) {
-                st.ready[pos].2 += done;
-                if st.ready[pos].2 >= st.ready[pos].1.len() as u64 {
+            if let Some(pos) = st.ready.iter().position(|c| c.index == old) {
+                st.ready[pos].used += done;
+                if st.ready[pos].used >= st.ready[pos].slots.len() as u64 {
                     st.ready.remove(pos);
                 }
             }
         }
-        while st.next <= k {
-            let first = st.next * self.chunk;
+        while st.next_chunk <= k {
+            let first = st.next_chunk * self.chunk;
             let last = (first + self.chunk).min(self.schedule.len());
             let made: Chunk = (first..last)
                 .map(|i| {
@@ -97,11 +105,11 @@ impl Plan {
                     (slot, st.generator.next(self.start_unix + slot.at.as_secs() as i64))
                 })
                 .collect();
-            let n = st.next;
-            st.ready.push_back((n, made, 0));
-            st.next += 1;
+            let index = st.next_chunk;
+            st.ready.push_back(HeldChunk { index, slots: made, used: 0 });
+            st.next_chunk += 1;
         }
-        st.ready.iter().find(|(i, _, _)| *i == k).map(|(_, c, _)| c.clone())
+        st.ready.iter().find(|c| c.index == k).map(|c| c.slots.clone())
     }
 }
 
@@ -147,9 +155,9 @@ pub fn run(load: Load, live: &[Arc<Live>]) -> Result<(Recorder, Generator), Engi
     let shared = Arc::new(Shared {
         plan: Plan {
             chunk: connections * SLOTS_PER_CONNECTION_AND_CHUNK,
-            next: AtomicU64::new(0),
+            next_slot: AtomicU64::new(0),
             start_unix: load.start_unix,
-            state: Mutex::new(PlanState { generator: load.generator, next: 0, ready: VecDeque::new() }),
+            state: Mutex::new(PlanState { generator: load.generator, next_chunk: 0, ready: VecDeque::new() }),
             schedule: load.schedule,
         },
         request: Template::post(&addr, &load.path),
@@ -193,7 +201,7 @@ pub fn run(load: Load, live: &[Arc<Live>]) -> Result<(Recorder, Generator), Engi
 /// chunk's slots it used.
 struct Cursor {
     claimed: Option<u64>,
-    chunk: Option<(u64, Chunk, u64)>,
+    chunk: Option<HeldChunk>,
 }
 
 impl Cursor {
@@ -202,7 +210,7 @@ impl Cursor {
         let i = match self.claimed {
             Some(i) => i,
             None => {
-                let i = plan.next.fetch_add(1, Ordering::Relaxed);
+                let i = plan.next_slot.fetch_add(1, Ordering::Relaxed);
                 self.claimed = Some(i);
                 i
             }
@@ -211,19 +219,18 @@ impl Cursor {
             return None;
         }
         let k = i / plan.chunk;
-        if self.chunk.as_ref().map(|(n, _, _)| *n) != Some(k) {
-            let left = self.chunk.take().map(|(n, _, used)| (n, used));
-            self.chunk = Some((k, plan.take(k, left)?, 0));
+        if self.chunk.as_ref().map(|c| c.index) != Some(k) {
+            let left = self.chunk.take().map(|c| (c.index, c.used));
+            self.chunk = Some(HeldChunk { index: k, slots: plan.take(k, left)?, used: 0 });
         }
-        let (_, slots, _) = self.chunk.as_ref()?;
-        slots.get((i % plan.chunk) as usize).copied()
+        self.chunk.as_ref()?.slots.get((i % plan.chunk) as usize).copied()
     }
 
     /// The held slot is done with (sent or failed).
     fn advance(&mut self) {
         self.claimed = None;
-        if let Some((_, _, used)) = self.chunk.as_mut() {
-            *used += 1;
+        if let Some(c) = self.chunk.as_mut() {
+            c.used += 1;
         }
     }
 }
@@ -299,8 +306,8 @@ fn record(rec: &RefCell<Recorder>, live: &Live, o: Outcome, sent_at: Duration) {
 mod tests {
     use super::*;
     use crate::scenario::Scenario;
-    use crate::sign::Signer;
-    use crate::workload::Ids;
+    use crate::workload::sign::Signer;
+    use crate::workload::generator::Ids;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     const SCENARIO: &str = r#"

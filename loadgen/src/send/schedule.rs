@@ -5,15 +5,6 @@ use std::time::Duration;
 
 use crate::scenario::{Phase, Shape};
 
-/// Requests a phase plans.
-pub fn phase_count(p: &Phase) -> u64 {
-    let n = match p.shape {
-        Shape::Constant { rate } | Shape::Burst { rate } => rate * p.duration_s,
-        Shape::Ramp { from, to } => (from + to) / 2.0 * p.duration_s,
-    };
-    n.floor().max(0.0) as u64
-}
-
 /// When the i-th request of a phase is due, from the phase's start. For a ramp the rate
 /// grows linearly, so the count sent by time t is `from*t + (to-from)*t²/(2d)`; inverting
 /// it gives the instant of the i-th request.
@@ -65,7 +56,7 @@ impl Schedule {
         let (mut first, mut start, mut out) = (0, Duration::ZERO, Vec::with_capacity(phases.len()));
         for p in phases {
             out.push((first, start, p.clone()));
-            first += phase_count(p);
+            first += p.requests();
             start += Duration::from_secs_f64(p.duration_s);
         }
         Self { phases: out, len: first }
@@ -95,10 +86,6 @@ pub fn slots(phases: &[Phase]) -> impl Iterator<Item = Slot> {
     (0..s.len()).map(move |i| s.slot(i))
 }
 
-pub fn target_rate(p: &Phase) -> f64 {
-    phase_count(p) as f64 / p.duration_s
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -110,7 +97,7 @@ mod tests {
     #[test]
     fn constant_rate_is_evenly_spaced() {
         let p = phase(Shape::Constant { rate: 1000.0 }, 2.0);
-        assert_eq!(phase_count(&p), 2000);
+        assert_eq!(p.requests(), 2000);
         assert_eq!(offset_in_phase(&p, 0), Duration::ZERO);
         assert_eq!(offset_in_phase(&p, 500), Duration::from_millis(500));
         assert_eq!(offset_in_phase(&p, 1999), Duration::from_millis(1999));
@@ -119,7 +106,7 @@ mod tests {
     #[test]
     fn a_ramp_sends_the_average_count_and_speeds_up() {
         let p = phase(Shape::Ramp { from: 100.0, to: 300.0 }, 10.0);
-        assert_eq!(phase_count(&p), 2000);
+        assert_eq!(p.requests(), 2000);
         let first_half = (0..2000).filter(|i| offset_in_phase(&p, *i) < Duration::from_secs(5)).count();
         // 100 -> 200 over the first half: 750 requests; 200 -> 300 over the second: 1250.
         assert!((745..=755).contains(&first_half), "{first_half}");

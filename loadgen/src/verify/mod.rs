@@ -7,8 +7,8 @@ use std::time::Duration;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::oracle::{self, Charge, OrderStatus, PaymentState};
-use crate::workload::{EventRef, Ids, OrderRef, PaymentSpec, Reuse, CURRENCY};
+use crate::workload::generator::{EventRef, Ids, OrderRef, PaymentSpec, Reuse, CURRENCY};
+use crate::workload::oracle::{self, Charge, OrderStatus, PaymentState};
 
 /// When a request went and when its 200 came back, from the start of the load.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -256,7 +256,7 @@ pub fn check_dead_letters(v: &mut Verdict, ids: &Ids, ledger: &Ledger, listed: &
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::oracle::EventType::{self, *};
+    use crate::workload::oracle::EventType::{self, *};
     use serde_json::json;
 
     fn ids() -> Ids {

@@ -8,13 +8,13 @@ use std::collections::VecDeque;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{RngExt, SeedableRng};
-use crate::oracle::{Charge, EventType};
+use crate::workload::oracle::{Charge, EventType};
 
 use std::fmt::Write as _;
 use std::io::Write as _;
 
 use crate::scenario::{Scheme, Workload};
-use crate::sign::{SigHeaders, Signer};
+use crate::workload::sign::{SigHeaders, Signer};
 
 /// What the system must do with a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -238,11 +238,11 @@ impl Generator {
 
     /// A group of new payments, their events interleaved round-robin.
     fn refill(&mut self) {
-        let mut lives: Vec<(u32, Vec<Charge<'static>>)> = (0..GROUP).map(|_| self.new_story()).collect();
-        let longest = lives.iter().map(|(_, l)| l.len()).max().unwrap_or(0);
+        let mut stories: Vec<(u32, Vec<Charge<'static>>)> = (0..GROUP).map(|_| self.new_story()).collect();
+        let longest = stories.iter().map(|(_, l)| l.len()).max().unwrap_or(0);
         for step in 0..longest {
-            for (p, life) in lives.iter_mut() {
-                if let Some(c) = life.get(step) {
+            for (p, story) in stories.iter_mut() {
+                if let Some(c) = story.get(step) {
                     self.upcoming.push_back((*p, *c));
                 }
             }
@@ -264,7 +264,7 @@ impl Generator {
         let amount = if self.rng.random::<f64>() < self.w.mismatch_fraction { total + 1 } else { total };
         let s = &self.w.stories;
         let pick = self.rng.random::<f64>() * (s.paid + s.failed + s.retried + s.refunded);
-        let life = if pick < s.paid {
+        let story = if pick < s.paid {
             vec![Pending, Success]
         } else if pick < s.paid + s.failed {
             vec![Pending, Failed]
@@ -273,21 +273,21 @@ impl Generator {
         } else {
             vec![Pending, Success, Refunded]
         };
-        let mut life: Vec<Charge<'static>> = life.into_iter().map(|ty| Charge { ty, amount, currency: CURRENCY }).collect();
+        let mut story: Vec<Charge<'static>> = story.into_iter().map(|ty| Charge { ty, amount, currency: CURRENCY }).collect();
         if self.rng.random::<f64>() < self.w.amount_variation_fraction {
-            self.vary(&mut life);
+            self.vary(&mut story);
         }
         if self.rng.random::<f64>() < self.w.out_of_order_fraction {
-            life.shuffle(&mut self.rng);
+            story.shuffle(&mut self.rng);
         }
-        (self.new_payment(order, amount), life)
+        (self.new_payment(order, amount), story)
     }
 
     /// Gives each event of a story its own amount or currency around the payment's, and adds
     /// one more event of a rank the story has with another pair, so that events of one rank
     /// disagree (the same-rank conflict rule) as well as events of different ranks.
-    fn vary(&mut self, life: &mut Vec<Charge<'static>>) {
-        let base = life.first().map(|c| c.amount).unwrap_or(1);
+    fn vary(&mut self, story: &mut Vec<Charge<'static>>) {
+        let base = story.first().map(|c| c.amount).unwrap_or(1);
         let variant = |rng: &mut StdRng, not: Option<(i64, &str)>| loop {
             let (amount, currency) = match rng.random_range(0..4) {
                 0 => (base, CURRENCY),
@@ -299,12 +299,12 @@ impl Generator {
                 return (amount, currency);
             }
         };
-        for c in life.iter_mut() {
+        for c in story.iter_mut() {
             (c.amount, c.currency) = variant(&mut self.rng, None);
         }
-        let twin = life[self.rng.random_range(0..life.len())];
+        let twin = story[self.rng.random_range(0..story.len())];
         let (amount, currency) = variant(&mut self.rng, Some((twin.amount, twin.currency)));
-        life.push(Charge { amount, currency, ..twin });
+        story.push(Charge { amount, currency, ..twin });
     }
 
     /// The payment's own amount and currency, for events that do not vary.

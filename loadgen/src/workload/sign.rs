@@ -117,7 +117,7 @@ mod tests {
         assert_eq!(out.signature, format!("t=1614265330,v1={}", STRIPE_DIGEST));
     }
 
-    const STRIPE_DIGEST: &str = include_str!("../tests/data/stripe_digest.txt");
+    const STRIPE_DIGEST: &str = include_str!("../../tests/data/stripe_digest.txt");
 
     #[test]
     fn forged_signatures_differ_and_buffers_are_rewritten() {
