@@ -230,7 +230,8 @@ async fn refusals_are_counted_logged_sparingly_and_bad_tokens_are_slowed() {
     assert_eq!(stats["auth"]["admin_refused"], json!({"missing_token": 2, "wrong_token": 10, "throttled": 2}));
     let by_reason: Value = refused.iter().map(|(r, ..)| (r.to_string(), json!(1))).collect::<serde_json::Map<_, _>>().into();
     assert_eq!(stats["auth"]["signatures_refused"], by_reason);
-    assert_eq!(stats["ingress"]["rejected"]["bad_signature"], 5);
+    assert_eq!(stats["ingress"]["rejected"]["bad_signature"], 4);
+    assert_eq!(stats["ingress"]["rejected"]["expired_timestamp"], 1);
 
     let metrics = http.get(format!("{base}/metrics")).send().await.expect("metrics").text().await.expect("text");
     assert_eq!(counter(&metrics, "webhooks_admin_refused_total", "wrong_token"), 10, "{metrics}");

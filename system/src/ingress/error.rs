@@ -82,6 +82,8 @@ impl ApiError {
             Self::Malformed(_) => "malformed",
             Self::WrongShape(_) => "wrong_shape",
             Self::Invalid(_) => "invalid",
+            // Apart from forged signatures: a run of these is clock skew (or replays), not an attack.
+            Self::Signature(SignatureError::Expired(_)) => "expired_timestamp",
             Self::Signature(_) => "bad_signature",
             Self::Queue(QueueError::Full) => "overloaded",
             Self::Queue(_) => "queue_unavailable",
@@ -106,6 +108,7 @@ pub const REJECT_REASONS: &[&str] = &[
     "wrong_shape",
     "invalid",
     "bad_signature",
+    "expired_timestamp",
     "overloaded",
     "queue_unavailable",
     "store_unavailable",

@@ -14,6 +14,7 @@ use governor::state::keyed::{DashMapStateStore, ShrinkableKeyedStateStore};
 use governor::state::{NotKeyed, StateStore};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 
+use super::error::ApiError;
 use super::signature::SignatureError;
 use crate::metrics::Metrics;
 
@@ -51,6 +52,7 @@ pub struct Refusals {
     sweep: DefaultDirectRateLimiter,
     admin_log: LogGate,
     signature_log: LogGate,
+    webhook_log: LogGate,
 }
 
 impl Default for Refusals {
@@ -60,6 +62,7 @@ impl Default for Refusals {
             sweep: RateLimiter::direct(Quota::per_minute(NonZeroU32::MIN)),
             admin_log: LogGate::default(),
             signature_log: LogGate::default(),
+            webhook_log: LogGate::default(),
         }
     }
 }
@@ -89,12 +92,26 @@ impl Refusals {
         }
     }
 
-    /// Counts and logs a webhook whose signature was refused.
+    /// Counts and logs a webhook whose signature was refused. A timestamp outside the tolerance
+    /// is said apart: a run of them is a clock to fix, not a forger.
     pub fn signature(&self, metrics: &Metrics, err: &SignatureError, from: Option<IpAddr>) {
         metrics.signature_refusal(err.reason());
         if let Some(held_back) = self.signature_log.admit() {
             let from = from.map(|ip| ip.to_string()).unwrap_or_default();
-            tracing::warn!(%from, reason = err.reason(), held_back, error = %err, "webhook signature refused");
+            if let SignatureError::Expired(_) = err {
+                tracing::warn!(%from, reason = err.reason(), held_back, error = %err, "webhook timestamp outside the tolerance: clock skew between the provider and this host, or a replay");
+            } else {
+                tracing::warn!(%from, reason = err.reason(), held_back, error = %err, "webhook signature refused");
+            }
+        }
+    }
+
+    /// Logs a webhook refused for its content or form (4xx other than its signature), with the
+    /// reason and the message the sender got, which names the field but never carries the body.
+    pub fn webhook(&self, err: &ApiError, from: Option<IpAddr>) {
+        if let Some(held_back) = self.webhook_log.admit() {
+            let from = from.map(|ip| ip.to_string()).unwrap_or_default();
+            tracing::warn!(%from, status = err.status().as_u16(), reason = err.code(), held_back, error = %err, "webhook refused");
         }
     }
 }

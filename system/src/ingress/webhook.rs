@@ -45,8 +45,12 @@ pub(super) fn count<T>(app: &AppState, started: Instant, peer: Option<Extension<
         }
         Err(e) => {
             app.metrics.reject(e.code());
-            if let ApiError::Signature(refused) = e {
-                app.refusals.signature(&app.metrics, refused, peer.map(|Extension(ConnectInfo(addr))| addr.ip()));
+            let from = peer.map(|Extension(ConnectInfo(addr))| addr.ip());
+            match e {
+                ApiError::Signature(refused) => app.refusals.signature(&app.metrics, refused, from),
+                // A provider's dashboard shows these; the log must too. 5xx are logged already.
+                refused if refused.status().is_client_error() => app.refusals.webhook(refused, from),
+                _ => {}
             }
         }
     }
