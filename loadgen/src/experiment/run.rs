@@ -302,7 +302,7 @@ async fn lookup(c: &Client, path: &'static str, ids: Vec<String>) -> anyhow::Res
     Ok(found)
 }
 
-/// The error prefix the README promises for a reused event id's dead letter.
+/// The error prefix the system documents for a reused event id's dead letter.
 const REUSE_CONFLICT: &str = "conflict: event id reused";
 
 async fn verify_all(c: &Client, g: &Generator, r: &mut Recorder) -> anyhow::Result<Verdict> {

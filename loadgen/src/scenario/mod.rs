@@ -177,7 +177,7 @@ pub struct Workload {
     #[serde(default)]
     pub failing_fraction: f64,
     /// Payments whose events carry different amounts or currencies, with two events of one
-    /// rank that disagree (README "conflicts": the smaller pair wins, the payment is flagged).
+    /// rank that disagree (the smaller pair wins, the payment is flagged).
     #[serde(default)]
     pub amount_variation_fraction: f64,
     /// Events whose id is sent again later with another amount: the later one recorded must

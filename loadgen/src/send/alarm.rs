@@ -1,10 +1,9 @@
 //! Waking a connection loop at its request's due instant.
 //!
 //! tokio's timer counts whole milliseconds from its own start and rounds a deadline up, and
-//! its wait rounds up once more: measured at 10,000/s, requests left 1.0 ms after their due
-//! instant at the median and 2.2 ms at the p99, all of it counted as the system's latency.
-//! A `timerfd` per connection fires at the instant itself (within the kernel's timer slack,
-//! 50 µs by default).
+//! its wait rounds up once more: requests would leave a millisecond or more after their due
+//! instant, all of it counted as the system's latency. A `timerfd` per connection fires at
+//! the instant itself (within the kernel's timer slack).
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, RawFd};
@@ -73,9 +72,9 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
-    /// The point of the alarm: it is not rounded up to tokio's millisecond tick. On that tick
-    /// a 100 µs wait overshoots by about a millisecond at the median; the median is taken so
-    /// that a few late wake-ups on a busy machine do not decide the test.
+    /// The point of the alarm: it is not rounded up to tokio's millisecond tick, on which a
+    /// sub-millisecond wait overshoots to the next tick; the median is taken so that a few
+    /// late wake-ups on a busy machine do not decide the test.
     #[tokio::test(flavor = "current_thread")]
     async fn waits_are_not_rounded_up_to_milliseconds() {
         let alarm = Alarm::new();

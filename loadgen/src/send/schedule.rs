@@ -24,12 +24,12 @@ pub fn offset_in_phase(p: &Phase, i: u64) -> Duration {
 /// The schedule's resolution: requests due within one tick leave together at its end. This
 /// keeps the load's shape of every earlier measurement (one sender thread on tokio's
 /// millisecond timer sent each millisecond's requests together, and the system's CPU per
-/// event depends on it: REPORT.md), while latency is measured from the tick itself.
+/// event depends on how arrivals bunch), while latency is measured from the tick itself.
 pub const TICK: Duration = Duration::from_millis(1);
 
 /// The tick at or after `at`, taken to the microsecond first: an instant computed in floating
-/// point (a ramp's square root) may land a fraction of a microsecond past a tick; over a 60 s
-/// ramp from 1,000 to 40,000/s, 655 instants would otherwise move to the next tick.
+/// point (a ramp's square root) may land a fraction of a microsecond past a tick, and would
+/// otherwise move to the next tick.
 fn tick_up(at: Duration) -> Duration {
     let (us, tick) = ((at.as_nanos() + 500) / 1000, TICK.as_micros());
     Duration::from_micros((us.div_ceil(tick) * tick) as u64)

@@ -32,8 +32,8 @@ pub struct Reused {
 pub struct Ledger {
     /// Accepted events, per payment index and event id; a reused id holds the payload the
     /// system must keep (settled by `settle_reuses`). A B-tree, filled while the load runs:
-    /// a hash map of a quarter million payments doubled in one go on the sending thread, and
-    /// the requests due meanwhile waited 330 ms (REPORT.md).
+    /// a large hash map grows by doubling in one go on the sending thread, and the requests
+    /// due meanwhile would wait for it.
     pub applied: BTreeMap<u32, HashMap<u64, Charge<'static>>>,
     /// Accepted events that must end as dead letters.
     pub dead: HashSet<u64>,

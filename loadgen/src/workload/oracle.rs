@@ -1,6 +1,6 @@
-//! loadgen's own model of the rules a payment and its order follow, written from the README
-//! ("What the worker guarantees") and the lead's conflict rules (issue 10), apart from the
-//! system's `domain` module: a bug there must show up here as a wrong state, not be mirrored.
+//! loadgen's own model of the rules a payment and its order follow, written from the
+//! documented guarantees (docs/guarantees.md), apart from the system's `domain` module: a bug
+//! there must show up here as a wrong state, not be mirrored.
 //!
 //! The model works on the set of accepted events, never on an arrival order: the rules make
 //! the final state the same for every order, so a set is all the oracle needs.
