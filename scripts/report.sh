@@ -8,7 +8,8 @@
 #
 #   scripts/report.sh            everything (about 45 minutes on two cores)
 #   scripts/report.sh --only X   one part again: scenarios, floors, closed-loop, benches,
-#                                instructions, charts (the others keep their last figures)
+#                                instructions, charts (the others keep their last figures;
+#                                REPORT_SCENARIOS="a b" limits the scenarios)
 #
 # Starts Kafka and PostgreSQL (scripts/services.sh up) for the scale-out scenarios. Run it on a
 # quiet machine: each table records the load average around its own measurement.
@@ -23,7 +24,8 @@ case "${1:-}" in
 esac
 want() { [ -z "$only" ] || [ "$only" = "$1" ]; }
 
-SCENARIOS=(ci steady burst duplicates failures overload capacity soak postgres kafka kafka-postgres)
+# REPORT_SCENARIOS="kafka postgres" re-runs only those with --only scenarios.
+read -ra SCENARIOS <<<"${REPORT_SCENARIOS:-ci steady burst duplicates failures overload capacity soak postgres kafka kafka-postgres}"
 RATES=(5000 20000)
 out=reports
 bin=./target/release/webhooks
