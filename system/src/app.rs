@@ -40,6 +40,10 @@ pub enum AppError {
     DataDir(#[from] LockError),
     #[error(transparent)]
     Dlq(#[from] DlqError),
+    #[error(transparent)]
+    LogGap(#[from] crate::log_gap::GapError),
+    #[error("backup: {0}")]
+    Backup(#[from] crate::backup::BackupError),
 }
 
 /// Locks the data directory for those of `roles` that keep a log in it: the embedded queue
@@ -78,6 +82,22 @@ async fn open_server_store(storage: &StorageArgs) -> Result<Arc<dyn Store>, AppE
         (Some(_), Database::Postgres(url)) => Ok(Arc::new(PostgresStore::connect_lazily(&url, storage.database_pool_size)?)),
         _ => open_store(storage).await,
     }
+}
+
+/// `webhooks backup DIR`: the SQLite store and the logs beside it, consistent, while running.
+pub async fn backup(storage: &StorageArgs, to: std::path::PathBuf) -> Result<crate::backup::Saved, AppError> {
+    let Database::Sqlite(store) = storage.database()? else { return Err(crate::backup::BackupError::Postgres.into()) };
+    let data_dir = storage.data_dir.clone();
+    let saved = tokio::task::spawn_blocking(move || crate::backup::run(&store, &data_dir, &to)).await.map_err(|e| std::io::Error::other(e.to_string()))??;
+    Ok(saved)
+}
+
+/// A worker over the embedded log must not resume behind the log's oldest segment.
+async fn check_log_gap(storage: &StorageArgs, worker: &WorkerArgs, store: &dyn Store) -> Result<(), AppError> {
+    if storage.kafka().is_some() {
+        return Ok(());
+    }
+    Ok(crate::log_gap::check(store, &storage.embedded_queue(None).dir, &worker.consumer, worker.accept_log_gap).await?)
 }
 
 /// `webhooks migrate`: brings the store's schema up to date; returns the version it is at.
@@ -188,6 +208,7 @@ pub async fn standalone(storage: StorageArgs, server: ServerArgs, worker: Worker
         refusals: Arc::new(Refusals::default()),
         stripe: Arc::new(server.stripe()),
     };
+    check_log_gap(&storage, &worker, state.store.as_ref()).await?;
     let worker_stop = CancellationToken::new();
     let consumer = open_consumer(&storage, &worker.consumer, wake).await?;
     let worker = Worker::new(consumer, store, metrics, worker.config(), worker_stop.clone());
@@ -228,6 +249,7 @@ pub async fn server(storage: StorageArgs, server: ServerArgs, listener: TcpListe
 pub async fn worker(storage: StorageArgs, worker: WorkerArgs, metrics_listen: Option<SocketAddr>, shutdown: CancellationToken) -> Result<(), AppError> {
     let _lock = lock_data_dir(&storage, &[Role::Worker], None)?;
     let store = open_store(&storage).await?;
+    check_log_gap(&storage, &worker, store.as_ref()).await?;
     let consumer = open_consumer(&storage, &worker.consumer, Arc::new(Notify::new())).await?;
     let metrics = Metrics::new();
     metrics.health.set_stall_after(worker.stall_after());

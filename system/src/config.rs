@@ -374,6 +374,13 @@ pub struct WorkerArgs {
     /// itself stalled: its /readyz fails, and webhooks_worker_seconds_since_progress shows it.
     #[arg(long, env = "WORKER_STALL_SECS", default_value_t = crate::health::DEFAULT_STALL_AFTER.as_secs())]
     pub stall_secs: u64,
+
+    /// Start even though the store is behind the embedded log's oldest segment (restored from
+    /// an older backup, or it lost commits): resume at the oldest segment, accepting that the
+    /// events between are gone, and have the provider resend them. Without it the worker
+    /// refuses to start and says which offsets are missing.
+    #[arg(long, env = "WORKER_ACCEPT_LOG_GAP", value_parser = clap::builder::FalseyValueParser::new())]
+    pub accept_log_gap: bool,
 }
 
 impl WorkerArgs {

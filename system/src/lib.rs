@@ -22,6 +22,7 @@
 //! durable path's I/O goes through (the real file system, or the simulator's disk).
 
 pub mod app;
+pub mod backup;
 pub mod config;
 pub mod datadir;
 pub mod disk;
@@ -32,6 +33,7 @@ pub mod fault;
 pub mod holes;
 pub mod health;
 pub mod ingress;
+pub mod log_gap;
 pub mod logging;
 pub mod metrics;
 pub mod queue;

@@ -70,6 +70,14 @@ enum Command {
         #[command(flatten)]
         storage: StorageArgs,
     },
+    /// Copies the SQLite store and the logs beside it into a new directory, consistent with
+    /// each other, while the system runs. PostgreSQL: see docs/operations.md.
+    Backup {
+        #[command(flatten)]
+        storage: StorageArgs,
+        /// A new or empty directory for the copy.
+        to: std::path::PathBuf,
+    },
     /// Dead letters: events the worker gave up on.
     Dlq {
         #[command(flatten)]
@@ -134,6 +142,12 @@ pub(crate) async fn main() -> anyhow::Result<()> {
         }
         Command::Worker { storage, worker, metrics_listen } => app::worker(storage, worker, metrics_listen, shutdown).await?,
         Command::Dlq { storage, action } => return dlq(storage, action).await,
+        Command::Backup { storage, to } => {
+            let saved = app::backup(&storage, to.clone()).await?;
+            let at = |o: Option<u64>| o.map(|o| o.to_string()).unwrap_or_else(|| "none".into());
+            println!("backed up into {}: the store at log position {}, {} log file(s) from offset {}", to.display(), at(saved.position), saved.log_files, at(saved.oldest_segment));
+            return Ok(());
+        }
         Command::Migrate { storage } => {
             let version = app::migrate(&storage).await?;
             println!("the store's schema is at version {version}");
