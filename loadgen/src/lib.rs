@@ -5,16 +5,21 @@
 //! - `scenario`: the TOML description of an experiment.
 //! - `workload`: the seeded event stream, its signatures, and the oracle of the rules.
 //! - `verify`: the expected end state against the stored one.
+//! - `target`: receivers that are not ours: how they name things, and their end state read
+//!   one order and payment at a time.
 //! - `measure`: loadgen's histograms and the system's own figures.
 //! - `send`: the schedule and the open-loop sender.
 //! - `report`: the report's files, charts and gates, and `compare` between two reports.
 //! - `experiment`: one run start to end, the capacity search, the system's processes.
+//! - `conform`: the conformance suite, one rule a payment receiver must keep per scenario.
 
+pub mod conform;
 pub mod experiment;
 pub mod measure;
 pub mod report;
 pub mod scenario;
 pub mod send;
+pub mod target;
 pub mod verify;
 pub mod workload;
 

@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 use loadgen::scenario::Scenario;
 use loadgen::experiment::run;
 use loadgen::experiment::spawn::unless_signalled;
+use loadgen::conform;
 use loadgen::report::compare;
 use loadgen::{ABORTED, GATES_FAILED, NOT_COMPARABLE};
 
@@ -45,6 +46,34 @@ enum Command {
     },
     /// Print the JSON Schema of the scenario format (checked in as scenarios/scenario.schema.json).
     Schema,
+    /// Run the conformance suite (scenarios/conformance) against any payment receiver: one
+    /// rule a scenario, each pass or fail with the payments that broke it. Exits 99 when a
+    /// rule fails, or with --expect-failures when the failing rules differ from that list.
+    Conform {
+        /// The receiver's base URL, for example http://127.0.0.1:3100.
+        url: String,
+        /// A TOML file saying how the receiver names its paths, fields and statuses, and how
+        /// it verifies signatures; default: the seed design's API, unsigned.
+        #[arg(long, env = "LOADGEN_RECEIVER")]
+        receiver: Option<PathBuf>,
+        /// A shell command that kills the receiver's worker and starts it again (the crash
+        /// rule); without it that rule is skipped.
+        #[arg(long, env = "LOADGEN_RESTART")]
+        restart: Option<String>,
+        /// The folder of rules, one *.toml each.
+        #[arg(long, env = "LOADGEN_SUITE", default_value = "scenarios/conformance")]
+        suite: PathBuf,
+        /// Run only these rules, by name (comma-separated or repeated).
+        #[arg(long = "rule", env = "LOADGEN_RULES", value_delimiter = ',')]
+        rules: Vec<String>,
+        /// A file naming the rules this receiver is known to fail, one a line: the run then
+        /// passes only when exactly those fail, so a change either way shows.
+        #[arg(long, env = "LOADGEN_EXPECT_FAILURES")]
+        expect_failures: Option<PathBuf>,
+        /// Write report.json, report.md and report.html here.
+        #[arg(long, env = "LOADGEN_CONFORM_OUT")]
+        out: Option<PathBuf>,
+    },
     /// Compare two report.json files: every figure, CPU per event, the generator-limited flag
     /// and every gate. Exits 3 when the runs differ in scenario, seed, machine or CPU (unless
     /// --allow-different), 99 when a figure regressed beyond its tolerance, a gate newly
@@ -128,6 +157,38 @@ fn real_main() -> anyhow::Result<i32> {
         Command::Schema => {
             print!("{}", Scenario::json_schema());
             Ok(0)
+        }
+        Command::Conform { url, receiver, restart, suite, rules, expect_failures, out } => {
+            let receiver = match receiver {
+                Some(path) => loadgen::target::Receiver::load(&path)?,
+                None => loadgen::target::Receiver::default(),
+            };
+            let expected = match &expect_failures {
+                Some(path) => Some(conform::report::read_expected(&std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?)),
+                None => None,
+            };
+            let options = conform::Options { url: url.clone(), receiver, restart, suite, only: rules };
+            let runtime = tokio::runtime::Runtime::new()?;
+            let outcomes = runtime.block_on(conform::run(&options))?;
+            print!("{}", conform::report::table(&url, &outcomes));
+            if let Some(dir) = out {
+                conform::report::write(&dir, &url, &outcomes).with_context(|| format!("cannot write the reports to {}", dir.display()))?;
+                println!("  reports written to {}", dir.display());
+            }
+            let pass = match expected {
+                Some(expected) => {
+                    let (new_failures, new_passes) = conform::report::against_expected(&outcomes, &expected);
+                    for r in &new_failures {
+                        println!("NEWLY FAILING {r} (not in the expected failures)");
+                    }
+                    for r in &new_passes {
+                        println!("NEWLY PASSING {r} (listed as an expected failure: remove it from the list)");
+                    }
+                    new_failures.is_empty() && new_passes.is_empty()
+                }
+                None => conform::report::failing(&outcomes).is_empty(),
+            };
+            Ok(if pass { 0 } else { GATES_FAILED })
         }
         Command::Compare { base, new, tolerance, fail_on, allow_different, out } => {
             let fail_on = fail_on.iter().map(|f| compare::parse_fail_on(f, tolerance)).collect::<Result<Vec<_>, _>>().map_err(|e| anyhow::anyhow!("--fail-on {e}"))?;
