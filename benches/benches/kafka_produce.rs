@@ -23,6 +23,7 @@ fn produce(c: &mut Criterion) {
         replication_factor: None,
         min_insync_replicas: None,
         produce_timeout: Duration::from_secs(10),
+        flush_interval: Duration::from_millis(2),
     };
     let producer = match rt.block_on(KafkaProducer::connect(&cfg)) {
         Ok(p) => Arc::new(p),

@@ -59,6 +59,13 @@ pub struct KafkaArgs {
 
     #[arg(long, env = "KAFKA_PRODUCE_TIMEOUT_MS", default_value_t = 5_000, help = PRODUCE_TIMEOUT_HELP)]
     pub kafka_produce_timeout_ms: u64,
+
+    /// Under load, the server sends a group of events to the broker at most once per this many
+    /// microseconds, so that a produce request carries more of them; adds up to that much to an
+    /// acknowledgement. An event after a quiet moment, or from a lone client, is sent at once.
+    /// 0 sends each group as soon as the previous one is acknowledged.
+    #[arg(long, env = "KAFKA_FLUSH_INTERVAL_US", default_value_t = 2_000)]
+    pub kafka_flush_interval_us: u64,
 }
 
 /// One text for the flag's help and docs/configuration.md, which quotes it (system/tests/docs.rs).
@@ -96,6 +103,7 @@ impl StorageArgs {
             replication_factor: k.kafka_replication_factor.map(|r| r.max(1)),
             min_insync_replicas: k.kafka_min_insync_replicas.map(|m| m.max(1)),
             produce_timeout: Duration::from_millis(k.kafka_produce_timeout_ms.max(1)),
+            flush_interval: Duration::from_micros(k.kafka_flush_interval_us),
         })
     }
 

@@ -8,16 +8,17 @@ use std::time::Duration;
 use async_trait::async_trait;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{CommitMode, Consumer as _, ConsumerContext, Rebalance, StreamConsumer};
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
+use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::util::Timeout;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
-use super::{Consumer, Delivery, Position, Producer, QueueError};
-use crate::domain::PaymentEvent;
+use super::{Consumer, Delivery, Position, QueueError};
 
+mod producer;
 mod topics;
+pub use producer::KafkaProducer;
 pub use topics::{ensure_topics, TopicSettings};
 
 #[derive(Debug, Clone)]
@@ -31,6 +32,8 @@ pub struct KafkaConfig {
     pub min_insync_replicas: Option<i32>,
     /// A produce not acknowledged within this time is answered 503.
     pub produce_timeout: Duration,
+    /// Under load, the server's producer sends a group at most once per this interval.
+    pub flush_interval: Duration,
 }
 
 impl KafkaConfig {
@@ -43,67 +46,18 @@ fn unavailable(e: KafkaError) -> QueueError {
     QueueError::Unavailable(e.to_string())
 }
 
-fn producer(cfg: &KafkaConfig) -> Result<FutureProducer, QueueError> {
-    ClientConfig::new()
-        .set("bootstrap.servers", &cfg.brokers)
+/// What every producer shares: durable (`acks=all`), idempotent (a retried request is
+/// written once, in order) and bounded by the produce timeout. Uncompressed: lz4 doubled
+/// the CPU of the server's broker thread for events of a few hundred bytes
+/// (docs/measurements/2026-12-05-kafka-group-commit.md); the bytes it saves are the broker's.
+fn base_config(cfg: &KafkaConfig) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", &cfg.brokers)
         .set("acks", "all")
         .set("enable.idempotence", "true")
-        .set("compression.type", "lz4")
-        // Linger lets concurrent requests share a produce request. Profiled under load, half
-        // of the server's CPU was librdkafka's broker threads waking (poll, clock_gettime)
-        // for small batches: 5 ms instead of 2 fills them more, for 3 ms more per answer.
-        .set("linger.ms", "5")
-        .set("message.timeout.ms", cfg.produce_timeout.as_millis().max(1).to_string())
-        .create()
-        .map_err(unavailable)
-}
-
-/// The server's side: 200 only after the broker acknowledged the write to all in-sync replicas.
-pub struct KafkaProducer {
-    producer: FutureProducer,
-    cfg: KafkaConfig,
-}
-
-impl KafkaProducer {
-    pub async fn connect(cfg: &KafkaConfig) -> Result<Self, QueueError> {
-        ensure_topics(cfg).await?;
-        Self::new(cfg)
-    }
-
-    /// Without creating the topics, so it can be made while no broker answers: its appends
-    /// then fail after the produce timeout, as during an outage.
-    pub fn new(cfg: &KafkaConfig) -> Result<Self, QueueError> {
-        Ok(Self { producer: producer(cfg)?, cfg: cfg.clone() })
-    }
-}
-
-#[async_trait]
-impl Producer for KafkaProducer {
-    async fn append(&self, event: &PaymentEvent) -> Result<(), QueueError> {
-        let payload = serde_json::to_vec(event).map_err(|e| QueueError::Storage(e.to_string()))?;
-        let received = event.received_at_us.to_string();
-        let headers = OwnedHeaders::new()
-            .insert(Header { key: "event_id", value: Some(event.event_id.as_bytes()) })
-            .insert(Header { key: "received_at_us", value: Some(received.as_bytes()) });
-        let record = FutureRecord::to(&self.cfg.topic).key(&event.order_id).payload(&payload).headers(headers);
-        // message.timeout.ms bounds the delivery, but librdkafka checks it only now and
-        // then: the outer timeout makes the answer arrive within the promised time.
-        let delivery = self.producer.send(record, Timeout::After(self.cfg.produce_timeout));
-        match tokio::time::timeout(self.cfg.produce_timeout + Duration::from_millis(500), delivery).await {
-            Err(_) | Ok(Err((KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut), _))) => Err(QueueError::Timeout),
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err((e, _))) => Err(unavailable(e)),
-        }
-    }
-
-    async fn ready(&self) -> Result<(), QueueError> {
-        let client = self.producer.clone();
-        let topic = self.cfg.topic.clone();
-        tokio::task::spawn_blocking(move || client.client().fetch_metadata(Some(&topic), Duration::from_secs(2)).map(|_| ()))
-            .await
-            .map_err(|e| QueueError::Unavailable(e.to_string()))?
-            .map_err(unavailable)
-    }
+        .set("compression.type", "none")
+        .set("message.timeout.ms", cfg.produce_timeout.as_millis().max(1).to_string());
+    c
 }
 
 /// Logs rebalances. Offsets are committed synchronously after every applied batch, and a
@@ -191,7 +145,7 @@ impl KafkaConsumer {
             .create_with_context(RebalanceLog)
             .map_err(unavailable)?;
         consumer.subscribe(&[&cfg.topic]).map_err(unavailable)?;
-        Ok(Self { consumer, dlq: producer(cfg)?, cfg: cfg.clone(), lag: None })
+        Ok(Self { consumer, dlq: producer::plain(cfg)?, cfg: cfg.clone(), lag: None })
     }
 
     fn delivery(m: &BorrowedMessage<'_>) -> Delivery {
