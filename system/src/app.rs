@@ -14,6 +14,7 @@ use crate::datadir::{self, DirLock, LockError, Role};
 use crate::dlq::{self, DlqError, ReplayReport};
 use crate::ingress::{self, AppState, Refusals, Verifier};
 use crate::metrics::Metrics;
+use crate::retention;
 use crate::queue::embedded::{EmbeddedConsumer, EmbeddedProducer};
 use crate::queue::log::identity;
 use crate::queue::kafka::{KafkaConsumer, KafkaProducer};
@@ -210,6 +211,8 @@ pub async fn standalone(storage: StorageArgs, server: ServerArgs, worker: Worker
     };
     check_log_gap(&storage, &worker, state.store.as_ref()).await?;
     let worker_stop = CancellationToken::new();
+    retention::spawn_purge(state.store.clone(), metrics.clone(), worker.retention(), worker_stop.clone());
+    retention::spawn_gauges(storage.data_dir.clone(), metrics.clone(), worker_stop.clone());
     let consumer = open_consumer(&storage, &worker.consumer, wake).await?;
     let worker = Worker::new(consumer, store, metrics, worker.config(), worker_stop.clone());
     let worker = tokio::spawn(worker.run());
@@ -229,6 +232,7 @@ pub async fn server(storage: StorageArgs, server: ServerArgs, listener: TcpListe
     datadir::record_server_url(&storage.data_dir, listener.local_addr()?)?;
     let metrics = Metrics::new();
     let shutdown = drain_on(shutdown, &metrics, server.drain());
+    retention::spawn_gauges(storage.data_dir.clone(), metrics.clone(), shutdown.clone());
     let store = open_server_store(&storage).await?;
     let state = AppState {
         producer: open_producer(&storage, Some(&server), store.as_ref(), &metrics, Arc::new(Notify::new()), &shutdown).await?,
@@ -252,6 +256,8 @@ pub async fn worker(storage: StorageArgs, worker: WorkerArgs, metrics_listen: Op
     check_log_gap(&storage, &worker, store.as_ref()).await?;
     let consumer = open_consumer(&storage, &worker.consumer, Arc::new(Notify::new())).await?;
     let metrics = Metrics::new();
+    retention::spawn_purge(store.clone(), metrics.clone(), worker.retention(), shutdown.clone());
+    retention::spawn_gauges(storage.data_dir.clone(), metrics.clone(), shutdown.clone());
     metrics.health.set_stall_after(worker.stall_after());
     if let Some(addr) = metrics_listen {
         let listener = ingress::serve::bind(addr, 1024)?;

@@ -389,9 +389,24 @@ pub struct WorkerArgs {
     /// refuses to start and says which offsets are missing.
     #[arg(long, env = "WORKER_ACCEPT_LOG_GAP", value_parser = clap::builder::FalseyValueParser::new())]
     pub accept_log_gap: bool,
+
+    /// Delete the record of events applied more than this many days ago (0 keeps them
+    /// forever). Never under 3 days, Stripe's retry window: an event id must recognise every
+    /// redelivery. Payments and orders are kept.
+    #[arg(long, env = "RETAIN_APPLIED_DAYS", default_value_t = 0)]
+    pub retain_applied_days: u64,
+
+    /// Delete dead letters replayed more than this many days ago (0 keeps them forever); those
+    /// never replayed wait for an operator and are kept.
+    #[arg(long, env = "RETAIN_DEAD_LETTERS_DAYS", default_value_t = 0)]
+    pub retain_dead_letters_days: u64,
 }
 
 impl WorkerArgs {
+    pub fn retention(&self) -> crate::retention::Retention {
+        crate::retention::Retention::from_days(self.retain_applied_days, self.retain_dead_letters_days)
+    }
+
     pub fn stall_after(&self) -> Duration {
         Duration::from_secs(self.stall_secs.max(1))
     }

@@ -37,6 +37,7 @@ pub mod log_gap;
 pub mod logging;
 pub mod metrics;
 pub mod queue;
+pub mod retention;
 mod sqlite_conn;
 pub mod store;
 pub mod worker;

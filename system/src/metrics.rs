@@ -75,6 +75,13 @@ pub struct MetricSet {
     pub stripe: crate::ingress::stripe::StripeCounters,
     /// Draining after SIGTERM, and the worker loop's last turn: what the probes report.
     pub health: crate::health::Health,
+    /// The data directory's filesystem and the logs in it, refreshed on a timer (`retention`).
+    pub disk_size_bytes: Gauge,
+    pub disk_free_bytes: Gauge,
+    pub log_bytes: Gauge,
+    /// Rows the retention purge deleted.
+    pub purged_events: Counter,
+    pub purged_dead_letters: Counter,
     /// 1 while a server drains after SIGTERM (its `/readyz` fails).
     draining: Gauge,
     /// Seconds since the worker loop last advanced; set when scraped.
@@ -131,6 +138,11 @@ impl MetricSet {
             log_damaged_records: Counter::default(),
             stripe: Default::default(),
             health: Default::default(),
+            disk_size_bytes: Gauge::default(),
+            disk_free_bytes: Gauge::default(),
+            log_bytes: Gauge::default(),
+            purged_events: Counter::default(),
+            purged_dead_letters: Counter::default(),
             draining: Gauge::default(),
             worker_stalled_seconds: Gauge::default(),
             degraded: Default::default(),
@@ -155,6 +167,11 @@ impl MetricSet {
         r.register("worker_retries", "Batch attempts retried after transient errors", m.worker_retries.clone());
         r.register("e2e_latency_seconds", "Ingress acceptance to worker commit", m.e2e_latency.clone());
         r.register("log_damaged_records", "Acknowledged records found damaged or gone in the log; see /readyz and the error log", m.log_damaged_records.clone());
+        r.register("disk_size_bytes", "Size of the filesystem holding the data directory", m.disk_size_bytes.clone());
+        r.register("disk_free_bytes", "Bytes available to this process on the filesystem holding the data directory", m.disk_free_bytes.clone());
+        r.register("log_bytes", "Bytes in the embedded log and the Kafka-mode spool", m.log_bytes.clone());
+        r.register("purged_events", "Records of applied events deleted past their retention", m.purged_events.clone());
+        r.register("purged_dead_letters", "Replayed dead letters deleted past their retention", m.purged_dead_letters.clone());
         r.register("draining", "1 while the server drains after SIGTERM: /readyz fails, requests are still served", m.draining.clone());
         r.register(
             "worker_seconds_since_progress",

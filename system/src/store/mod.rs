@@ -186,6 +186,16 @@ pub struct PaymentView {
     pub events: Vec<EventRecord>,
 }
 
+/// What one purge deleted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Purged {
+    pub applied_events: u64,
+    pub dead_letters: u64,
+}
+
+/// Rows deleted per statement by a purge, so that the worker's batches interleave with it.
+pub const PURGE_CHUNK: i64 = 5_000;
+
 /// The name under which a consumer's positions are stored.
 pub type ConsumerName = str;
 
@@ -223,6 +233,15 @@ pub trait Store: Send + Sync {
     /// runs must stay waiting, not be marked as replayed.
     async fn mark_replayed(&self, letters: &[(i64, u32)]) -> Result<(), StoreError>;
     async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Deletes the record of events applied before `applied_before_us` (their ids stop
+    /// deduplicating redeliveries, so the caller keeps them for the provider's retry window),
+    /// and dead letters replayed before `replayed_before_us`. A dead letter never replayed waits
+    /// for an operator and is kept. A store that keeps everything (a model) has nothing to do.
+    async fn purge(&self, applied_before_us: Option<i64>, replayed_before_us: Option<i64>) -> Result<Purged, StoreError> {
+        let _ = (applied_before_us, replayed_before_us);
+        Ok(Purged::default())
+    }
 
     /// Makes every committed transaction durable. The worker calls it before the queue may
     /// forget events behind the stored positions. A store whose commits are durable already

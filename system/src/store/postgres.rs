@@ -13,7 +13,7 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::{NoTls, Transaction};
 
 use super::batch::{PaymentRow, Plan, Snapshot};
-use super::{Applied, ConsumerName, DeadLetter, DeadLetterFilter, DeadLetterView, EventRecord, OrderView, PaymentSummary, PaymentView, Store, StoreError};
+use super::{Applied, ConsumerName, Purged, DeadLetter, DeadLetterFilter, DeadLetterView, EventRecord, OrderView, PaymentSummary, PaymentView, Store, StoreError};
 use crate::domain::redelivery::Recorded;
 use crate::domain::state::{status_from_payments, Outcome};
 use crate::domain::{CreateOutcome, EventType, NewOrder, OrderStatus, OrderTerms, Payment, PaymentEvent, PaymentStatus};
@@ -433,6 +433,24 @@ impl Store for PostgresStore {
                    WHERE d.id = l.id AND d.attempts = l.attempts";
         client.execute(sql, &[&super::now_us(), &ids, &attempts]).await.map_err(classify)?;
         Ok(())
+    }
+
+    async fn purge(&self, applied_before_us: Option<i64>, replayed_before_us: Option<i64>) -> Result<Purged, StoreError> {
+        let events = "DELETE FROM payment_events WHERE ctid IN (SELECT ctid FROM payment_events WHERE applied_at_us < $1 LIMIT $2)";
+        let letters = "DELETE FROM dead_letters WHERE id IN (SELECT id FROM dead_letters WHERE replayed_at_us < $1 LIMIT $2)";
+        let client = self.pool.get().await.map_err(pool_error)?;
+        let mut purged = Purged::default();
+        for (sql, before, count) in [(events, applied_before_us, &mut purged.applied_events), (letters, replayed_before_us, &mut purged.dead_letters)] {
+            let Some(before) = before else { continue };
+            loop {
+                let deleted = client.execute(sql, &[&before, &super::PURGE_CHUNK]).await.map_err(classify)?;
+                *count += deleted;
+                if (deleted as i64) < super::PURGE_CHUNK {
+                    break;
+                }
+            }
+        }
+        Ok(purged)
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

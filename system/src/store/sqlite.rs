@@ -13,7 +13,7 @@ use async_trait::async_trait;
 use rusqlite::hooks::Wal;
 use rusqlite::{params, Connection, ErrorCode, OptionalExtension, Transaction, TransactionBehavior};
 
-use super::{reused_id, Applied, ConsumerName, DeadLetter, DeadLetterFilter, DeadLetterView, EventRecord, OrderView, PaymentSummary, PaymentView, Store, StoreError};
+use super::{reused_id, Applied, Purged, ConsumerName, DeadLetter, DeadLetterFilter, DeadLetterView, EventRecord, OrderView, PaymentSummary, PaymentView, Store, StoreError};
 use crate::domain::redelivery::Recorded;
 use crate::domain::state::{self, status_from_payments};
 use crate::domain::{CreateOutcome, EventType, NewOrder, OrderStatus, OrderTerms, Payment, PaymentEvent, PaymentStatus};
@@ -580,6 +580,24 @@ impl Store for SqliteStore {
                 self.check_not_failed()
             }
         }
+    }
+
+    async fn purge(&self, applied_before_us: Option<i64>, replayed_before_us: Option<i64>) -> Result<Purged, StoreError> {
+        // Rowids follow insertion, so the oldest rows are found first without an index.
+        let events = "DELETE FROM payment_events WHERE rowid IN (SELECT rowid FROM payment_events WHERE applied_at_us < ?1 LIMIT ?2)";
+        let letters = "DELETE FROM dead_letters WHERE id IN (SELECT id FROM dead_letters WHERE replayed_at_us < ?1 LIMIT ?2)";
+        let mut purged = Purged::default();
+        for (sql, before, count) in [(events, applied_before_us, &mut purged.applied_events), (letters, replayed_before_us, &mut purged.dead_letters)] {
+            let Some(before) = before else { continue };
+            loop {
+                let deleted = self.writer.run(move |c| c.execute(sql, params![before, super::PURGE_CHUNK])).await.map_err(classify)?;
+                *count += deleted as u64;
+                if (deleted as i64) < super::PURGE_CHUNK {
+                    break;
+                }
+            }
+        }
+        Ok(purged)
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
