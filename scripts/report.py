@@ -18,6 +18,9 @@ REPORTS = ROOT / "reports"
 SCENARIOS = ["ci", "steady", "burst", "duplicates", "failures", "overload", "capacity", "soak", "postgres", "kafka",
              "kafka-postgres"]
 RUN = "scripts/report.sh"
+# Cores other processes may use during a part before its figures count as measured on a busy
+# machine (an idle broker and PostgreSQL stay well below).
+BUSY_CORES = 0.2
 
 
 def fmt(v, digits=1):
@@ -45,8 +48,18 @@ def provenance(name):
     p = part(name)
     if not p:
         return f"Not measured yet: run `{RUN} --only {name}`."
-    return (f"Measured on commit {p['commit']}, {p['cores']} cores {p['cpu']}, {p['date']} "
-            f"(load average {p['loadavg_before']:.1f} before it, counting other work on the machine).")
+    return f"Measured on commit {p['commit']}, {p['cores']} cores {p['cpu']}, {p['date']}; {beside(p)}."
+
+
+def beside(p):
+    """How busy the rest of the machine was during a part (older runs kept the load average)."""
+    if "others_cores" in p:
+        return f"other processes, the services included, used {p['others_cores']:.2f} cores meanwhile"
+    return f"load average {p['loadavg_before']:.1f} before it"
+
+
+def busy(p):
+    return p.get("others_cores", 0) > BUSY_CORES or p.get("loadavg_before", 0) > 1.0
 
 
 def table(header, rows):
@@ -67,8 +80,15 @@ def block_run():
         return [f"No figures generated yet: `{RUN}`."]
     m = run["machine"]
     took = f", in {run['duration_min']} minutes" if "duration_min" in run else ""
-    return [f"Figures in the generated tables: `{RUN}` on commit {m['commit']}, {m['cores']} cores {m['cpu']}, "
-            f"finished {m['date']}{took}. Each table repeats the commit and the load average beside it."]
+    lines = [f"Figures in the generated tables: `{RUN}` on commit {m['commit']}, {m['cores']} cores {m['cpu']}, "
+             f"finished {m['date']}{took}. Each table repeats the commit and how busy the rest of the machine was."]
+    crowded = {n: p for n, p in (run.get("parts") or {}).items() if busy(p)}
+    if crowded:
+        lines += ["", "**Measured on a busy machine**: other work ran beside "
+                  + ", ".join(f"{n} ({beside(p)})" for n, p in crowded.items())
+                  + ". Latencies and rates there are the system's and its neighbours'; CPU per event suffers less. "
+                  f"Re-run `{RUN}` on a quiet machine before judging a target on them."]
+    return lines
 
 
 def verdict(ok):

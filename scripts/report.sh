@@ -12,7 +12,7 @@
 #                                REPORT_SCENARIOS="a b" limits the scenarios)
 #
 # Starts Kafka and PostgreSQL (scripts/services.sh up) for the scale-out scenarios. Run it on a
-# quiet machine: each table records the load average around its own measurement.
+# quiet machine: each table records how busy the rest of the machine was meanwhile.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -30,7 +30,6 @@ RATES=(5000 20000)
 out=reports
 bin=./target/release/webhooks
 started=$(date +%s)
-loadavg() { cut -d' ' -f1 /proc/loadavg; }
 
 scripts/services.sh up >/dev/null
 # shellcheck source=scripts/env.sh
@@ -39,11 +38,18 @@ command -v wrk >/dev/null || { DEBIAN_FRONTEND=noninteractive apt-get update -qq
 cargo build --release -p system -p loadgen
 mkdir -p "$out" target/report
 
-# One record per measured part: when, on what, and the load average before it started (what
-# else the machine was doing).
-before=
-begin() { echo "--- $1"; before=$(loadavg); }
-note() { python3 scripts/report_collect.py note "$out/run.json" "$1" "$before"; }
+# One record per measured part: when, on what, and how many cores other processes (the
+# services included) used meanwhile: the machine's busy time less this script's and its
+# children's.
+busy_jiffies() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9 }' /proc/stat; }
+own_jiffies() { awk '{ print $14 + $15 + $16 + $17 }' "/proc/$$/stat"; }
+begin() { echo "--- $1"; t0=$(date +%s.%N) b0=$(busy_jiffies) o0=$(own_jiffies); }
+note() {
+  local others
+  others=$(awk -v b0="$b0" -v b1="$(busy_jiffies)" -v o0="$o0" -v o1="$(own_jiffies)" -v t0="$t0" \
+    -v t1="$(date +%s.%N)" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.2f", ((b1 - b0) - (o1 - o0)) / hz / (t1 - t0) }')
+  python3 scripts/report_collect.py note "$out/run.json" "$1" "$others"
+}
 
 if want scenarios; then
   begin scenarios

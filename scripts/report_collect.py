@@ -2,7 +2,7 @@
 """Turns the text the measurement scripts print into the JSON files under reports/ that
 scripts/report.py draws REPORT.md's tables from (called by scripts/report.sh).
 
-  report_collect.py note RUN_JSON PART LOADAVG           when and beside what PART ran
+  report_collect.py note RUN_JSON PART OTHERS_CORES      when, and beside how much other work
   report_collect.py floors OUT DIR RATE...                  measure-cpu.sh + http-floor.sh
   report_collect.py closed-loop OUT FILE                    closed-loop.sh
   report_collect.py benches OUT CRITERION_DIR               criterion's estimates
@@ -51,9 +51,9 @@ def machine():
     }
 
 
-def note(run_json, part, loadavg_before):
+def note(run_json, part, others_cores):
     run = load(run_json)
-    run.setdefault("parts", {})[part] = {**machine(), "loadavg_before": float(loadavg_before)}
+    run.setdefault("parts", {})[part] = {**machine(), "others_cores": float(others_cores)}
     save(run_json, run)
 
 
