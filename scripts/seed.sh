@@ -3,6 +3,7 @@
 # local broker, for loadgen to measure against. Not part of the product.
 #
 # Usage: scripts/seed.sh <command>
+#   install          npm ci, unless installed already (up does it too)
 #   up               install (npm ci) if needed, create its topic, start the worker and the
 #                    server, wait until the server answers; a fresh database each time
 #   down             stop both (SIGTERM)
@@ -28,8 +29,9 @@ export SEED_DB="$SEED_HOME/db.sqlite"
 log() { printf '[seed] %s\n' "$*" >&2; }
 
 install() {
-  # better-sqlite3 compiles from source when no prebuilt binary can be fetched (a minute).
-  [ -d "$APP/node_modules/better-sqlite3" ] || (cd "$APP" && npm ci --no-audit --no-fund >&2)
+  # better-sqlite3 is compiled here (a minute or two): its prebuilt binaries are downloaded
+  # from outside the npm registry, which these machines cannot reach.
+  [ -d "$APP/node_modules/better-sqlite3/build/Release" ] || (cd "$APP" && npm ci --no-audit --no-fund --build-from-source >&2)
 }
 
 start() { # name
@@ -55,6 +57,7 @@ wait_worker() {
 }
 
 case "${1:-}" in
+  install) install ;;
   up)
     install
     stop server TERM; stop worker TERM

@@ -72,11 +72,11 @@ wait "$cluster_up" || { cat "$cluster_log" >&2; echo "the three-node Kafka clust
 # 8 minutes to compile on a fresh machine. The tests mostly wait (on brokers, fsyncs, restarts),
 # so the tools compile meanwhile, at the lowest priority.
 tools_log=target/tool-install.log
-nice -n 19 bash -c 'command -v cargo-deny >/dev/null || cargo install cargo-deny --locked; scripts/instructions.sh install' >"$tools_log" 2>&1 &
+nice -n 19 bash -c 'command -v cargo-deny >/dev/null || cargo install cargo-deny --locked; scripts/instructions.sh install; scripts/seed.sh install' >"$tools_log" 2>&1 &
 tools=$!
 cargo test --release --workspace
 if [ "$cluster_was_up" -eq 0 ]; then scripts/services.sh down kafka-cluster; fi
-wait "$tools" || { cat "$tools_log" >&2; echo "installing cargo-deny or gungraun-runner failed" >&2; exit 1; }
+wait "$tools" || { cat "$tools_log" >&2; echo "installing cargo-deny, gungraun-runner or the seed's stack failed" >&2; exit 1; }
 
 # Dependency policy (deny.toml): licenses, bans and sources. Advisories need the RustSec
 # database from GitHub, which these machines cannot reach.
@@ -104,6 +104,12 @@ scripts/check_compose.py target/release/webhooks
 sync
 mkdir -p target/loadgen
 ./target/release/loadgen run scenarios/ci.toml --out target/loadgen/ci
+
+# The conformance suite (docs/conformance.md), each target as server + Kafka + worker on the
+# local broker: our system must pass every rule; the seed design's stack (peers/seed) must fail
+# exactly the rules in scenarios/conformance/seed-known-failures.txt.
+scripts/conform.sh webhooks
+scripts/conform.sh seed
 
 if [ "$(git status --porcelain 2>/dev/null || true)" != "$tree_before" ]; then
   echo "the test suite changed the work tree:" >&2
