@@ -9,6 +9,7 @@
 #   seed        the seed's stack: exactly the rules in scenarios/conformance/seed-known-failures.txt
 #               must fail, so that a change either way shows
 #   restart-webhooks-worker   SIGKILL our worker and start it again (the crash rule's command)
+#   webhooks-up / webhooks-down   start or stop our server + worker alone (scripts/peer-load.sh)
 # OUT (default target/conform/<command>) receives report.json, report.md and report.html.
 set -euo pipefail
 
@@ -40,14 +41,19 @@ stop() { # role signal
   rm -f "$STATE/$1.pid"
 }
 
+up() {
+  rm -rf "$STATE"; mkdir -p "$STATE"
+  echo "conform-$(date +%s)-$$" >"$STATE/topic"
+  start worker; start server
+  for _ in $(seq 300); do curl -sf -o /dev/null "http://127.0.0.1:$PORT/healthz" && return 0; sleep 0.1; done
+  tail -n 20 "$STATE"/*.log >&2; return 1
+}
+
 case "${1:-}" in
   webhooks)
     out="${2:-$ROOT/target/conform/webhooks}"
-    rm -rf "$STATE"; mkdir -p "$STATE"
-    echo "conform-$(date +%s)-$$" >"$STATE/topic"
     trap 'stop server TERM; stop worker TERM' EXIT
-    start worker; start server
-    for _ in $(seq 300); do curl -sf -o /dev/null "http://127.0.0.1:$PORT/healthz" && break; sleep 0.1; done
+    up
     "$LOADGEN" conform "http://127.0.0.1:$PORT" --suite "$SUITE" --receiver "$SUITE/receivers/webhooks.toml" \
       --restart "$0 restart-webhooks-worker" --out "$out" || { tail -n 20 "$STATE"/*.log >&2; exit 1; }
     ;;
@@ -59,5 +65,8 @@ case "${1:-}" in
       --restart "$ROOT/scripts/seed.sh restart-worker" --expect-failures "$SUITE/seed-known-failures.txt" --out "$out"
     ;;
   restart-webhooks-worker) stop worker KILL; start worker ;;
+  webhooks-up) up ;;
+  webhooks-down) stop server TERM; stop worker TERM ;;
+  webhooks-pids) cat "$STATE/server.pid" "$STATE/worker.pid" ;;
   *) sed -n '2,/^set -e/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

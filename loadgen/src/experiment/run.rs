@@ -23,6 +23,7 @@ use crate::report::{Measured, SystemSide};
 use crate::scenario::Scenario;
 use crate::verify::{self, Verdict};
 use crate::workload::generator::{EventRef, Generator, OrderRef, Planned, Renderer};
+use crate::target::{Reader, Receiver};
 use crate::workload::sign::Signer;
 
 const LOOKUP_CHUNK: usize = 1000;
@@ -36,7 +37,11 @@ pub async fn run(s: &Scenario, progress: bool) -> anyhow::Result<Measured> {
     let token = s.target.admin_token.clone().or_else(|| s.target.env.get("ADMIN_TOKEN").cloned());
     let mut client = Client::new(&base, token, s.load.max_in_flight)?;
     client.workers = system.as_ref().map(|sys| sys.workers.clone()).unwrap_or_default();
-    if let Err(e) = wait_healthy(&client).await {
+    let ready = match &s.target.receiver {
+        Some(_) => crate::target::read::wait_ready(&base, &receiver(s)?).await,
+        None => wait_healthy(&client).await,
+    };
+    if let Err(e) = ready {
         let logs = system.as_ref().map(System::log_tail).unwrap_or_default();
         anyhow::bail!("{e}\n{logs}");
     }
@@ -124,18 +129,23 @@ async fn experiment(s: &Scenario, client: &Client, progress: bool, system_cpu: &
     let drain_started = Instant::now();
     let deadline = drain_started + Duration::from_secs_f64(s.drain.timeout_s);
     let step = Step::start(progress, "draining: waiting until the system has applied what it accepted");
-    let drained = drain(client, before.as_ref(), deadline).await;
+    let foreign = match &s.target.receiver {
+        Some(_) => Some(Reader::new(&client.base, &receiver(s)?, None)?),
+        None => None,
+    };
+    // A foreign receiver has no stats to drain by: its end state is awaited like a server-only one's.
+    let drained = if foreign.is_some() { None } else { drain(client, before.as_ref(), deadline).await };
     let system_cpu_s = system_cpu().zip(system_cpu_before).map(|(after, before)| after - before);
     step.next(format!("verifying the final state of {} orders and every payment sent", generator.orders.len()));
     let (drained, drain_s, verdict) = match drained {
         Some(drained) => {
             let drain_s = drain_started.elapsed().as_secs_f64();
-            (drained, drain_s, verify_all(client, &generator, &mut recorder).await?)
+            (drained, drain_s, verify_any(client, foreign.as_ref(), &generator, &mut recorder).await?)
         }
         // A server-only target cannot say what its workers did: wait for the end state itself
         // (the drain time then includes the verification rounds).
         None => loop {
-            let v = verify_all(client, &generator, &mut recorder).await?;
+            let v = verify_any(client, foreign.as_ref(), &generator, &mut recorder).await?;
             if v.lost == 0 || Instant::now() > deadline {
                 break (v.lost == 0, drain_started.elapsed().as_secs_f64(), v);
             }
@@ -304,6 +314,19 @@ async fn lookup(c: &Client, path: &'static str, ids: Vec<String>) -> anyhow::Res
 
 /// The error prefix the system documents for a reused event id's dead letter.
 const REUSE_CONFLICT: &str = "conflict: event id reused";
+
+/// The scenario's foreign receiver mapping, from its file.
+fn receiver(s: &Scenario) -> anyhow::Result<Receiver> {
+    let path = s.target.receiver.as_deref().context("no receiver")?;
+    Ok(Receiver::load(std::path::Path::new(path))?)
+}
+
+async fn verify_any(c: &Client, foreign: Option<&Reader>, g: &Generator, r: &mut Recorder) -> anyhow::Result<Verdict> {
+    match foreign {
+        Some(reader) => Ok(crate::target::verify::all(reader, g, &r.ledger).await),
+        None => verify_all(c, g, r).await,
+    }
+}
 
 async fn verify_all(c: &Client, g: &Generator, r: &mut Recorder) -> anyhow::Result<Verdict> {
     let mut v = Verdict::default();

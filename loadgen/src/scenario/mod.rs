@@ -111,6 +111,10 @@ pub struct Target {
     /// Where the load's requests go, starting with / (default /api/webhooks/payment). A cheap path such as
     /// /healthz (its 405 answers fail the run) measures the generator's own cost apart.
     pub webhook_path: Option<String>,
+    /// A receiver that is not ours (with `url`): a TOML file of its paths, field names and
+    /// status values (docs/conformance.md). Its end state is then read one order and payment
+    /// at a time; it has no stats, dead letters or health check of ours to use.
+    pub receiver: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

@@ -185,3 +185,22 @@ pub fn describe(e: &reqwest::Error) -> String {
         format!("{kind} ({detail})")
     }
 }
+
+/// Waits up to 30 s for the receiver to answer: its health path with a 2xx, or without
+/// one, any HTTP answer to an order read.
+pub async fn wait_ready(base: &str, receiver: &Receiver) -> anyhow::Result<()> {
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(2)).build()?;
+    let path = receiver.health_path.clone().unwrap_or_else(|| Receiver::path(&receiver.order_path, "loadgen-ready-check"));
+    let url = format!("{}{path}", base.trim_end_matches('/'));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut last = String::new();
+    while Instant::now() < deadline {
+        match http.get(&url).send().await {
+            Ok(r) if receiver.health_path.is_none() || r.status().is_success() => return Ok(()),
+            Ok(r) => last = r.status().to_string(),
+            Err(e) => last = describe(&e),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    anyhow::bail!("GET {path} on {base}: not ready within 30 s (last: {last})")
+}
