@@ -35,6 +35,10 @@ pub async fn run(o: &Options) -> anyhow::Result<Vec<Outcome>> {
     for name in &o.only {
         anyhow::ensure!(rules.iter().any(|(_, r)| &r.name == name), "no rule named {name} in {}", o.suite.display());
     }
+    if let Err(e) = crate::target::read::wait_ready(&o.url, &o.receiver).await {
+        // Each rule then reports, request by request, what the receiver did instead.
+        eprintln!("loadgen: {e:#}; running the rules anyway");
+    }
     let target = Target { sender: send::Sender::new(&o.url, &o.receiver)?, reader: Reader::new(&o.url, &o.receiver, None)?, restart: o.restart.clone() };
     let nonce = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() % 0xFFF_FFFF).unwrap_or(0);
     let mut out = Vec::new();
