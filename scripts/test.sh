@@ -74,6 +74,10 @@ wait "$cluster_up" || { cat "$cluster_log" >&2; echo "the three-node Kafka clust
 tools_log=target/tool-install.log
 nice -n 19 bash -c 'command -v cargo-deny >/dev/null || cargo install cargo-deny --locked; scripts/instructions.sh install; scripts/seed.sh install' >"$tools_log" 2>&1 &
 tools=$!
+# promtool, for deploy/'s alert rules and dashboard: pinned, compiled meanwhile too.
+promtool_log=target/promtool-install.log
+nice -n 19 bash -c '[ -x "$(go env GOPATH)/bin/promtool" ] || go install github.com/prometheus/prometheus/cmd/promtool@v0.316.0' >"$promtool_log" 2>&1 &
+promtool_install=$!
 cargo test --release --workspace
 if [ "$cluster_was_up" -eq 0 ]; then scripts/services.sh down kafka-cluster; fi
 wait "$tools" || { cat "$tools_log" >&2; echo "installing cargo-deny, gungraun-runner or the seed's stack failed" >&2; exit 1; }
@@ -97,6 +101,11 @@ if ! python3 -c 'import jsonschema, yaml' 2>/dev/null; then
 fi
 scripts/check_compose.py --self-test target/release/webhooks
 scripts/check_compose.py target/release/webhooks
+
+# deploy/: the Prometheus alert rules, their unit tests and the Grafana dashboard's queries,
+# checked with promtool (scripts/check_deploy.sh).
+wait "$promtool_install" || { cat "$promtool_log" >&2; echo "installing promtool failed" >&2; exit 1; }
+scripts/check_deploy.sh
 
 # The CI load gate: strict correctness, loose speed floors (scenarios/ci.toml). The build
 # left gigabytes of dirty pages; flush them first, so that their writeback does not compete

@@ -31,6 +31,9 @@ pub struct OutcomeLabels {
     pub outcome: &'static str,
 }
 
+/// Every outcome the worker counts.
+const WORKER_OUTCOMES: [&str; 5] = ["applied", "stale", "duplicate", "conflict", "dead_lettered"];
+
 /// Every metric the process exposes; one shared set per process, cloned by reference
 /// because every request touches it.
 #[derive(Clone, Default)]
@@ -199,6 +202,11 @@ impl MetricSet {
     }
 
     pub fn mark_worker_here(&self) {
+        // Each outcome exposed from the start at 0: `increase()` misses the first dead letter
+        // of a series that appears with it.
+        for outcome in WORKER_OUTCOMES {
+            let _ = self.worker_events.get_or_create(&OutcomeLabels { outcome });
+        }
         self.worker_here.store(true, std::sync::atomic::Ordering::Relaxed);
     }
 

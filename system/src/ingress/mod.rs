@@ -31,7 +31,10 @@ use tower::ServiceBuilder;
 pub use error::{ApiError, REJECT_REASONS};
 pub use signature::Verifier;
 
-use crate::metrics::{Metrics, RouteLabels};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+
+use crate::metrics::{Metrics, ReasonLabels, RouteLabels};
 use crate::queue::Producer;
 use crate::store::Store;
 
@@ -72,12 +75,28 @@ pub struct Limits {
     pub header_timeout: Duration,
 }
 
+/// Every refusal reason exposed from the start at 0: an alert on `increase()` misses the first
+/// refusal of a series that appears with it.
+fn expose_reasons(metrics: &Metrics) {
+    let families: [(&Family<ReasonLabels, Counter>, &[&str]); 3] = [
+        (&metrics.webhooks_rejected, REJECT_REASONS),
+        (&metrics.signatures_refused, &signature::SignatureError::reasons()),
+        (&metrics.admin_refused, &AdminRefusal::ALL.map(|r| r.reason())),
+    ];
+    for (family, reasons) in families {
+        for reason in reasons {
+            let _ = family.get_or_create(&ReasonLabels { reason: reason.to_string() });
+        }
+    }
+}
+
 pub fn router(state: AppState, limits: Limits) -> Router {
     // Management and read endpoints sit behind the admin token; webhooks are guarded by
     // signatures; liveness, readiness and metrics stay open for orchestrators and scrapers,
     // and so do the console's static assets, which hold no data.
     // The probes are merged after the limits: a saturated server must still answer its
     // liveness probe (or it is restarted in the middle of the incident) and its metrics.
+    expose_reasons(&state.metrics);
     let admin = Router::new()
         .route("/api/orders", post(reads::create_order))
         .route("/api/orders/lookup", post(reads::orders_lookup))
