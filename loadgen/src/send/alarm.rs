@@ -56,6 +56,11 @@ fn timerfd() -> io::Result<AsyncFd<Fd>> {
 
 async fn wait(fd: &AsyncFd<Fd>, due: Instant) -> io::Result<()> {
     let left = due.saturating_duration_since(Instant::now());
+    // A zero expiry disarms a timerfd instead of firing it: a thread preempted between
+    // `until`'s check and here would otherwise wait forever.
+    if left.is_zero() {
+        return Ok(());
+    }
     fd.get_ref().0.set(Expiration::OneShot(TimeSpec::from_duration(left)), TimerSetTimeFlags::empty())?;
     loop {
         let mut ready = fd.readable().await?;
@@ -89,6 +94,15 @@ mod tests {
         }
         overshoot.sort();
         assert!(overshoot[10] < Duration::from_micros(250), "median overshoot {:?}", overshoot[10]);
+    }
+
+    /// The race `until` cannot close: the instant passes after its check, before the timer
+    /// is set. A zero expiry would disarm the timer and the wait would never end.
+    #[tokio::test(flavor = "current_thread")]
+    async fn an_instant_passed_before_the_timer_is_set_still_returns() {
+        let fd = timerfd().expect("timerfd");
+        let waited = tokio::time::timeout(Duration::from_secs(10), wait(&fd, Instant::now() - Duration::from_millis(1))).await;
+        assert!(matches!(waited, Ok(Ok(()))), "the wait for a passed instant never returned: {waited:?}");
     }
 
     #[tokio::test(flavor = "current_thread")]
