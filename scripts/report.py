@@ -179,6 +179,21 @@ def scenario_row(name, r):
     ]
 
 
+def scenario_provenance():
+    """Which build and machine each row comes from: scenarios can be re-run a few at a time."""
+    groups = {}
+    for n in SCENARIOS:
+        p = part(f"scenario:{n}")
+        if p:
+            groups.setdefault((p["commit"], p["cores"], p["cpu"]), []).append((n, p))
+    if not groups:
+        return provenance("scenarios")
+    return " ".join(
+        f"{', '.join(n for n, _ in rows)}: commit {commit}, {cores} cores {cpu}, "
+        + "; ".join(f"{n} {p['date']}, {beside(p)}" for n, p in rows) + "."
+        for (commit, cores, cpu), rows in groups.items())
+
+
 def block_scenarios():
     header = ["scenario", "requests", "send/s target / achieved", "accepted/s", "applied/s", "ack ms p50 / p99 / p99.9",
               "service p99 ms", "e2e ms p50 / p99 / p99.9", "drain s", "lost / doubled / wrong", "unexpected status",
@@ -190,7 +205,7 @@ def block_scenarios():
     ceilings = [f"{n} {fmt(scenario(n)['ceiling_rps'], 0)}/s" for n in SCENARIOS if scenario(n) and scenario(n).get("ceiling_rps")]
     if ceilings:
         lines += ["", "Bare-HTTP ceilings measured in the same runs (closed loop, `GET /healthz`): " + ", ".join(ceilings) + "."]
-    lines += ["", provenance("scenarios"),
+    lines += ["", scenario_provenance(),
               "Command: `./target/release/loadgen run scenarios/<scenario>.toml --out reports/<scenario>`; the full "
               "reports (JSON, Markdown, HTML charts, latency.hlog) are in `reports/<scenario>/`."]
     return lines

@@ -52,14 +52,13 @@ note() {
 }
 
 if want scenarios; then
-  begin scenarios
   for s in "${SCENARIOS[@]}"; do
-    echo "--- scenario $s"
+    begin "scenario $s"
     rm -rf "${out:?}/$s"
     sync
     ./target/release/loadgen run "scenarios/$s.toml" --out "$out/$s" || echo "scenario $s: gates failed (kept in its report)"
+    note "scenario:$s"
   done
-  note scenarios
 fi
 
 if want floors; then
