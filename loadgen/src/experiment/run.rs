@@ -318,6 +318,11 @@ const REUSE_CONFLICT: &str = "conflict: event id reused";
 /// The scenario's foreign receiver mapping, from its file.
 fn receiver(s: &Scenario) -> anyhow::Result<Receiver> {
     let path = s.target.receiver.as_deref().context("no receiver")?;
+    let w = &s.workload;
+    anyhow::ensure!(
+        w.failing_fraction == 0.0 && w.id_reuse_fraction == 0.0 && !s.ceiling.enabled,
+        "[target] receiver: failing_fraction, id_reuse_fraction and [ceiling] need our own API (dead letters, /healthz); leave them off"
+    );
     Ok(Receiver::load(std::path::Path::new(path))?)
 }
 
