@@ -6,3 +6,5 @@ export KAFKA_TEST_BROKERS="${KAFKA_TEST_BROKERS:-127.0.0.1:${KAFKA_PORT:-9092}}"
 export TEST_DATABASE_URL="${TEST_DATABASE_URL:-postgres://webhooks:webhooks@127.0.0.1:5432/webhooks}"
 # The three-node cluster of `scripts/services.sh up kafka-cluster` (failover tests).
 export KAFKA_CLUSTER_TEST_BROKERS="${KAFKA_CLUSTER_TEST_BROKERS:-127.0.0.1:29091,127.0.0.1:29092,127.0.0.1:29093}"
+# The CA that signed the test PostgreSQL's certificate (scripts/services.sh), for TLS tests.
+export TEST_DATABASE_CA="${TEST_DATABASE_CA:-/etc/postgresql/${PG_VERSION:-15}/${PG_CLUSTER:-main}/webhooks-tls/ca.crt}"

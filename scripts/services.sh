@@ -619,6 +619,37 @@ max_connections = 200
 EOF
 }
 
+# TLS from a CA of our own, as a managed PostgreSQL presents one: the CA's certificate is
+# what clients verify with (sslmode=verify-full&sslrootcert=...; scripts/env.sh exports its
+# path as TEST_DATABASE_CA). Made once; the server certificate names localhost and 127.0.0.1.
+PG_TLS_DIR="${PG_TLS_DIR:-/etc/postgresql/$PG_VERSION/$PG_CLUSTER/webhooks-tls}"
+ensure_postgres_tls() {
+  local conf="/etc/postgresql/$PG_VERSION/$PG_CLUSTER/conf.d/60-webhooks-tls.conf"
+  [ -d "$(dirname "$conf")" ] || return 0
+  if [ ! -f "$PG_TLS_DIR/server.crt" ]; then
+    need_root_for "creating a test CA and server certificate for PostgreSQL"
+    log "creating a test CA and a server certificate for PostgreSQL in $PG_TLS_DIR"
+    mkdir -p "$PG_TLS_DIR"
+    openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=webhooks test CA" \
+      -keyout "$PG_TLS_DIR/ca.key" -out "$PG_TLS_DIR/ca.crt" >/dev/null 2>&1
+    openssl req -newkey rsa:2048 -nodes -subj "/CN=localhost" \
+      -keyout "$PG_TLS_DIR/server.key" -out "$PG_TLS_DIR/server.csr" >/dev/null 2>&1
+    printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\n' >"$PG_TLS_DIR/san.ext"
+    openssl x509 -req -in "$PG_TLS_DIR/server.csr" -CA "$PG_TLS_DIR/ca.crt" -CAkey "$PG_TLS_DIR/ca.key" \
+      -CAcreateserial -days 3650 -extfile "$PG_TLS_DIR/san.ext" -out "$PG_TLS_DIR/server.crt" >/dev/null 2>&1
+    chown postgres:postgres "$PG_TLS_DIR/server.key" "$PG_TLS_DIR/server.crt"
+    chmod 600 "$PG_TLS_DIR/server.key" "$PG_TLS_DIR/ca.key"
+    chmod 644 "$PG_TLS_DIR/ca.crt" "$PG_TLS_DIR/server.crt"
+    chmod 755 "$PG_TLS_DIR"
+  fi
+  if [ ! -f "$conf" ]; then
+    printf "# Written by scripts/services.sh (webhooks project): TLS from the test CA in %s\nssl = on\nssl_cert_file = '%s'\nssl_key_file = '%s'\n" \
+      "$PG_TLS_DIR" "$PG_TLS_DIR/server.crt" "$PG_TLS_DIR/server.key" >"$conf"
+    # Only the certificate changed: a reload is enough when the server runs.
+    if [ "$(pg_field 4)" = "online" ]; then pg_ctlcluster "$PG_VERSION" "$PG_CLUSTER" reload >&2 9>&- || true; fi
+  fi
+}
+
 pg_ready() { pg_isready -q -h "$PG_HOST" -p "$(pg_port)" -t 2 >/dev/null 2>&1; }
 
 ensure_postgres_role() {
@@ -651,6 +682,7 @@ postgres_up() {
   ensure_postgres_installed
   ensure_postgres_cluster
   ensure_postgres_conf
+  ensure_postgres_tls
   if [ "$(pg_field 4)" != "online" ]; then
     log "starting PostgreSQL $PG_VERSION/$PG_CLUSTER"
     if ! pg_ctlcluster "$PG_VERSION" "$PG_CLUSTER" start >&2 9>&-; then

@@ -4,6 +4,7 @@
 
 pub mod batch;
 pub mod postgres;
+pub mod postgres_tls;
 pub mod schema;
 pub mod sqlite;
 

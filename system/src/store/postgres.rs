@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{NoTls, Transaction};
+use tokio_postgres::Transaction;
 
 use super::batch::{PaymentRow, Plan, Snapshot};
 use super::{Applied, ConsumerName, Purged, DeadLetter, DeadLetterFilter, DeadLetterView, EventRecord, OrderView, PaymentSummary, PaymentView, Store, StoreError};
@@ -61,8 +61,8 @@ pub struct PostgresStore {
 fn classify(e: tokio_postgres::Error) -> StoreError {
     // Display of tokio_postgres errors never includes the connection string.
     match e.code() {
-        // I/O, closed connection: the server went away.
-        None => StoreError::Unavailable(e.to_string()),
+        // I/O, closed connection, a refused TLS handshake: the causes say which.
+        None => StoreError::Unavailable(with_causes(&e)),
         Some(c) if [SqlState::ADMIN_SHUTDOWN, SqlState::CRASH_SHUTDOWN, SqlState::CANNOT_CONNECT_NOW].contains(c) => {
             StoreError::Unavailable(e.to_string())
         }
@@ -73,6 +73,17 @@ fn classify(e: tokio_postgres::Error) -> StoreError {
         }
         Some(_) => StoreError::Permanent(e.to_string()),
     }
+}
+
+/// An error and its causes ("error performing TLS handshake: ... certificate verify failed").
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text = format!("{text}: {c}");
+        cause = c.source();
+    }
+    text
 }
 
 fn pool_error(e: deadpool_postgres::PoolError) -> StoreError {
@@ -98,10 +109,17 @@ impl PostgresStore {
     /// A pool that connects on first use, without migrating: for a role that must start and
     /// serve while the database is away (a Kafka-mode server acknowledges without it).
     pub fn connect_lazily(url: &str, pool_size: usize) -> Result<Self, StoreError> {
-        let config: tokio_postgres::Config = url.parse().map_err(|_| StoreError::Permanent("invalid postgres URL".into()))?;
-        let manager = Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+        let (config, tls) = super::postgres_tls::config(url)?;
+        let manager = Manager::from_config(config, tls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
         let pool = Pool::builder(manager).max_size(pool_size.max(1)).build().map_err(|e| StoreError::Permanent(e.to_string()))?;
         Ok(Self { pool })
+    }
+
+    /// The TLS version of a connection of the pool, `None` when it is not encrypted.
+    pub async fn tls_version(&self) -> Result<Option<String>, StoreError> {
+        let client = self.pool.get().await.map_err(pool_error)?;
+        let row = client.query_opt("SELECT version FROM pg_stat_ssl WHERE pid = pg_backend_pid() AND ssl", &[]).await.map_err(classify)?;
+        Ok(row.map(|r| r.get(0)))
     }
 
     /// The schema version the database is at.
