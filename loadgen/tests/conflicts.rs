@@ -4,18 +4,14 @@
 
 use std::path::PathBuf;
 
+mod faulty;
+
 use loadgen::experiment::run;
 use loadgen::scenario::Scenario;
 
 fn scenario() -> Scenario {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scenarios/conflicts.toml");
     Scenario::load(&path).expect("scenarios/conflicts.toml")
-}
-
-fn fault_bin() -> PathBuf {
-    std::env::var_os("WEBHOOKS_FAULT_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/release/webhooks-fault"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -30,11 +26,8 @@ async fn conflicting_amounts_and_reused_ids_end_as_the_oracle_says() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_system_where_the_larger_amount_wins_is_caught() {
-    let bin = fault_bin();
-    assert!(bin.exists(), "{} missing: cargo test --release -p system --features fault-injection --test cli --no-run builds it", bin.display());
     let mut s = scenario();
-    s.target.bin = Some(bin.display().to_string());
-    s.target.args = vec!["--fault-larger-amount-wins".into()];
+    faulty::aim(&mut s, "--fault-larger-amount-wins");
     let mut m = run::run(&s, false).await.expect("run");
     assert!(!m.judge(&s.gates), "the oracle passed a wrong system: {}", m.summary());
     let v = &m.verification;

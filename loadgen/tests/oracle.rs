@@ -4,7 +4,7 @@
 //! feature (the `webhooks-fault` binary target, built by scripts/test.sh), or
 //! $WEBHOOKS_FAULT_BIN.
 
-use std::path::PathBuf;
+mod faulty;
 
 use loadgen::experiment::run;
 use loadgen::scenario::Scenario;
@@ -44,12 +44,6 @@ max_wrong_state = 0
 max_unexpected_status = 0
 "#;
 
-fn fault_bin() -> PathBuf {
-    std::env::var_os("WEBHOOKS_FAULT_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/release/webhooks-fault"))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_real_system_passes_the_shuffled_scenario() {
     let s = Scenario::parse(SCENARIO).expect("scenario");
@@ -60,11 +54,8 @@ async fn the_real_system_passes_the_shuffled_scenario() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_system_that_skips_the_stale_rule_is_caught() {
-    let bin = fault_bin();
-    assert!(bin.exists(), "{} missing: `cargo test --release -p system --features fault-injection --test cli --no-run` builds it", bin.display());
     let mut s = Scenario::parse(SCENARIO).expect("scenario");
-    s.target.bin = Some(bin.display().to_string());
-    s.target.args = vec!["--fault-skip-stale-rule".into()];
+    faulty::aim(&mut s, "--fault-skip-stale-rule");
     let mut m = run::run(&s, false).await.expect("run");
     let pass = m.judge(&s.gates);
     let v = &m.verification;

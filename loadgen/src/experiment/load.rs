@@ -30,7 +30,7 @@ pub(crate) async fn load(s: &Scenario, client: &Client, generator: Generator, re
     let t0 = Instant::now() + LOAD_LEAD;
     let load = engine::Load {
         base: client.base.clone(),
-        path: s.target.webhook_path.clone().unwrap_or_else(|| "/api/webhooks/payment".into()),
+        path: s.webhook_path(),
         schedule: Schedule::new(&s.load.phases),
         generator,
         renderer,

@@ -20,7 +20,7 @@ use crate::measure::sampler::Sampler;
 use crate::measure::stats::Recorder;
 use crate::measure::window::Snapshot;
 use crate::report::{Measured, SystemSide};
-use crate::scenario::Scenario;
+use crate::scenario::{Format, Scenario};
 use crate::verify::{self, Verdict};
 use crate::workload::generator::{EventRef, Generator, OrderRef, Planned, Renderer};
 use crate::target::{Reader, Receiver};
@@ -137,7 +137,7 @@ async fn experiment(s: &Scenario, client: &Client, progress: bool, system_cpu: &
     let drained = if foreign.is_some() { None } else { drain(client, before.as_ref(), deadline).await };
     let system_cpu_s = system_cpu().zip(system_cpu_before).map(|(after, before)| after - before);
     step.next(format!("verifying the final state of {} orders and every payment sent", generator.orders.len()));
-    let (drained, drain_s, verdict) = match drained {
+    let (drained, drain_s, mut verdict) = match drained {
         Some(drained) => {
             let drain_s = drain_started.elapsed().as_secs_f64();
             (drained, drain_s, verify_any(client, foreign.as_ref(), &generator, &mut recorder).await?)
@@ -154,6 +154,9 @@ async fn experiment(s: &Scenario, client: &Client, progress: bool, system_cpu: &
     };
     step.done();
     let after = client.stats().await;
+    if s.workload.format == Format::Stripe {
+        verify::check_ignored(&mut verdict, &recorder.ledger, ignored_since(before.as_ref(), after.as_ref()));
+    }
     let window = run_window(histograms_before, client.histograms().await);
     let system = SystemSide { timeline: sampler.finish().await, ..SystemSide::from_stats(after.as_ref(), window.as_ref()) };
     let mut m = Measured::new(&ran, &recorder, load, setup_s, ceiling_rps, cpu_used, drain_s, drained, verdict, system);
@@ -161,6 +164,12 @@ async fn experiment(s: &Scenario, client: &Client, progress: bool, system_cpu: &
     m.capacity = capacity;
     m.load_started_unix_s = load_started_unix_s;
     Ok(m)
+}
+
+/// Stripe events the system counted as ignored between two `/api/stats` reads, all types.
+fn ignored_since(before: Option<&Value>, after: Option<&Value>) -> Option<u64> {
+    let total = |v: &Value| v["ingress"]["stripe"]["ignored"].as_object().map(|m| m.values().filter_map(Value::as_u64).sum::<u64>());
+    Some(total(after?)?.saturating_sub(before.and_then(total).unwrap_or(0)))
 }
 
 /// The system's histograms over the run; `None`, with a warning, when it cannot say (too old

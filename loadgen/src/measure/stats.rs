@@ -190,6 +190,10 @@ impl Recorder {
             (_, "shed") => self.allow_shedding,
             (Expect::Apply | Expect::DeadLetter, "2xx") => true,
             (Expect::Refuse, "4xx") => true,
+            (Expect::Ignore, "2xx") => {
+                self.ledger.ignored += 1;
+                true
+            }
             (Expect::Refuse, "2xx") => {
                 self.invalid_accepted += 1;
                 false
@@ -379,7 +383,7 @@ mod tests {
             send_lag: Duration::from_micros(20),
             status,
             expect,
-            event: Some(EventRef { payment: 0, id: 1, ty: EventType::Success, amount: 1, currency: "USD", reuse: Reuse::No }),
+            event: Some(EventRef { payment: 0, id: 1, ty: EventType::Success, amount: 1, currency: "USD", reuse: Reuse::No, form: 0 }),
         }
     }
 

@@ -397,6 +397,9 @@ impl Measured {
             let _ = writeln!(s, "  system CPU {us:.0} µs per accepted event (load and drain)");
         }
         let _ = writeln!(s, "  verified {} payments, {} orders: lost {}, double-applied {}, wrong state {}, unexpected applied {}, dead letters {}", v.payments_checked, v.orders_checked, v.lost, v.double_applied, v.wrong_state(), v.unexpected_applied, v.dead_letters_found);
+        if v.ignored_checked > 0 {
+            let _ = writeln!(s, "  {} Stripe events of unhandled types answered 200 and counted as ignored", v.ignored_checked);
+        }
         if v.conflicted_expected + v.reuses_checked > 0 {
             let _ = writeln!(s, "  conflicts: {} payments conflicted, {} reused ids settled ({} sent overlapping)", v.conflicted_expected, v.reuses_checked, v.reuses_overlapped);
         }

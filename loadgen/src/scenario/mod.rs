@@ -108,7 +108,8 @@ pub struct Target {
     pub admin_token: Option<String>,
     /// The environment variable holding `admin_token`, which then stays out of the file.
     pub admin_token_env: Option<String>,
-    /// Where the load's requests go, starting with / (default /api/webhooks/payment). A cheap path such as
+    /// Where the load's requests go, starting with / (default /api/webhooks/payment, or
+    /// /api/webhooks/stripe for `workload.format = "stripe"`). A cheap path such as
     /// /healthz (its 405 answers fail the run) measures the generator's own cost apart.
     pub webhook_path: Option<String>,
     /// A receiver that is not ours (with `url`): a TOML file of its paths, field names and
@@ -150,10 +151,17 @@ pub struct Signing {
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Workload {
+    /// What the requests look like: `flat` (default), the seed's body, or `stripe`, Stripe's
+    /// event envelope (needs `signing.scheme = "stripe"`).
+    #[serde(default)]
+    pub format: Format,
     /// Orders created before the load starts, 1 to 1,000,000.
     pub orders: usize,
     /// How each payment's story goes, by weight: pending then success (`paid`), pending then
-    /// failed (`failed`), pending, failed, success (`retried`), pending, success, refunded (`refunded`).
+    /// failed (`failed`), pending, failed, success (`retried`), pending, success, refunded
+    /// (`refunded`); Stripe only: pending, success, one or two refunds of part of it, the second
+    /// sometimes of the rest (`partially_refunded`); pending, success, a dispute, mostly closed
+    /// won or lost (`disputed`).
     #[serde(default)]
     pub stories: Stories,
     /// Events sent twice. Every `*_fraction` is 0 to 1, default 0 unless said.
@@ -188,6 +196,19 @@ pub struct Workload {
     /// become a "conflict: event id reused" dead letter.
     #[serde(default)]
     pub id_reuse_fraction: f64,
+    /// Stripe only: requests of event types the system does not handle, naming payments of the
+    /// run: each must be answered 200, counted as ignored, and never applied.
+    #[serde(default)]
+    pub ignored_fraction: f64,
+}
+
+/// The body format of the load's events.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Format {
+    #[default]
+    Flat,
+    Stripe,
 }
 
 fn half() -> f64 {
@@ -197,16 +218,20 @@ fn half() -> f64 {
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Stories {
-    /// Weights, 0 or more with a sum above 0; default 0.7, 0.1, 0.1, 0.1.
+    /// Weights, 0 or more with a sum above 0; default 0.7, 0.1, 0.1, 0.1, 0, 0.
     pub paid: f64,
     pub failed: f64,
     pub retried: f64,
     pub refunded: f64,
+    #[serde(default)]
+    pub partially_refunded: f64,
+    #[serde(default)]
+    pub disputed: f64,
 }
 
 impl Default for Stories {
     fn default() -> Self {
-        Self { paid: 0.7, failed: 0.1, retried: 0.1, refunded: 0.1 }
+        Self { paid: 0.7, failed: 0.1, retried: 0.1, refunded: 0.1, partially_refunded: 0.0, disputed: 0.0 }
     }
 }
 
@@ -490,6 +515,15 @@ impl Scenario {
         let schema = schemars::schema_for!(Scenario);
         // A schema of plain structs always serializes.
         serde_json::to_string_pretty(&schema).expect("schema serializes") + "\n"
+    }
+
+    /// Where the load's events go, unless the scenario says.
+    pub fn webhook_path(&self) -> String {
+        let default = match self.workload.format {
+            Format::Flat => "/api/webhooks/payment",
+            Format::Stripe => "/api/webhooks/stripe",
+        };
+        self.target.webhook_path.clone().unwrap_or_else(|| default.into())
     }
 
     /// Planned requests over all phases.

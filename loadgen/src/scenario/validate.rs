@@ -3,7 +3,7 @@
 //! panic in `Duration::from_secs_f64`, the drain's after the whole load had run).
 //! docs/scenario-format.md lists the same ranges.
 
-use super::{AbortGate, Scenario, Scheme, Shape, SpawnMode};
+use super::{AbortGate, Format, Scenario, Scheme, Shape, SpawnMode, Workload};
 
 /// Most requests a second loadgen is asked to plan for one phase.
 const MAX_RATE: f64 = 1e6;
@@ -102,7 +102,15 @@ fn signing(c: &mut Checks, s: &Scenario) {
 fn workload(c: &mut Checks, s: &Scenario) {
     let w = &s.workload;
     c.count("workload.orders", w.orders, 1, 1_000_000);
-    let stories = [("paid", w.stories.paid), ("failed", w.stories.failed), ("retried", w.stories.retried), ("refunded", w.stories.refunded)];
+    let st = &w.stories;
+    let stories = [
+        ("paid", st.paid),
+        ("failed", st.failed),
+        ("retried", st.retried),
+        ("refunded", st.refunded),
+        ("partially_refunded", st.partially_refunded),
+        ("disputed", st.disputed),
+    ];
     for (name, weight) in stories {
         c.within(&format!("workload.stories.{name}"), weight, 0.0, MAX_RATE);
     }
@@ -120,17 +128,46 @@ fn workload(c: &mut Checks, s: &Scenario) {
         ("failing_fraction", w.failing_fraction),
         ("amount_variation_fraction", w.amount_variation_fraction),
         ("id_reuse_fraction", w.id_reuse_fraction),
+        ("ignored_fraction", w.ignored_fraction),
     ];
     for (name, f) in fractions {
         c.within(&format!("workload.{name}"), f, 0.0, 1.0);
     }
-    let refused = w.invalid_fraction + w.bad_signature_fraction + w.failing_fraction;
+    match w.format {
+        Format::Flat => flat_only(c, w),
+        Format::Stripe => stripe_only(c, s),
+    }
+    let refused = w.invalid_fraction + w.bad_signature_fraction + w.failing_fraction + w.ignored_fraction;
     if refused >= 0.9 {
-        c.fail("workload.invalid_fraction + bad_signature_fraction + failing_fraction", "below 0.9, to leave valid traffic", refused);
+        c.fail("workload.invalid_fraction + bad_signature_fraction + failing_fraction + ignored_fraction", "below 0.9, to leave valid traffic", refused);
     }
     if w.bad_signature_fraction > 0.0 && s.signing.scheme == Scheme::None {
         c.fail("workload.bad_signature_fraction", "0 unless signing.scheme is standard or stripe", w.bad_signature_fraction);
     }
+}
+
+/// Partial refunds, disputes and unhandled types exist only in Stripe's events.
+fn flat_only(c: &mut Checks, w: &Workload) {
+    let stripe_only = [("stories.partially_refunded", w.stories.partially_refunded), ("stories.disputed", w.stories.disputed), ("ignored_fraction", w.ignored_fraction)];
+    zero(c, &stripe_only, "0 unless workload.format is stripe");
+}
+
+fn zero(c: &mut Checks, fields: &[(&str, f64)], allowed: &str) {
+    for (name, v) in fields.iter().filter(|(_, v)| *v > 0.0) {
+        c.fail(&format!("workload.{name}"), allowed, v);
+    }
+}
+
+/// Stripe sends its own events, signed its way, and redelivers them byte for byte: a payment
+/// claimed by another order, an id reused with another payload and amounts that vary within a
+/// payment are a flat sender's mistakes, not Stripe's.
+fn stripe_only(c: &mut Checks, s: &Scenario) {
+    let w = &s.workload;
+    if s.signing.scheme != Scheme::Stripe {
+        c.fail("signing.scheme", "stripe when workload.format is stripe", format!("{:?}", s.signing.scheme).to_lowercase());
+    }
+    let flat_only = [("failing_fraction", w.failing_fraction), ("id_reuse_fraction", w.id_reuse_fraction), ("amount_variation_fraction", w.amount_variation_fraction)];
+    zero(c, &flat_only, "0 when workload.format is stripe");
 }
 
 fn load(c: &mut Checks, s: &Scenario) {
@@ -241,6 +278,12 @@ mod tests {
         assert!(p.iter().any(|m| m.contains("target.workers") && m.contains("split")), "{p:?}");
         let p = problems(&(MINIMAL.to_owned() + "\n[signing]\nscheme = \"standard\""));
         assert!(p.iter().any(|m| m.starts_with("signing.secret:") && m.contains("secret_env")), "{p:?}");
+        let stripe = MINIMAL.replace("orders = 10", "orders = 10\nformat = \"stripe\"\nfailing_fraction = 0.1");
+        let p = problems(&stripe);
+        assert!(p.iter().any(|m| m.starts_with("signing.scheme:") && m.contains("workload.format is stripe")), "{p:?}");
+        assert!(p.iter().any(|m| m.starts_with("workload.failing_fraction:") && m.contains("stripe")), "{p:?}");
+        let p = problems(&MINIMAL.replace("orders = 10", "orders = 10\nignored_fraction = 0.1"));
+        assert!(p.iter().any(|m| m.starts_with("workload.ignored_fraction:") && m.contains("unless workload.format is stripe")), "{p:?}");
     }
 
     #[test]

@@ -379,7 +379,7 @@ duration_s = 1
             path: "/api/webhooks/payment".into(),
             schedule: Schedule::new(&s.load.phases),
             generator,
-            renderer: Renderer::new(Ids { prefix: "engine".into() }, signer),
+            renderer: Renderer::new(Ids { prefix: "engine".into(), format: crate::scenario::Format::Flat }, signer),
             connections: 8,
             threads: 2,
             phases: 1,

@@ -38,6 +38,8 @@ pub struct Ledger {
     /// Accepted events that must end as dead letters.
     pub dead: HashSet<u64>,
     pub reused: HashMap<u64, Reused>,
+    /// Requests of types the system does not handle that it answered 200.
+    pub ignored: u64,
 }
 
 impl Ledger {
@@ -74,6 +76,7 @@ impl Ledger {
             }
         }
         self.dead.extend(other.dead);
+        self.ignored += other.ignored;
         for (id, r) in other.reused {
             let mine = self.reused.entry(id).or_insert_with(|| Reused { payment: r.payment, ..Default::default() });
             if let Some((c, a)) = r.original {
@@ -163,6 +166,9 @@ pub struct Verdict {
     pub reuses_overlapped: u64,
     /// Payments the oracle expects flagged `conflicted` (same-rank events disagreed).
     pub conflicted_expected: u64,
+    /// Stripe events of unhandled types answered 200, each of which the system must count as
+    /// ignored (a shortfall is counted in `unexpected_applied`).
+    pub ignored_checked: u64,
     /// A few examples, for a person to start from.
     pub examples: Vec<String>,
 }
@@ -241,6 +247,17 @@ pub fn check_order(v: &mut Verdict, expected: OrderStatus, stored: Option<&Value
     }
 }
 
+/// Every unhandled event answered 200 must be counted as ignored, not queued. `counted` is the
+/// system's count over the run; `None` when it does not say.
+pub fn check_ignored(v: &mut Verdict, ledger: &Ledger, counted: Option<u64>) {
+    v.ignored_checked = ledger.ignored;
+    let counted = counted.unwrap_or(0);
+    if counted != ledger.ignored {
+        v.unexpected_applied += ledger.ignored.abs_diff(counted);
+        v.note(format!("{} unhandled Stripe events answered 200, the system counted {counted} as ignored", ledger.ignored));
+    }
+}
+
 /// Every accepted failing event must be a dead letter, and never applied.
 pub fn check_dead_letters(v: &mut Verdict, ids: &Ids, ledger: &Ledger, listed: &[Value]) {
     let found: HashSet<&str> = listed.iter().filter_map(|d| d["event_id"].as_str()).collect();
@@ -257,14 +274,15 @@ pub fn check_dead_letters(v: &mut Verdict, ids: &Ids, ledger: &Ledger, listed: &
 mod tests {
     use super::*;
     use crate::workload::oracle::EventType::{self, *};
+    use crate::scenario::Format;
     use serde_json::json;
 
     fn ids() -> Ids {
-        Ids { prefix: "t".into() }
+        Ids { prefix: "t".into(), format: Format::Flat }
     }
 
     fn ev(payment: u32, id: u64, ty: EventType, amount: i64) -> EventRef {
-        EventRef { payment, id, ty, amount, currency: CURRENCY, reuse: Reuse::No }
+        EventRef { payment, id, ty, amount, currency: CURRENCY, reuse: Reuse::No, form: 0 }
     }
 
     fn at(sent_ms: u64, answered_ms: u64) -> Window {

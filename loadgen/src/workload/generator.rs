@@ -1,20 +1,21 @@
 //! The seeded event stream: orders, payments and their stories, with duplicates, shuffled
 //! (out-of-order) deliveries, invalid payloads, bad signatures, amount mismatches, unknown
 //! orders, events that must end as dead letters, amounts and currencies that vary within a
-//! payment, and event ids reused with another payload. The same seed gives the same stream.
+//! payment, and event ids reused with another payload; in Stripe's envelope, partial refunds,
+//! disputes and event types the system does not handle. The same seed gives the same stream.
 
 use std::collections::VecDeque;
 
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{RngExt, SeedableRng};
-use crate::workload::oracle::{Charge, EventType};
-
 use std::fmt::Write as _;
 use std::io::Write as _;
 
-use crate::scenario::{Scheme, Workload};
+use crate::scenario::{Format, Scheme, Workload};
+use crate::workload::oracle::{Charge, EventType};
 use crate::workload::sign::{SigHeaders, Signer};
+use crate::workload::stripe;
 
 /// What the system must do with a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,6 +26,8 @@ pub enum Expect {
     DeadLetter,
     /// A 4xx; never stored.
     Refuse,
+    /// 200, counted as ignored, never stored (a Stripe type the system does not handle).
+    Ignore,
 }
 
 /// One request of the stream, decided but not yet written: rendering it into bytes is
@@ -46,6 +49,8 @@ pub enum Kind {
     Invalid { variant: u8, n: u64 },
     /// A valid body signed with a key the system does not know.
     Forged { n: u64 },
+    /// A Stripe event of a type the system does not handle, about payment `p` of `order`.
+    Ignored { p: u32, order: OrderRef, variant: u8, n: u64 },
 }
 
 impl Planned {
@@ -66,6 +71,8 @@ pub struct EventRef {
     pub amount: i64,
     pub currency: &'static str,
     pub reuse: Reuse,
+    /// Which Stripe type (or field value) expresses `ty`; 0 in the flat format.
+    pub form: u8,
 }
 
 impl EventRef {
@@ -98,10 +105,12 @@ pub struct PaymentSpec {
     pub amount: i64,
 }
 
-/// Names every entity of a run; the nonce keeps reruns against one system apart.
+/// Names every entity of a run; the nonce keeps reruns against one system apart. In Stripe's
+/// format a payment is its PaymentIntent (`pi_...`) and an event Stripe's `evt_...`.
 #[derive(Debug, Clone)]
 pub struct Ids {
     pub prefix: String,
+    pub format: Format,
 }
 
 impl Ids {
@@ -109,10 +118,19 @@ impl Ids {
         OrderName(&self.prefix, o).to_string()
     }
     pub fn payment(&self, p: u32) -> String {
-        format!("{}-p{p}", self.prefix)
+        match self.format {
+            Format::Flat => format!("{}-p{p}", self.prefix),
+            Format::Stripe => stripe::payment_intent(&self.prefix, p),
+        }
     }
     pub fn event(&self, e: u64) -> String {
-        format!("{}-e{e}", self.prefix)
+        format!("{}{}-e{e}", self.event_prefix(), self.prefix)
+    }
+    fn event_prefix(&self) -> &'static str {
+        match self.format {
+            Format::Flat => "",
+            Format::Stripe => "evt_",
+        }
     }
 }
 
@@ -148,7 +166,7 @@ impl Generator {
         let mut g = Self {
             rng,
             w: w.clone(),
-            ids: Ids { prefix },
+            ids: Ids { prefix, format: w.format },
             orders,
             payments: Vec::new(),
             claimed: Vec::new(),
@@ -193,11 +211,17 @@ impl Generator {
         let (invalid, bad_sig, failing) = (w.invalid_fraction, w.bad_signature_fraction, w.failing_fraction);
         let u: f64 = self.rng.random();
         if u < invalid {
-            let variant = self.rng.random_range(0..INVALID_BODIES);
+            let variant = self.rng.random_range(0..self.invalid_bodies());
             return Planned { kind: Kind::Invalid { variant, n: self.sent as u64 }, expect: Expect::Refuse, ts };
         }
         if u < invalid + bad_sig {
             return Planned { kind: Kind::Forged { n: self.sent as u64 }, expect: Expect::Refuse, ts };
+        }
+        if u > 1.0 - w.ignored_fraction && !self.payments.is_empty() {
+            let p = self.rng.random_range(0..self.payments.len() as u32);
+            let variant = self.rng.random_range(0..stripe::IGNORED.len() as u8);
+            let kind = Kind::Ignored { p, order: self.payments[p as usize].order, variant, n: self.sent as u64 };
+            return Planned { kind, expect: Expect::Ignore, ts };
         }
         if u < invalid + bad_sig + failing && !self.claimed.is_empty() {
             let (p, other) = self.claimed[self.rng.random_range(0..self.claimed.len())];
@@ -263,15 +287,29 @@ impl Generator {
         };
         let amount = if self.rng.random::<f64>() < self.w.mismatch_fraction { total + 1 } else { total };
         let s = &self.w.stories;
-        let pick = self.rng.random::<f64>() * (s.paid + s.failed + s.retried + s.refunded);
-        let story = if pick < s.paid {
-            vec![Pending, Success]
-        } else if pick < s.paid + s.failed {
-            vec![Pending, Failed]
-        } else if pick < s.paid + s.failed + s.retried {
-            vec![Pending, Failed, Success]
-        } else {
-            vec![Pending, Success, Refunded]
+        let weights = [s.paid, s.failed, s.retried, s.refunded, s.partially_refunded, s.disputed];
+        let mut pick = self.rng.random::<f64>() * weights.iter().sum::<f64>();
+        let chosen = weights.iter().position(|w| {
+            pick -= w;
+            pick < 0.0
+        });
+        let story = match chosen {
+            Some(0) => vec![Pending, Success],
+            Some(1) => vec![Pending, Failed],
+            Some(2) => vec![Pending, Failed, Success],
+            // One partial refund, or two, the second sometimes of the rest.
+            Some(4) => match self.rng.random_range(0..4u8) {
+                0 | 1 => vec![Pending, Success, PartiallyRefunded],
+                2 => vec![Pending, Success, PartiallyRefunded, PartiallyRefunded],
+                _ => vec![Pending, Success, PartiallyRefunded, Refunded],
+            },
+            // A dispute, mostly closed.
+            Some(5) => match self.rng.random_range(0..5u8) {
+                0 => vec![Pending, Success, Disputed],
+                1 | 2 => vec![Pending, Success, Disputed, DisputeWon],
+                _ => vec![Pending, Success, Disputed, DisputeLost],
+            },
+            _ => vec![Pending, Success, Refunded],
         };
         let mut story: Vec<Charge<'static>> = story.into_iter().map(|ty| Charge { ty, amount, currency: CURRENCY }).collect();
         if self.rng.random::<f64>() < self.w.amount_variation_fraction {
@@ -316,13 +354,26 @@ impl Generator {
         let id = self.next_event;
         self.next_event += 1;
         let order = order.unwrap_or(self.payments[p as usize].order);
-        let e = EventRef { payment: p, id, ty: c.ty, amount: c.amount, currency: c.currency, reuse: Reuse::No };
+        let form = match self.w.format {
+            Format::Flat => 0,
+            Format::Stripe => self.rng.random_range(0..stripe::forms(c.ty)),
+        };
+        let e = EventRef { payment: p, id, ty: c.ty, amount: c.amount, currency: c.currency, reuse: Reuse::No, form };
         Planned { kind: Kind::Event { e, order }, expect, ts }
     }
 }
 
-/// Kinds of malformed body in the stream.
+/// Kinds of malformed flat body in the stream.
 const INVALID_BODIES: u8 = 5;
+
+impl Generator {
+    fn invalid_bodies(&self) -> u8 {
+        match self.w.format {
+            Format::Flat => INVALID_BODIES,
+            Format::Stripe => stripe::INVALID,
+        }
+    }
+}
 
 /// Turns planned requests into bytes: the body written into a reused buffer from the ids
 /// and amounts that change, then signed; one per connection, so nothing is shared per send.
@@ -348,6 +399,38 @@ impl Renderer {
     pub fn render(&mut self, p: &Planned) {
         self.body.clear();
         self.id.clear();
+        match self.ids.format {
+            Format::Flat => self.flat(p),
+            Format::Stripe => self.stripe(p),
+        }
+        self.signer.sign(&self.id, p.ts, &self.body, matches!(p.kind, Kind::Forged { .. }), &mut self.sig);
+    }
+
+    fn stripe(&mut self, p: &Planned) {
+        let pfx = &self.ids.prefix;
+        // Writing into a Vec or String cannot fail.
+        let _ = match p.kind {
+            Kind::Event { e, order } => {
+                let _ = write!(self.id, "evt_{pfx}-e{}", e.id);
+                let objects = stripe::Objects { prefix: pfx, payment: e.payment };
+                stripe::event(&mut self.body, &self.id, &objects, &OrderName(pfx, order), (e.ty, e.form), e.amount, e.currency)
+            }
+            Kind::Ignored { p, order, variant, n } => {
+                let _ = write!(self.id, "evt_{pfx}-ign{n}");
+                stripe::ignored(&mut self.body, &self.id, &stripe::Objects { prefix: pfx, payment: p }, &OrderName(pfx, order), variant)
+            }
+            Kind::Invalid { variant, n } => {
+                let _ = write!(self.id, "evt_{pfx}-bad{n}");
+                stripe::invalid(&mut self.body, &self.id, pfx, variant)
+            }
+            Kind::Forged { n } => {
+                let _ = write!(self.id, "evt_{pfx}-forged{n}");
+                stripe::forged(&mut self.body, &self.id, pfx)
+            }
+        };
+    }
+
+    fn flat(&mut self, p: &Planned) {
         let pfx = &self.ids.prefix;
         // Writing into a Vec or String cannot fail.
         let _ = match p.kind {
@@ -382,8 +465,9 @@ impl Renderer {
                 let _ = write!(self.id, "{pfx}-forged{n}");
                 write!(self.body, r#"{{"event_type":"payment.success","payment_id":"{pfx}-p0","order_id":"{pfx}-o0","amount":1,"currency":"USD"}}"#)
             }
+            // The flat format has no ignored types; the scenario's checks keep them out.
+            Kind::Ignored { .. } => Ok(()),
         };
-        self.signer.sign(&self.id, p.ts, &self.body, matches!(p.kind, Kind::Forged { .. }), &mut self.sig);
     }
 
     /// The signature headers of the last rendered request, by name; no allocation.
@@ -413,9 +497,11 @@ impl std::fmt::Display for OrderName<'_> {
 mod tests {
     use super::*;
     use crate::scenario::Stories;
+    use EventType::*;
 
     fn workload() -> Workload {
         Workload {
+            format: Format::Flat,
             orders: 50,
             stories: Stories::default(),
             duplicate_fraction: 0.2,
@@ -428,6 +514,7 @@ mod tests {
             failing_fraction: 0.02,
             amount_variation_fraction: 0.0,
             id_reuse_fraction: 0.0,
+            ignored_fraction: 0.0,
         }
     }
 
@@ -514,7 +601,52 @@ mod tests {
                     assert!(bad, "{v}");
                 }
                 Kind::Forged { .. } => assert!(parsed.is_ok() && id.contains("forged")),
+                Kind::Ignored { .. } => panic!("an ignored type in the flat format"),
             }
         }
+    }
+
+    /// A Stripe stream: every story's events, each rank in each of its Stripe forms, ignored
+    /// types in about the asked share, and every event's envelope naming the ids the oracle
+    /// checks.
+    #[test]
+    fn a_stripe_stream_has_every_rank_and_names_what_the_oracle_checks() {
+        let w = Workload {
+            format: Format::Stripe,
+            stories: Stories { partially_refunded: 0.2, disputed: 0.2, ..Stories::default() },
+            failing_fraction: 0.0,
+            ignored_fraction: 0.05,
+            ..workload()
+        };
+        let mut g = Generator::new(&w, 4, "t".into(), 10_000);
+        let signer = Signer::new(Scheme::Stripe, "whsec_test").unwrap();
+        let mut r = Renderer::new(g.ids.clone(), signer);
+        let mut seen = std::collections::HashSet::new();
+        let mut ignored = 0;
+        for i in 0..10_000 {
+            let p = g.next(1_700_000_000 + i / 100);
+            r.render(&p);
+            let v: Option<serde_json::Value> = serde_json::from_slice(&r.body).ok();
+            match p.kind {
+                Kind::Event { e, order } => {
+                    let v = v.expect("valid envelope");
+                    seen.insert((e.ty, e.form));
+                    assert_eq!(v["id"], g.ids.event(e.id));
+                    let o = &v["data"]["object"];
+                    let pi = if o["object"] == "payment_intent" { &o["id"] } else { &o["payment_intent"] };
+                    assert_eq!(pi, &g.ids.payment(e.payment));
+                    assert_eq!(o["metadata"]["order_id"], g.ids.order(order));
+                    assert!(r.headers().any(|(k, v)| k == "stripe-signature" && v.starts_with("t=")));
+                }
+                Kind::Ignored { .. } => {
+                    ignored += 1;
+                    assert!(stripe::IGNORED.contains(&v.expect("valid envelope")["type"].as_str().unwrap_or_default()));
+                }
+                _ => {}
+            }
+        }
+        let all_forms: usize = [Pending, Failed, Success, PartiallyRefunded, Refunded, Disputed, DisputeWon, DisputeLost].map(|t| stripe::forms(t) as usize).iter().sum();
+        assert_eq!(seen.len(), all_forms, "{seen:?}");
+        assert!((300..700).contains(&ignored), "{ignored} ignored of 10000 (5% asked)");
     }
 }

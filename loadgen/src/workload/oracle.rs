@@ -5,23 +5,33 @@
 //! The model works on the set of accepted events, never on an arrival order: the rules make
 //! the final state the same for every order, so a set is all the oracle needs.
 
-/// Payment event types, declared in rank order: a payment only moves up this list.
+/// Payment event types, declared in rank order: a payment only moves up this list. After the
+/// money moved: a partial refund, a full one, a dispute (which can follow either), its close.
+/// The last four arrive only in Stripe's events.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum EventType {
     Pending,
     Failed,
     Success,
+    PartiallyRefunded,
     Refunded,
+    Disputed,
+    DisputeWon,
+    DisputeLost,
 }
 
 impl EventType {
-    /// The `event_type` on the wire.
+    /// The `event_type` on the wire (the flat format has the first four).
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Pending => "payment.pending",
             Self::Failed => "payment.failed",
             Self::Success => "payment.success",
+            Self::PartiallyRefunded => "payment.partially_refunded",
             Self::Refunded => "payment.refunded",
+            Self::Disputed => "payment.disputed",
+            Self::DisputeWon => "payment.dispute_won",
+            Self::DisputeLost => "payment.dispute_lost",
         }
     }
 
@@ -31,7 +41,11 @@ impl EventType {
             Self::Pending => "pending",
             Self::Failed => "failed",
             Self::Success => "success",
+            Self::PartiallyRefunded => "partially_refunded",
             Self::Refunded => "refunded",
+            Self::Disputed => "disputed",
+            Self::DisputeWon => "dispute_won",
+            Self::DisputeLost => "dispute_lost",
         }
     }
 }
@@ -44,7 +58,11 @@ pub enum OrderStatus {
     Paid,
     /// Same-rank success events disagreed on the amount or currency: a person must look.
     PaymentConflict,
+    PartiallyRefunded,
     Refunded,
+    Disputed,
+    DisputeWon,
+    DisputeLost,
 }
 
 impl OrderStatus {
@@ -54,7 +72,11 @@ impl OrderStatus {
             Self::PaymentMismatch => "payment_mismatch",
             Self::Paid => "paid",
             Self::PaymentConflict => "payment_conflict",
+            Self::PartiallyRefunded => "partially_refunded",
             Self::Refunded => "refunded",
+            Self::Disputed => "disputed",
+            Self::DisputeWon => "dispute_won",
+            Self::DisputeLost => "dispute_lost",
         }
     }
 }
@@ -94,7 +116,11 @@ pub fn payment<'a>(events: impl IntoIterator<Item = Charge<'a>>) -> Option<Payme
 fn contribution(total: i64, currency: &str, p: &PaymentState) -> OrderStatus {
     match p.rank {
         EventType::Pending | EventType::Failed => OrderStatus::Pending,
+        EventType::PartiallyRefunded => OrderStatus::PartiallyRefunded,
         EventType::Refunded => OrderStatus::Refunded,
+        EventType::Disputed => OrderStatus::Disputed,
+        EventType::DisputeWon => OrderStatus::DisputeWon,
+        EventType::DisputeLost => OrderStatus::DisputeLost,
         EventType::Success if p.conflicted => OrderStatus::PaymentConflict,
         EventType::Success if p.amount == total && p.currency == currency => OrderStatus::Paid,
         EventType::Success => OrderStatus::PaymentMismatch,
@@ -148,5 +174,17 @@ mod tests {
         assert_eq!(order(100, "USD", [&off, &paid]), OrderStatus::Paid);
         assert_eq!(order(100, "USD", [&paid, &refunded]), OrderStatus::Refunded);
         assert_eq!(order(100, "USD", []), OrderStatus::Pending);
+    }
+
+    #[test]
+    fn refunds_and_disputes_rank_above_success_in_any_order() {
+        let partly = payment([usd(PartiallyRefunded, 100), usd(Success, 100), usd(PartiallyRefunded, 100)]).unwrap();
+        assert_eq!((partly.rank, partly.conflicted), (PartiallyRefunded, false), "a second partial refund changes nothing");
+        assert_eq!(order(100, "USD", [&partly]), OrderStatus::PartiallyRefunded);
+        let lost = payment([usd(DisputeLost, 100), usd(Refunded, 100), usd(Disputed, 100), usd(Success, 100)]).unwrap();
+        assert_eq!(lost.rank, DisputeLost, "a dispute's close that overtakes its opening still ends closed");
+        let won = payment([usd(Disputed, 100), usd(DisputeWon, 100)]).unwrap();
+        assert_eq!(order(100, "USD", [&won, &partly]), OrderStatus::DisputeWon);
+        assert_eq!(order(100, "USD", [&payment([usd(Disputed, 100)]).unwrap()]), OrderStatus::Disputed);
     }
 }
