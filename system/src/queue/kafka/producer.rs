@@ -226,3 +226,20 @@ fn flush(producer: &ThreadedProducer<Acks>, wait: Duration) {
 pub(super) fn plain(cfg: &KafkaConfig) -> Result<rdkafka::producer::FutureProducer, QueueError> {
     super::base_config(cfg).set("linger.ms", "5").create().map_err(unavailable)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LONG: Duration = Duration::from_secs(3600);
+
+    #[test]
+    fn overlapping_small_groups_wait_for_company_and_others_go_at_once() {
+        let now = Instant::now();
+        assert!(company_wait(now, 3, 1, LONG).is_some(), "the previous group overlapped: wait");
+        assert!(company_wait(now, 1, 5, LONG).is_some(), "this group overlaps: wait");
+        assert_eq!(company_wait(now, 1, 1, LONG), None, "a lone client is never held");
+        assert_eq!(company_wait(now, FULL_ENOUGH, 3, LONG), None, "groups fill without waiting");
+        assert_eq!(company_wait(now, 3, 3, Duration::ZERO), None, "no interval, no wait");
+    }
+}
