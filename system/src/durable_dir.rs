@@ -8,10 +8,12 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::disk::Disk;
+use crate::disk::{Disk, Open};
 
-/// Creates `dir` and any missing parents, syncing the parent of each one created, so the
-/// whole path survives a power cut. Directories that exist already are left as they are.
+/// Creates `dir` and any missing parents, then syncs the parent of every level, so the
+/// whole path survives a power cut. Every level, not only those created now: a directory made
+/// by an earlier attempt whose parent's sync failed exists but is not durable, and nothing
+/// else would ever sync its entry.
 pub fn create_all(disk: &dyn Disk, dir: &Path) -> std::io::Result<()> {
     let mut missing: Vec<PathBuf> = Vec::new();
     let mut at = Some(dir);
@@ -26,11 +28,29 @@ pub fn create_all(disk: &dyn Disk, dir: &Path) -> std::io::Result<()> {
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
             Err(e) => return Err(e),
         }
-        if !crate::holes::open(crate::holes::Hole::UnsyncedDirectories) {
-            disk.sync_dir(parent_of(d))?;
-        }
+    }
+    if crate::holes::open(crate::holes::Hole::UnsyncedDirectories) {
+        return Ok(());
+    }
+    for level in dir.ancestors().filter(|d| !d.as_os_str().is_empty() && d.parent().is_some()) {
+        disk.sync_dir(parent_of(level))?;
     }
     Ok(())
+}
+
+/// Writes `dir/name` whole or not at all, durably: the bytes go to a temporary file that is
+/// synced and then linked into place, and the directory is synced. A link never replaces a
+/// file: if `name` exists the result is `AlreadyExists` and the existing file stays, so when
+/// two processes race here both read the same content afterwards.
+pub fn write_file(disk: &dyn Disk, dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = dir.join(format!("{name}.{}.tmp", std::process::id()));
+    // A leftover of a crash here is overwritten: it was never linked.
+    let f = disk.open(&tmp, Open::Create)?;
+    let written = f.set_len(0).and_then(|_| f.write_all_at(bytes, 0)).and_then(|_| f.sync_all());
+    let linked = written.and_then(|_| disk.hard_link(&tmp, &dir.join(name)));
+    let removed = disk.remove_file(&tmp);
+    linked.and(removed)?;
+    disk.sync_dir(dir)
 }
 
 fn parent_of(p: &Path) -> &Path {
@@ -44,6 +64,16 @@ fn parent_of(p: &Path) -> &Path {
 mod tests {
     use super::*;
     use crate::disk::Os;
+
+    #[test]
+    fn a_file_is_written_whole_and_never_replaced() {
+        let dir = tempfile::tempdir().expect("dir");
+        write_file(&Os, dir.path(), "f", b"first").expect("write");
+        let again = write_file(&Os, dir.path(), "f", b"second").expect_err("exists");
+        assert_eq!(again.kind(), std::io::ErrorKind::AlreadyExists);
+        assert_eq!(std::fs::read(dir.path().join("f")).expect("read"), b"first");
+        assert_eq!(std::fs::read_dir(dir.path()).expect("list").count(), 1, "no temporary file left");
+    }
 
     #[test]
     fn creates_every_missing_level_and_accepts_an_existing_one() {

@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use super::{segment, LogError};
-use crate::disk::{Disk, Open, Os};
+use crate::disk::{Disk, Os};
 
 const FILE: &str = "log.id";
 
@@ -29,21 +29,13 @@ pub fn load_or_create_on(disk: &dyn Disk, dir: &Path) -> Result<String, LogError
     Ok(id.to_owned())
 }
 
-/// Writes the identity beside, syncs it, then links it into place: a link never replaces an
-/// existing file, so when two processes race here both end up reading the same identity.
+/// Writes the identity whole: when two processes race here both end up reading the same one.
 fn create(disk: &dyn Disk, dir: &Path) -> Result<(), LogError> {
-    let tmp = dir.join(format!("{FILE}.{}.tmp", std::process::id()));
     let id = format!("{:032x}", rand::random::<u128>());
-    // A leftover of a crash here is overwritten: it was never linked.
-    let f = disk.open(&tmp, Open::Create).map_err(LogError::io("write log identity", &tmp))?;
-    f.set_len(0).and_then(|_| f.write_all_at(id.as_bytes(), 0)).and_then(|_| f.sync_all()).map_err(LogError::io("write log identity", &tmp))?;
-    let linked = disk.hard_link(&tmp, &dir.join(FILE));
-    disk.remove_file(&tmp).map_err(LogError::io("remove temporary identity", &tmp))?;
-    match linked {
-        Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => return Err(LogError::io("link log identity", dir)(e)),
-        _ => {}
+    match crate::durable_dir::write_file(disk, dir, FILE, id.as_bytes()) {
+        Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => Err(LogError::io("write log identity", dir)(e)),
+        _ => segment::sync_dir_on(disk, dir),
     }
-    segment::sync_dir_on(disk, dir)
 }
 
 #[cfg(test)]

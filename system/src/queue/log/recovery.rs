@@ -15,7 +15,7 @@
 use std::path::Path;
 
 use super::{reader, record, segment, LogError};
-use crate::disk::{Disk, DiskFile, Open};
+use crate::disk::{Disk, DiskFile};
 use crate::holes::{self, Hole};
 
 /// Written by an appender whose sync failed: `<segment base> <synced length>`. Pages after
@@ -144,14 +144,10 @@ fn undo_failed_sync(disk: &dyn Disk, dir: &Path) -> Result<(), LogError> {
 }
 
 /// Records, durably, that the segment `base` is synced up to `len` and no further.
+/// Written whole or not at all: a marker cut short by the failing disk it reports would stop
+/// every later start.
 pub fn mark_unsynced(disk: &dyn Disk, dir: &Path, base: u64, len: u64) -> std::io::Result<()> {
-    let marker = dir.join(UNSYNCED_FILE);
-    let f = disk.open(&marker, Open::Create)?;
-    let text = format!("{base} {len}\n");
-    f.set_len(0)?;
-    f.write_all_at(text.as_bytes(), 0)?;
-    f.sync_all()?;
-    disk.sync_dir(dir)
+    crate::durable_dir::write_file(disk, dir, UNSYNCED_FILE, format!("{base} {len}\n").as_bytes())
 }
 
 #[cfg(test)]
