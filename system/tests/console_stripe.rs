@@ -1,5 +1,6 @@
 //! The console's live view shows what Stripe was answered 200 for without it being queued:
-//! ignored types, events kept for an operator, and the API versions Stripe sent. Headless
+//! ignored types, events kept for an operator, and the API versions Stripe sent; its dead
+//! letters show a kept event under Stripe's own id and type. Headless
 //! Chromium over WebDriver, as in tests/console.rs; skipped without chromedriver unless
 //! REQUIRE_SERVICES=1.
 
@@ -88,6 +89,21 @@ async fn the_live_view_shows_what_stripe_sent_that_was_not_queued() {
             break;
         }
         assert!(Instant::now() < deadline, "the console's Stripe table shows {want:?}; it shows {shown:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The event kept for an operator, under Stripe's own id and type.
+    b.find(Locator::Css("button[data-view='dead']")).await.expect("dead letters tab").click().await.expect("open dead letters");
+    let want = ["evt_c2", "Stripe payment_intent.succeeded", "pi_c2"];
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let shown = match b.find(Locator::Css("#dead-list")).await {
+            Ok(e) => e.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        };
+        if want.iter().all(|w| shown.contains(w)) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the dead letters list shows {want:?}; it shows {shown:?}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     b.close().await.expect("close browser");

@@ -184,6 +184,18 @@ function badge(el, status) {
   el.className = "badge status-" + status;
 }
 
+// The type a dead letter's payload names: the flat body's event_type, or Stripe's own type
+// for an event Stripe sent that was kept for an operator (its payload is the whole envelope).
+function payloadType(payload) {
+  try {
+    const p = JSON.parse(payload);
+    if (p.object === "event" && typeof p.type === "string") return "Stripe " + p.type;
+    return p.event_type || "";
+  } catch (_) {
+    return "(not an event)";
+  }
+}
+
 // A dead letter whose error says "conflict:" is a conflict, not an ordinary failure.
 function deadOutcome(d) {
   return d.error.startsWith("conflict:") ? "conflict-dead-lettered" : "dead-lettered";
@@ -195,8 +207,7 @@ function historyRows(events, deadLetters) {
     outcome: e.outcome,
   }));
   for (const d of deadLetters) {
-    let type = "";
-    try { type = JSON.parse(d.payload).event_type || ""; } catch (_) { type = "(not an event)"; }
+    const type = payloadType(d.payload);
     const detail = d.error + (d.replayed_at_us ? " — replayed " + time(d.replayed_at_us) : "");
     const outcome = deadOutcome(d);
     const label = outcome === "conflict-dead-lettered" ? "conflict (dead letter)" : "dead-lettered";
@@ -274,7 +285,7 @@ async function listDead() {
     const page = await api("/api/dead-letters?" + deadQuery());
     $("dead-count").textContent = page.count + " matching, " + page.items.length + " shown";
     $("dead-list").tBodies[0].replaceChildren(...page.items.map((d) => {
-      const tr = row([d.id, time(d.failed_at_us), d.event_id, d.payment_id, d.order_id, d.error, time(d.replayed_at_us)],
+      const tr = row([d.id, time(d.failed_at_us), d.event_id, payloadType(d.payload), d.payment_id, d.order_id, d.error, time(d.replayed_at_us)],
         "clickable outcome-" + deadOutcome(d));
       tr.onclick = () => showDead(d);
       return tr;
