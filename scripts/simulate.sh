@@ -19,5 +19,5 @@ if [ $# -gt 0 ]; then
 fi
 # CI: fixed seeds, the same on every run, then as many fresh ones (printed first), so the
 # budget both guards against regressions and explores.
-"$sim" --schedules "${SIM_CI_FIXED:-60000}" --first-seed 1
-"$sim" --schedules "${SIM_CI_FRESH:-60000}"
+"$sim" --schedules "${SIM_CI_FIXED:-50000}" --first-seed 1
+"$sim" --schedules "${SIM_CI_FRESH:-50000}"

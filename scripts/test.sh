@@ -79,6 +79,10 @@ promtool_log=target/promtool-install.log
 nice -n 19 bash -c '[ -x "$(go env GOPATH)/bin/promtool" ] || go install github.com/prometheus/prometheus/cmd/promtool@v0.316.0' >"$promtool_log" 2>&1 &
 promtool_install=$!
 cargo test --release --workspace
+# The deterministic simulator of the durable path (docs/simulator.md): 100,000 schedules of
+# crashes and disk faults, then each reopened hole must still be found.
+scripts/simulate.sh
+scripts/simulate.sh --bugs --bug-budget 50000
 if [ "$cluster_was_up" -eq 0 ]; then scripts/services.sh down kafka-cluster; fi
 wait "$tools" || { cat "$tools_log" >&2; echo "installing cargo-deny, gungraun-runner or the seed's stack failed" >&2; exit 1; }
 
