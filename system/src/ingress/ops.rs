@@ -11,7 +11,7 @@ use axum::{Json, Router};
 use serde_json::json;
 
 use super::AppState;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, Reasons};
 use crate::store::Store;
 
 pub fn routes() -> Router<AppState> {
@@ -78,7 +78,8 @@ pub struct StatsQuery {
 }
 
 fn stats_of(m: &Metrics, q: &StatsQuery) -> crate::metrics::Stats {
-    let mut stats = m.stats();
+    let (admin, signatures) = (super::AdminRefusal::ALL.map(|r| r.reason()), super::signature::SignatureError::reasons());
+    let mut stats = m.stats(&Reasons { rejected: super::REJECT_REASONS, admin: &admin, signatures: &signatures });
     stats.histograms = q.histograms.then(|| m.histograms());
     stats
 }

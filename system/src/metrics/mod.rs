@@ -3,6 +3,8 @@
 //! Prometheus histograms have fixed buckets, fine for dashboards; the HDR histograms keep
 //! exact percentiles (3 significant digits) for the load generator's reports.
 
+pub mod stripe;
+
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -75,7 +77,7 @@ pub struct MetricSet {
     /// Acknowledged records the log found damaged or gone: payments that may never apply.
     pub log_damaged_records: Counter,
     /// Stripe events ignored by type, API versions seen, events left for an operator.
-    pub stripe: crate::ingress::stripe::StripeCounters,
+    pub stripe: stripe::StripeCounters,
     /// Draining after SIGTERM, and the worker loop's last turn: what the probes report.
     pub health: crate::health::Health,
     /// The data directory's filesystem and the logs in it, refreshed on a timer (`retention`).
@@ -260,8 +262,8 @@ impl MetricSet {
         Histograms { ack_latency_us: serialized(&self.ack_hdr), e2e_latency_us: worker_here.then(|| serialized(&self.e2e_hdr)).flatten() }
     }
 
-    pub fn stats(&self) -> Stats {
-        let rejected = by_reason(&self.webhooks_rejected, crate::ingress::REJECT_REASONS);
+    pub fn stats(&self, reasons: &Reasons) -> Stats {
+        let rejected = by_reason(&self.webhooks_rejected, reasons.rejected);
         let worker_here = self.worker_here.load(std::sync::atomic::Ordering::Relaxed);
         let (applied, stale, dead) = (self.worker_count("applied"), self.worker_count("stale"), self.worker_count("dead_lettered"));
         let conflicts = self.worker_count("conflict");
@@ -285,13 +287,22 @@ impl MetricSet {
             }),
             queue: QueueStats { depth: worker_here.then(|| self.queue_depth.get().max(0) as u64), spool_depth: None },
             auth: AuthStats {
-                admin_refused: by_reason(&self.admin_refused, &crate::ingress::AdminRefusal::ALL.map(|r| r.reason())),
-                signatures_refused: by_reason(&self.signatures_refused, &crate::ingress::signature::SignatureError::reasons()),
+                admin_refused: by_reason(&self.admin_refused, reasons.admin),
+                signatures_refused: by_reason(&self.signatures_refused, reasons.signatures),
             },
             histograms: None,
         }
     }
 
+}
+
+/// The label values of the reason families, which a family cannot list: the HTTP side, which
+/// refuses, names them.
+#[derive(Debug, Default)]
+pub struct Reasons<'a> {
+    pub rejected: &'a [&'a str],
+    pub admin: &'a [&'a str],
+    pub signatures: &'a [&'a str],
 }
 
 /// The non-zero counts of `family`. It has no iterator; the reasons are a small closed set.
@@ -350,7 +361,7 @@ pub struct IngressStats {
     pub accepted: u64,
     pub rejected: std::collections::BTreeMap<String, u64>,
     pub ack_latency_us: Percentiles,
-    pub stripe: crate::ingress::stripe::StripeStats,
+    pub stripe: stripe::StripeStats,
 }
 
 #[derive(Debug, Serialize)]
@@ -426,6 +437,6 @@ mod tests {
         m.mark_worker_here();
         let e2e = decode(m.histograms().e2e_latency_us.as_deref().expect("end-to-end histogram"));
         assert_eq!((e2e.len(), e2e.value_at_quantile(0.5)), (1, e2e.highest_equivalent(5_000)));
-        assert!(serde_json::to_value(m.stats()).expect("json").get("histograms").is_none(), "only when asked for");
+        assert!(serde_json::to_value(m.stats(&Reasons::default())).expect("json").get("histograms").is_none(), "only when asked for");
     }
 }
