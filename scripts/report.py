@@ -82,11 +82,14 @@ def block_run():
     took = f", in {run['duration_min']} minutes" if "duration_min" in run else ""
     lines = [f"Figures in the generated tables: `{RUN}` on commit {m['commit']}, {m['cores']} cores {m['cpu']}, "
              f"finished {m['date']}{took}. Each table repeats the commit and how busy the rest of the machine was."]
-    crowded = {n: p for n, p in (run.get("parts") or {}).items() if busy(p)}
+    parts = run.get("parts") or {}
+    crowded = {n: p for n, p in parts.items() if busy(p)}
     if crowded:
-        lines += ["", "**Measured on a busy machine**: other work ran beside "
-                  + ", ".join(f"{n} ({beside(p)})" for n, p in crowded.items())
-                  + ". Latencies and rates there are the system's and its neighbours'; CPU per event suffers less. "
+        cores = [p["others_cores"] for p in crowded.values() if "others_cores" in p]
+        which = "every part" if len(crowded) == len(parts) else ", ".join(crowded)
+        amount = f": other processes, the services included, used {min(cores):.2f}-{max(cores):.2f} cores" if cores else ""
+        lines += ["", f"**Measured on a busy machine**{amount} beside {which}. Latencies and rates there are the "
+                  "system's and its neighbours'; CPU per event suffers less. "
                   f"Re-run `{RUN}` on a quiet machine before judging a target on them."]
     return lines
 

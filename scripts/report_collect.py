@@ -42,7 +42,8 @@ def cpu_model():
 
 def machine():
     commit = git("rev-parse", "--short", "HEAD")
-    dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
+    # reports/ and REPORT.md are this run's own output, not a change to what is measured.
+    dirty = bool(git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!reports", ":!REPORT.md"))
     return {
         "commit": commit + ("+dirty" if dirty else ""),
         "cpu": cpu_model(),
