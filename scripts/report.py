@@ -79,10 +79,14 @@ def block_run():
     if not run or "machine" not in run:
         return [f"No figures generated yet: `{RUN}`."]
     m = run["machine"]
-    took = f", in {run['duration_min']} minutes" if "duration_min" in run else ""
-    lines = [f"Figures in the generated tables: `{RUN}` on commit {m['commit']}, {m['cores']} cores {m['cpu']}, "
-             f"finished {m['date']}{took}. Each table repeats the commit and how busy the rest of the machine was."]
     parts = run.get("parts") or {}
+    took = f" A whole run took {run['duration_min']} minutes." if "duration_min" in run else ""
+    commits = {}
+    for n, p in parts.items():
+        commits.setdefault(p["commit"], []).append(n)
+    built = "; ".join(f"commit {c} for {', '.join(ns)}" for c, ns in commits.items()) if len(commits) > 1 else f"commit {m['commit']}"
+    lines = [f"Figures in the generated tables: `{RUN}` on {built}; {m['cores']} cores {m['cpu']}, last part finished "
+             f"{m['date']}.{took} Each table repeats its commit and how busy the rest of the machine was."]
     crowded = {n: p for n, p in parts.items() if busy(p)}
     if crowded:
         cores = [p["others_cores"] for p in crowded.values() if "others_cores" in p]
