@@ -102,6 +102,11 @@ def verdict(ok):
     return "**met**" if ok else "**not met**"
 
 
+def flag(*names):
+    """Marks a figure measured while other work used the machine (see the run line)."""
+    return " (busy machine)" if any(part(n) and busy(part(n)) for n in names) else ""
+
+
 def summary_rows():
     rows = []
     runs = {n: scenario(n) for n in SCENARIOS}
@@ -120,13 +125,13 @@ def summary_rows():
         ack = s["ack_latency_ms"]["2xx"]
         e2e = s["system"].get("e2e_latency_ms") or {}
         own = (s["system"].get("ack_latency_ms") or {}).get("p99")
-        rows.append(["ack p99 ≤ 5 ms at 10,000/s for 60 s", f"{fmt(ack['p99_ms'], 2)} ms",
+        rows.append(["ack p99 ≤ 5 ms at 10,000/s for 60 s", f"{fmt(ack['p99_ms'], 2)} ms" + flag("scenario:steady"),
                      f"the server's own ack p99 {fmt(own, 2)} ms", verdict(ack["p99_ms"] <= 5),
                      "`loadgen run scenarios/steady.toml`"])
-        rows.append(["ack p99.9 ≤ 20 ms at 10,000/s", f"{fmt(ack['p999_ms'], 2)} ms", "as above",
+        rows.append(["ack p99.9 ≤ 20 ms at 10,000/s", f"{fmt(ack['p999_ms'], 2)} ms" + flag("scenario:steady"), "as above",
                      verdict(ack["p999_ms"] <= 20), "as above"])
         if e2e.get("p99") is not None:
-            rows.append(["end-to-end p99 ≤ 20 ms at 10,000/s", f"{fmt(e2e['p99'], 2)} ms", "—",
+            rows.append(["end-to-end p99 ≤ 20 ms at 10,000/s", f"{fmt(e2e['p99'], 2)} ms" + flag("scenario:steady"), "—",
                          verdict(e2e["p99"] <= 20), "as above"])
     s = runs.get("soak")
     if s:
@@ -135,30 +140,30 @@ def summary_rows():
         half = rss[len(rss) // 2:] or rss
         rows.append(["10-minute soak at 5,000/s: no end-to-end above 250 ms, flat memory",
                      f"end-to-end max {fmt(e2e.get('max'), 1)} ms; RSS {fmt(min(half), 0)}-{fmt(max(half), 0)} MB "
-                     f"over the second half", "—", verdict((e2e.get("max") or 1e9) <= 250),
+                     f"over the second half" + flag("scenario:soak"), "—", verdict((e2e.get("max") or 1e9) <= 250),
                      "`loadgen run scenarios/soak.toml`"])
     f = load("floors.json")
     for r in (f or {}).get("rows", []):
-        rows.append([f"≤ 40 µs CPU per event at {r['rate']:,}/s", f"{fmt(r['us_per_event'])} µs",
+        rows.append([f"≤ 40 µs CPU per event at {r['rate']:,}/s", f"{fmt(r['us_per_event'])} µs" + flag("floors"),
                      f"HTTP floor of the same binary {fmt(r['floor_us_per_request'])} µs per request "
                      f"(ratio {r['us_per_event'] / r['floor_us_per_request']:.2f})", verdict(r["us_per_event"] <= 40),
                      f"`scripts/measure-cpu.sh BIN L {r['rate']}`, `scripts/http-floor.sh BIN {r['rate']}`"])
     c = load("closed-loop.json")
     if c:
-        rows.append(["closed loop ≥ 0.6 × `GET /healthz`", f"{c['ratio']:.2f} ({fmt(c['webhooks_per_s'], 0)} accepted/s)",
+        rows.append(["closed loop ≥ 0.6 × `GET /healthz`", f"{c['ratio']:.2f} ({fmt(c['webhooks_per_s'], 0)} accepted/s)" + flag("closed-loop"),
                      f"`/healthz` of the same process, same wrk: {fmt(c['healthz_per_s'], 0)}/s", verdict(c["ratio"] >= 0.6),
                      "`scripts/closed-loop.sh BIN 10`"])
     b = runs.get("burst")
     if b:
         peak = max((t["accepted"] for t in b.get("timeline") or []), default=0)
         rows.append(["≥ 40,000 events/s accepted and applied", f"busiest second {peak:,} accepted; "
-                     f"{fmt(b['throughput']['applied_per_s'], 0)}/s applied on average", "—", verdict(peak >= 40000),
+                     f"{fmt(b['throughput']['applied_per_s'], 0)}/s applied on average" + flag("scenario:burst"), "—", verdict(peak >= 40000),
                      "`loadgen run scenarios/burst.toml`"])
     k = runs.get("kafka-postgres")
     if k:
         t = k["throughput"]
         rows.append(["Kafka + PostgreSQL, two workers, ≥ 15,000/s",
-                     f"{fmt(t['accepted_per_s'], 0)}/s accepted, {fmt(t['applied_per_s'], 0)}/s applied", "—",
+                     f"{fmt(t['accepted_per_s'], 0)}/s accepted, {fmt(t['applied_per_s'], 0)}/s applied" + flag("scenario:kafka-postgres"), "—",
                      verdict(t["accepted_per_s"] >= 15000), "`loadgen run scenarios/kafka-postgres.toml`"])
     return rows
 
