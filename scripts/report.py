@@ -52,14 +52,12 @@ def provenance(name):
 
 
 def beside(p):
-    """How busy the rest of the machine was during a part (older runs kept the load average)."""
-    if "others_cores" in p:
-        return f"other processes, the services included, used {p['others_cores']:.2f} cores meanwhile"
-    return f"load average {p['loadavg_before']:.1f} before it"
+    """How busy the rest of the machine was during a part."""
+    return f"other processes, the services included, used {p['others_cores']:.2f} cores meanwhile"
 
 
 def busy(p):
-    return p.get("others_cores", 0) > BUSY_CORES or p.get("loadavg_before", 0) > 1.0
+    return p["others_cores"] > BUSY_CORES
 
 
 def table(header, rows):
@@ -89,9 +87,9 @@ def block_run():
              f"{m['date']}.{took} Each table repeats its commit and how busy the rest of the machine was."]
     crowded = {n: p for n, p in parts.items() if busy(p)}
     if crowded:
-        cores = [p["others_cores"] for p in crowded.values() if "others_cores" in p]
+        cores = [p["others_cores"] for p in crowded.values()]
         which = "every part" if len(crowded) == len(parts) else ", ".join(crowded)
-        amount = f": other processes, the services included, used {min(cores):.2f}-{max(cores):.2f} cores" if cores else ""
+        amount = f": other processes, the services included, used {min(cores):.2f}-{max(cores):.2f} cores"
         lines += ["", f"**Measured on a busy machine**{amount} beside {which}. Latencies and rates there are the "
                   "system's and its neighbours'; CPU per event suffers less. "
                   f"Re-run `{RUN}` on a quiet machine before judging a target on them."]
