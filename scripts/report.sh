@@ -40,14 +40,14 @@ mkdir -p "$out" target/report
 
 # One record per measured part: when, on what, and how many cores other processes (the
 # services included) used meanwhile: the machine's busy time less this script's and its
-# children's.
+# children's (children's time is counted when they are reaped, so a small negative is read as 0).
 busy_jiffies() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9 }' /proc/stat; }
 own_jiffies() { awk '{ print $14 + $15 + $16 + $17 }' "/proc/$$/stat"; }
 begin() { echo "--- $1"; t0=$(date +%s.%N) b0=$(busy_jiffies) o0=$(own_jiffies); }
 note() {
   local others
   others=$(awk -v b0="$b0" -v b1="$(busy_jiffies)" -v o0="$o0" -v o1="$(own_jiffies)" -v t0="$t0" \
-    -v t1="$(date +%s.%N)" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.2f", ((b1 - b0) - (o1 - o0)) / hz / (t1 - t0) }')
+    -v t1="$(date +%s.%N)" -v hz="$(getconf CLK_TCK)" 'BEGIN { c = ((b1 - b0) - (o1 - o0)) / hz / (t1 - t0); printf "%.2f", c < 0 ? 0 : c }')
   python3 scripts/report_collect.py note "$out/run.json" "$1" "$others"
 }
 
