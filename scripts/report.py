@@ -53,7 +53,7 @@ def provenance(name):
 
 def beside(p):
     """How busy the rest of the machine was during a part."""
-    return f"other processes, the services included, used {p['others_cores']:.2f} cores meanwhile"
+    return f"other processes, the services included, used {max(p['others_cores'], 0.0):.2f} cores meanwhile"
 
 
 def busy(p):
