@@ -53,7 +53,11 @@ def provenance(name):
 
 def beside(p):
     """How busy the rest of the machine was during a part."""
-    return f"other processes, the services included, used {max(p['others_cores'], 0.0):.2f} cores meanwhile"
+    others = max(p["others_cores"], 0.0)
+    if "services_cores" not in p:
+        return f"other processes, the services included, used {others:.2f} cores meanwhile"
+    services = f"; Kafka and PostgreSQL used {p['services_cores']:.2f}" if p["services_cores"] >= 0.01 else ""
+    return f"other processes used {others:.2f} cores meanwhile{services}"
 
 
 def busy(p):
@@ -89,7 +93,8 @@ def block_run():
     if crowded:
         cores = [p["others_cores"] for p in crowded.values()]
         which = "every part" if len(crowded) == len(parts) else ", ".join(crowded)
-        amount = f": other processes, the services included, used {min(cores):.2f}-{max(cores):.2f} cores"
+        counted = ", the services included," if any("services_cores" not in p for p in crowded.values()) else ""
+        amount = f": other processes{counted} used {min(cores):.2f}-{max(cores):.2f} cores"
         lines += ["", f"**Measured on a busy machine**{amount} beside {which}. Latencies and rates there are the "
                   "system's and its neighbours'; CPU per event suffers less. "
                   f"Re-run `{RUN}` on a quiet machine before judging a target on them."]

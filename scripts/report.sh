@@ -38,17 +38,27 @@ command -v wrk >/dev/null || { DEBIAN_FRONTEND=noninteractive apt-get update -qq
 cargo build --release -p system -p loadgen
 mkdir -p "$out" target/report
 
-# One record per measured part: when, on what, and how many cores other processes (the
-# services included) used meanwhile: the machine's busy time less this script's and its
-# children's (children's time is counted when they are reaped, so a small negative is read as 0).
+# One record per measured part: when, on what, how many cores Kafka and PostgreSQL used (part of
+# the system under test in the scale-out scenarios), and how many other processes used: the
+# machine's busy time less this script's and its children's and the services'. Children's time
+# is counted once they are reaped, so a small negative is read as 0.
 busy_jiffies() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9 }' /proc/stat; }
 own_jiffies() { awk '{ print $14 + $15 + $16 + $17 }' "/proc/$$/stat"; }
-begin() { echo "--- $1"; t0=$(date +%s.%N) b0=$(busy_jiffies) o0=$(own_jiffies); }
+service_jiffies() {
+  local pids
+  pids=$( { pgrep -x postgres; pgrep -f 'kafka\.Kafka'; } 2>/dev/null | sed 's|.*|/proc/&/stat|' || true)
+  # shellcheck disable=SC2086 # one path per pid
+  [ -n "$pids" ] && awk '{ s += $14 + $15 + $16 + $17 } END { print s + 0 }' $pids 2>/dev/null || echo 0
+}
+begin() { echo "--- $1"; t0=$(date +%s.%N) b0=$(busy_jiffies) o0=$(own_jiffies) s0=$(service_jiffies); }
 note() {
-  local others
-  others=$(awk -v b0="$b0" -v b1="$(busy_jiffies)" -v o0="$o0" -v o1="$(own_jiffies)" -v t0="$t0" \
-    -v t1="$(date +%s.%N)" -v hz="$(getconf CLK_TCK)" 'BEGIN { c = ((b1 - b0) - (o1 - o0)) / hz / (t1 - t0); printf "%.2f", c < 0 ? 0 : c }')
-  python3 scripts/report_collect.py note "$out/run.json" "$1" "$others"
+  local shares
+  shares=$(awk -v b0="$b0" -v b1="$(busy_jiffies)" -v o0="$o0" -v o1="$(own_jiffies)" -v s0="$s0" -v s1="$(service_jiffies)" \
+    -v t0="$t0" -v t1="$(date +%s.%N)" -v hz="$(getconf CLK_TCK)" 'BEGIN {
+      t = hz * (t1 - t0); svc = (s1 - s0) / t; c = ((b1 - b0) - (o1 - o0)) / t - svc
+      printf "%.2f %.2f", c < 0 ? 0 : c, svc < 0 ? 0 : svc }')
+  # shellcheck disable=SC2086 # two numbers
+  python3 scripts/report_collect.py note "$out/run.json" "$1" $shares
 }
 
 if want scenarios; then

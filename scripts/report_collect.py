@@ -52,9 +52,10 @@ def machine():
     }
 
 
-def note(run_json, part, others_cores):
+def note(run_json, part, others_cores, services_cores):
     run = load(run_json)
-    run.setdefault("parts", {})[part] = {**machine(), "others_cores": float(others_cores)}
+    shares = {"others_cores": float(others_cores), "services_cores": float(services_cores)}
+    run.setdefault("parts", {})[part] = {**machine(), **shares}
     save(run_json, run)
 
 
