@@ -21,6 +21,7 @@ use crate::queue::kafka::{KafkaConsumer, KafkaProducer};
 use crate::queue::spool::SpoolingProducer;
 use crate::queue::{Consumer, Producer, QueueError};
 use crate::store::postgres::PostgresStore;
+use crate::store::schema::Upgrade;
 use crate::store::sqlite::{Durability, SqliteStore};
 use crate::store::{DeadLetterFilter, Store, StoreError};
 use crate::worker::{Worker, WorkerError};
@@ -57,16 +58,22 @@ fn lock_data_dir(storage: &StorageArgs, roles: &[Role], server: Option<&ServerAr
     Ok(datadir::lock(&storage.data_dir, &roles)?)
 }
 
+/// The store of a server, a worker or a `dlq` command: created at the current schema when
+/// empty, refused when at an older one (`webhooks migrate` upgrades it; see `store::schema`).
+pub async fn open_store(storage: &StorageArgs) -> Result<Arc<dyn Store>, AppError> {
+    open_store_as(storage, Upgrade::Refuse).await
+}
+
 /// With the embedded log a SQLite store syncs at checkpoints only: the log keeps every event
 /// until the worker has made the store durable behind it. Kafka forgets what the worker
 /// commits, so there every commit is synced.
-pub async fn open_store(storage: &StorageArgs) -> Result<Arc<dyn Store>, AppError> {
+async fn open_store_as(storage: &StorageArgs, upgrade: Upgrade) -> Result<Arc<dyn Store>, AppError> {
     match storage.database()? {
-        Database::Postgres(url) => Ok(Arc::new(PostgresStore::connect(&url, storage.database_pool_size).await?)),
+        Database::Postgres(url) => Ok(Arc::new(PostgresStore::connect_as(&url, storage.database_pool_size, upgrade).await?)),
         Database::Sqlite(path) => {
             std::fs::create_dir_all(&storage.data_dir)?;
             let durability = if storage.kafka().is_some() { Durability::EveryCommit } else { Durability::Checkpoint };
-            let store = tokio::task::spawn_blocking(move || SqliteStore::open_with(&path, durability))
+            let store = tokio::task::spawn_blocking(move || SqliteStore::open_as(&path, durability, upgrade))
                 .await
                 .map_err(|e| std::io::Error::other(e.to_string()))??;
             Ok(Arc::new(store))
@@ -111,6 +118,14 @@ pub async fn migrate(storage: &StorageArgs) -> Result<u32, AppError> {
             store.schema_version().await?
         }
     })
+}
+
+/// Samples the age of the oldest unapplied event and the queue depth on a timer, where a
+/// worker reads the embedded log (Kafka's lag is the consumer group's, on the broker).
+fn spawn_backlog(storage: &StorageArgs, store: Arc<dyn Store>, metrics: &Metrics, shutdown: &CancellationToken) {
+    if storage.kafka().is_none() {
+        crate::metrics::backlog::spawn(storage.embedded_queue(None).dir, store, metrics.clone(), shutdown.clone());
+    }
 }
 
 /// The token the server stops on: `requested` (SIGTERM) first makes `/readyz` fail, then,
@@ -197,7 +212,9 @@ pub async fn standalone(storage: StorageArgs, server: ServerArgs, worker: Worker
     metrics.health.set_stall_after(worker.stall_after());
     let shutdown = drain_on(shutdown, &metrics, server.drain());
     let wake = Arc::new(Notify::new());
-    let store = open_store(&storage).await?;
+    // One process owns this data directory: it may upgrade the schema, so that the
+    // one-command start keeps working across releases.
+    let store = open_store_as(&storage, Upgrade::Migrate).await?;
     let state = AppState {
         producer: open_producer(&storage, Some(&server), store.as_ref(), &metrics, wake.clone(), &shutdown).await?,
         store: store.clone(),
@@ -213,6 +230,7 @@ pub async fn standalone(storage: StorageArgs, server: ServerArgs, worker: Worker
     let worker_stop = CancellationToken::new();
     retention::spawn_purge(state.store.clone(), metrics.clone(), worker.retention(), worker_stop.clone());
     retention::spawn_gauges(storage.data_dir.clone(), metrics.clone(), worker_stop.clone());
+    spawn_backlog(&storage, state.store.clone(), &metrics, &worker_stop);
     let consumer = open_consumer(&storage, &worker.consumer, wake).await?;
     let worker = Worker::new(consumer, store, metrics, worker.config(), worker_stop.clone());
     let worker = tokio::spawn(worker.run());
@@ -258,6 +276,7 @@ pub async fn worker(storage: StorageArgs, worker: WorkerArgs, metrics_listen: Op
     let metrics = Metrics::new();
     retention::spawn_purge(store.clone(), metrics.clone(), worker.retention(), shutdown.clone());
     retention::spawn_gauges(storage.data_dir.clone(), metrics.clone(), shutdown.clone());
+    spawn_backlog(&storage, store.clone(), &metrics, &shutdown);
     metrics.health.set_stall_after(worker.stall_after());
     if let Some(addr) = metrics_listen {
         let listener = ingress::serve::bind(addr, 1024)?;

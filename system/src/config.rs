@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use clap::Args;
 
+use crate::queue::cap::Limit;
 use crate::queue::embedded::EmbeddedConfig;
 use crate::queue::spool::SpoolConfig;
 use crate::worker::{RetryPolicy, WorkerConfig};
@@ -80,6 +81,7 @@ impl StorageArgs {
             cfg.append_timeout = Duration::from_millis(s.append_timeout_ms);
             cfg.segment_bytes = s.queue_segment_bytes;
             cfg.min_sync_interval = Duration::from_micros(s.queue_sync_interval_us);
+            cfg.cap = Limit { bytes: s.max_log_bytes, flag: "--max-log-bytes" };
         }
         cfg
     }
@@ -89,6 +91,7 @@ impl StorageArgs {
         let log = EmbeddedConfig {
             dir: self.data_dir.join("spool"),
             legacy: self.data_dir.join("spool.db"),
+            cap: Limit { bytes: server.max_spool_bytes, flag: "--max-spool-bytes" },
             ..self.embedded_queue(Some(server))
         };
         (server.spool && self.kafka().is_some()).then_some(SpoolConfig { log, max_events: server.spool_max_events.max(1) })
@@ -270,6 +273,12 @@ pub struct ServerArgs {
     #[arg(help_heading = "Embedded queue", long, env = "QUEUE_SYNC_INTERVAL_US", default_value_t = 2_000)]
     pub queue_sync_interval_us: u64,
 
+    /// Past this many bytes in the embedded log, webhooks get 503 + Retry-After (the provider
+    /// retries them) until the worker has applied events and their segments are deleted
+    /// [default: half the size of the data directory's filesystem, leaving the rest to the store].
+    #[arg(help_heading = "Embedded queue", long, env = "MAX_LOG_BYTES")]
+    pub max_log_bytes: Option<u64>,
+
     /// Bearer token required by management and read endpoints (orders, payments, stats,
     /// dead letters); unset leaves them open, which only a loopback --listen allows.
     #[arg(long, env = "ADMIN_TOKEN", hide_env_values = true)]
@@ -308,6 +317,11 @@ pub struct ServerArgs {
     /// Kafka mode: past this many spooled events, webhooks get 503.
     #[arg(help_heading = KAFKA_HEADING, long, env = "SPOOL_MAX_EVENTS", default_value_t = 1_000_000)]
     pub spool_max_events: u64,
+
+    /// Kafka mode: past this many bytes in the spool, webhooks get 503 + Retry-After until the
+    /// spool's events reach the broker [default: half the size of the data directory's filesystem].
+    #[arg(help_heading = KAFKA_HEADING, long, env = "MAX_SPOOL_BYTES")]
+    pub max_spool_bytes: Option<u64>,
 }
 
 impl ServerArgs {
@@ -468,6 +482,22 @@ mod tests {
         assert_eq!(exposure(&SECRETS, "0.0.0.0:3000").expect("all set"), Exposure::default());
         assert!(exposure(&["--insecure"], "0.0.0.0:3000").expect("insecure").insecure);
         assert!(!exposure(&[&SECRETS[..], &["--insecure"]].concat(), "0.0.0.0:3000").expect("all set").insecure, "nothing open");
+    }
+
+    #[test]
+    fn the_log_and_the_spool_have_byte_caps_of_their_own() {
+        #[derive(Parser)]
+        struct Both {
+            #[command(flatten)]
+            storage: StorageArgs,
+            #[command(flatten)]
+            server: ServerArgs,
+        }
+        let both = Both::try_parse_from(["webhooks", "--max-log-bytes", "1000", "--max-spool-bytes", "2000", "--kafka-brokers", "k:9092"]).expect("flags parse");
+        assert_eq!(both.storage.embedded_queue(Some(&both.server)).cap, Limit { bytes: Some(1000), flag: "--max-log-bytes" });
+        assert_eq!(both.storage.spool(&both.server).expect("a spool").log.cap, Limit { bytes: Some(2000), flag: "--max-spool-bytes" });
+        let defaults = Both::try_parse_from(["webhooks"]).expect("flags parse");
+        assert_eq!(defaults.storage.embedded_queue(Some(&defaults.server)).cap.bytes, None, "a share of the disk, found at start");
     }
 
     #[test]

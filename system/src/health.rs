@@ -1,9 +1,11 @@
 //! What the probes report beyond "the process is up": whether a server is draining after
-//! SIGTERM, and whether the worker's loop still turns. A worker that waits forever on a
-//! store or a queue answers its liveness probe like a healthy one; only the time since its
-//! loop last advanced tells them apart.
+//! SIGTERM, whether the worker's loop still turns, and the alarms raised (the disk nearly
+//! full). A worker that waits forever on a store or a queue answers its liveness probe like a
+//! healthy one; only the time since its loop last advanced tells them apart.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// The default for how long a worker's loop may stand still before it reports itself stalled.
@@ -19,6 +21,9 @@ pub struct Health {
     /// Past this much time without a turn, the worker reports itself stalled.
     stall_after_ms: AtomicU64,
     started: Instant,
+    /// Conditions an operator must act on before they become an outage, by name, with why:
+    /// shown by `/readyz`, which stays ready, since refusing traffic would not fix them.
+    alarms: Mutex<BTreeMap<&'static str, String>>,
 }
 
 impl Default for Health {
@@ -28,6 +33,7 @@ impl Default for Health {
             last_turn_ms: AtomicU64::new(0),
             stall_after_ms: AtomicU64::new(DEFAULT_STALL_AFTER.as_millis() as u64),
             started: Instant::now(),
+            alarms: Mutex::default(),
         }
     }
 }
@@ -57,6 +63,21 @@ impl Health {
         self.started.elapsed().saturating_sub(last)
     }
 
+    /// Raises the alarm `name` with why (`Some`) or clears it (`None`); true when that changed
+    /// whether it is raised.
+    pub fn set_alarm(&self, name: &'static str, why: Option<String>) -> bool {
+        let Ok(mut alarms) = self.alarms.lock() else { return false };
+        match why {
+            Some(why) => alarms.insert(name, why).is_none(),
+            None => alarms.remove(name).is_some(),
+        }
+    }
+
+    /// The alarms raised, by name.
+    pub fn alarms(&self) -> BTreeMap<&'static str, String> {
+        self.alarms.lock().map(|a| a.clone()).unwrap_or_default()
+    }
+
     /// `Some(why)` when the worker loop has stood still longer than allowed.
     pub fn stalled(&self) -> Option<String> {
         let still = self.since_last_turn();
@@ -79,6 +100,17 @@ mod tests {
         h.set_stall_after(Duration::from_secs(3600));
         h.beat();
         assert_eq!(h.stalled(), None);
+    }
+
+    #[test]
+    fn an_alarm_is_shown_until_cleared_and_says_when_it_changes() {
+        let h = Health::default();
+        assert!(h.set_alarm("disk_near_full", Some("5% free".into())));
+        assert!(!h.set_alarm("disk_near_full", Some("4% free".into())), "raised already");
+        assert_eq!(h.alarms().get("disk_near_full").map(String::as_str), Some("4% free"));
+        assert!(h.set_alarm("disk_near_full", None));
+        assert!(!h.set_alarm("disk_near_full", None));
+        assert!(h.alarms().is_empty());
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! What keeps a year of traffic from filling the disk, and the gauges that show it coming:
 //! a purge of old applied events and replayed dead letters, run by the worker on a timer, and
 //! the disk and log sizes, refreshed on a timer by every process (not only after a batch,
-//! which stops when the store does, exactly when they matter).
+//! which stops when the store does, exactly when they matter), with an alarm when the disk
+//! is nearly full. (The logs' byte caps are `queue::cap`.)
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -18,6 +19,12 @@ pub const PROVIDER_RETRY_WINDOW: Duration = Duration::from_secs(3 * 24 * 3600);
 const PURGE_EVERY: Duration = Duration::from_secs(3600);
 /// How often the disk and log gauges are refreshed.
 const GAUGES_EVERY: Duration = Duration::from_secs(15);
+/// The alarm raised while the data directory's filesystem is nearly full.
+pub const DISK_NEAR_FULL: &str = "disk_near_full";
+/// Below this share of the filesystem free the alarm is raised (the WebhooksDiskLow alert's line)...
+const NEAR_FULL_FREE: f64 = 0.10;
+/// ...and it clears once this much is free again, so that a disk hovering at the line does not flap.
+const CLEAR_FREE: f64 = 0.12;
 
 /// How long the store keeps what the worker is done with; `None` keeps it forever.
 #[derive(Debug, Clone, Copy, Default)]
@@ -108,8 +115,26 @@ impl Sizes {
         if let Some((size, free)) = self.disk {
             m.disk_size_bytes.set(size as i64);
             m.disk_free_bytes.set(free as i64);
+            disk_alarm(m, size, free);
         }
         m.log_bytes.set(self.log_bytes as i64);
+    }
+}
+
+/// Raises or clears the disk-near-full alarm, and logs when it changes.
+fn disk_alarm(m: &Metrics, size: u64, free: u64) {
+    let share = free as f64 / size.max(1) as f64;
+    let raised = m.health.alarms().contains_key(DISK_NEAR_FULL);
+    if share < NEAR_FULL_FREE || (raised && share < CLEAR_FREE) {
+        let why = format!(
+            "{:.1}% of the data directory's filesystem is free ({free} of {size} bytes): free space before the log refuses appends or the store cannot write",
+            100.0 * share
+        );
+        if m.set_alarm(DISK_NEAR_FULL, Some(why.clone())) {
+            tracing::warn!(free, size, "{why}");
+        }
+    } else if m.set_alarm(DISK_NEAR_FULL, None) {
+        tracing::info!(free, size, "the data directory's filesystem has room again; disk alarm cleared");
     }
 }
 
@@ -134,6 +159,21 @@ mod tests {
         assert_eq!(applied, Some(now - 30 * 24 * 3600 * 1_000_000));
         assert_eq!(replayed, Some(now - 7 * 24 * 3600 * 1_000_000));
         assert_eq!(Retention::from_days(0, 0).before_us(now), (None, None));
+    }
+
+    #[test]
+    fn the_disk_alarm_is_raised_under_a_tenth_free_and_cleared_with_some_margin() {
+        let m = Metrics::new();
+        disk_alarm(&m, 1000, 500);
+        assert!(m.health.alarms().is_empty());
+        assert!(m.render().contains("webhooks_alarm{alarm=\"disk_near_full\"} 0"), "exposed before it is ever raised");
+        disk_alarm(&m, 1000, 90);
+        assert!(m.health.alarms()[DISK_NEAR_FULL].contains("9.0% of the data directory's filesystem is free"));
+        assert!(m.render().contains("webhooks_alarm{alarm=\"disk_near_full\"} 1"));
+        disk_alarm(&m, 1000, 110);
+        assert!(m.health.alarms().contains_key(DISK_NEAR_FULL), "not cleared at the line");
+        disk_alarm(&m, 1000, 130);
+        assert!(m.health.alarms().is_empty());
     }
 
     #[test]

@@ -63,6 +63,7 @@ async fn ready(State(app): State<AppState>) -> impl IntoResponse {
     if !degraded.is_empty() {
         body["degraded"] = json!(degraded);
     }
+    show_alarms(&app.metrics, &mut body);
     (status, Json(body))
 }
 
@@ -118,6 +119,16 @@ async fn worker_ready(State(w): State<WorkerProbe>) -> impl IntoResponse {
     let store = ping(w.store.as_ref()).await;
     let stalled = w.metrics.health.stalled();
     let status = if store.is_ok() && stalled.is_none() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    let body = json!({ "store": show(store), "worker": stalled.unwrap_or_else(|| "ok".into()) });
+    let mut body = json!({ "store": show(store), "worker": stalled.unwrap_or_else(|| "ok".into()) });
+    show_alarms(&w.metrics, &mut body);
     (status, Json(body))
+}
+
+/// Alarms raised (the disk nearly full) are shown, and the probe stays as it was: refusing
+/// traffic would not fix them.
+fn show_alarms(m: &Metrics, body: &mut serde_json::Value) {
+    let alarms = m.health.alarms();
+    if !alarms.is_empty() {
+        body["alarms"] = json!(alarms);
+    }
 }

@@ -3,6 +3,7 @@
 //! Prometheus histograms have fixed buckets, fine for dashboards; the HDR histograms keep
 //! exact percentiles (3 significant digits) for the load generator's reports.
 
+pub mod backlog;
 pub mod stripe;
 
 use std::sync::{Arc, Mutex};
@@ -31,6 +32,11 @@ pub struct ReasonLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabels {
     pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AlarmLabels {
+    pub alarm: &'static str,
 }
 
 /// Every outcome the worker counts.
@@ -84,6 +90,14 @@ pub struct MetricSet {
     pub disk_size_bytes: Gauge,
     pub disk_free_bytes: Gauge,
     pub log_bytes: Gauge,
+    /// The byte cap of the log (or the spool) this process appends to, and the appends it refused.
+    pub log_cap_bytes: Gauge,
+    pub log_cap_refused: Counter,
+    /// Seconds since the oldest event not yet applied was received (0 when none waits);
+    /// sampled on a timer ([`backlog`]), so it keeps rising while the store is down.
+    pub oldest_unapplied_seconds: Gauge,
+    /// 1 while an alarm is raised (see [`MetricSet::set_alarm`]).
+    alarms: Family<AlarmLabels, Gauge>,
     /// Rows the retention purge deleted.
     pub purged_events: Counter,
     pub purged_dead_letters: Counter,
@@ -146,6 +160,10 @@ impl MetricSet {
             disk_size_bytes: Gauge::default(),
             disk_free_bytes: Gauge::default(),
             log_bytes: Gauge::default(),
+            log_cap_bytes: Gauge::default(),
+            log_cap_refused: Counter::default(),
+            oldest_unapplied_seconds: Gauge::default(),
+            alarms: Family::default(),
             purged_events: Counter::default(),
             purged_dead_letters: Counter::default(),
             draining: Gauge::default(),
@@ -175,6 +193,14 @@ impl MetricSet {
         r.register("disk_size_bytes", "Size of the filesystem holding the data directory", m.disk_size_bytes.clone());
         r.register("disk_free_bytes", "Bytes available to this process on the filesystem holding the data directory", m.disk_free_bytes.clone());
         r.register("log_bytes", "Bytes in the embedded log and the Kafka-mode spool", m.log_bytes.clone());
+        r.register("log_cap_bytes", "The byte cap of the embedded log or the spool: past it webhooks get 503 + Retry-After", m.log_cap_bytes.clone());
+        r.register("log_cap_refused", "Webhooks refused (503) because the log or the spool was at its byte cap", m.log_cap_refused.clone());
+        r.register(
+            "oldest_unapplied_seconds",
+            "Seconds since the oldest event acknowledged and not yet applied was received; 0 when none waits",
+            m.oldest_unapplied_seconds.clone(),
+        );
+        r.register("alarm", "1 while the named alarm is raised; /readyz says why", m.alarms.clone());
         r.register("purged_events", "Records of applied events deleted past their retention", m.purged_events.clone());
         r.register("purged_dead_letters", "Replayed dead letters deleted past their retention", m.purged_dead_letters.clone());
         r.register("draining", "1 while the server drains after SIGTERM: /readyz fails, requests are still served", m.draining.clone());
@@ -193,6 +219,13 @@ impl MetricSet {
         if let Ok(mut d) = self.degraded.lock() {
             d.push(why);
         }
+    }
+
+    /// Raises (`Some(why)`) or clears an alarm: the `alarm` gauge and `/readyz`. True when
+    /// that changed whether it is raised, for the caller to log the change once.
+    pub fn set_alarm(&self, name: &'static str, why: Option<String>) -> bool {
+        self.alarms.get_or_create(&AlarmLabels { alarm: name }).set(why.is_some() as i64);
+        self.health.set_alarm(name, why)
     }
 
     pub fn degraded(&self) -> Vec<String> {

@@ -14,6 +14,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio::sync::Notify;
 
+use super::cap::{Cap, Limit};
 use super::log::appender::{Appender, AppenderConfig};
 use super::log::reader::{Damaged, Reader};
 use super::log::{identity, segment, LogError, WriterLock, DEFAULT_SEGMENT_BYTES};
@@ -45,6 +46,8 @@ pub struct EmbeddedConfig {
     pub own_position: bool,
     /// What the log is written on: the real file system, or the simulator's disk.
     pub disk: Arc<dyn Disk>,
+    /// Past this size appends are refused (503), never dropped.
+    pub cap: Limit,
 }
 
 impl EmbeddedConfig {
@@ -58,6 +61,7 @@ impl EmbeddedConfig {
             min_sync_interval: Duration::ZERO,
             own_position: false,
             disk: Arc::new(Os),
+            cap: Limit { bytes: None, flag: "--max-log-bytes" },
         }
     }
 }
@@ -75,6 +79,7 @@ fn storage(e: LogError) -> QueueError {
 pub struct EmbeddedProducer {
     appender: Appender,
     append_timeout: Duration,
+    cap: Cap,
 }
 
 impl EmbeddedProducer {
@@ -87,8 +92,9 @@ impl EmbeddedProducer {
         identity::load_or_create_on(&*cfg.disk, &cfg.dir).map_err(storage)?;
         legacy::drain(&cfg.legacy, &cfg.dir)?;
         let appender_cfg = AppenderConfig { segment_bytes: cfg.segment_bytes, max_pending: cfg.max_pending, min_sync_interval: cfg.min_sync_interval };
+        let cap = Cap::open(&cfg.dir, cfg.disk.clone(), cfg.cap, metrics.clone())?;
         let appender = Appender::start(lock, stored + 1, &appender_cfg, metrics, wake).map_err(storage)?;
-        Ok(Self { appender, append_timeout: cfg.append_timeout })
+        Ok(Self { appender, append_timeout: cfg.append_timeout, cap })
     }
 }
 
@@ -96,15 +102,18 @@ impl EmbeddedProducer {
 impl Producer for EmbeddedProducer {
     async fn append(&self, event: &PaymentEvent) -> Result<(), QueueError> {
         let payload = serde_json::to_vec(event).map_err(|e| QueueError::Storage(e.to_string()))?;
+        let bytes = payload.len();
+        self.cap.admit(bytes)?;
         match tokio::time::timeout(self.append_timeout, self.appender.append(payload)).await {
-            Ok(result) => result.map(|_| ()).map_err(storage),
+            Ok(result) => result.map(|_| self.cap.appended(bytes)).map_err(storage),
             // The append may still become durable; the provider's retry is deduplicated downstream.
             Err(_) => Err(QueueError::Timeout),
         }
     }
 
     async fn ready(&self) -> Result<(), QueueError> {
-        self.appender.ready().map_err(storage)
+        self.appender.ready().map_err(storage)?;
+        self.cap.check()
     }
 }
 

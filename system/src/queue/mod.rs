@@ -3,10 +3,12 @@
 //! - [`embedded`]: a durable segment log ([`log`]) in the data directory, group commit (the default).
 //! - `kafka`: a partitioned Apache Kafka topic with a consumer group.
 //! - [`spool`]: in front of Kafka on the server, a local durable log for when the broker is down.
+//! - [`cap`]: the byte cap of either log: past it appends are refused (503), never dropped.
 //!
 //! A producer acknowledges an append only once the event is durable; a consumer hands out
 //! batches and is told to commit only after the store has committed their effects.
 
+pub mod cap;
 pub mod embedded;
 pub mod log;
 pub mod kafka;

@@ -13,6 +13,7 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::Transaction;
 
 use super::batch::{PaymentRow, Plan, Snapshot};
+use super::schema::Upgrade;
 use super::{Applied, ConsumerName, Purged, DeadLetter, DeadLetterFilter, DeadLetterView, EventRecord, OrderView, PaymentSummary, PaymentView, Store, StoreError};
 use crate::domain::redelivery::Recorded;
 use crate::domain::state::{status_from_payments, Outcome};
@@ -98,11 +99,17 @@ fn corrupt(what: &str, value: &str) -> StoreError {
 }
 
 impl PostgresStore {
-    /// Connects and brings the schema up to date (`webhooks migrate`, and the roles that apply
-    /// events); refuses a schema newer than this binary knows.
+    /// Connects and brings the schema up to date (`webhooks migrate`, `standalone`); refuses a
+    /// schema newer than this binary knows.
     pub async fn connect(url: &str, pool_size: usize) -> Result<Self, StoreError> {
+        Self::connect_as(url, pool_size, Upgrade::Migrate).await
+    }
+
+    /// Connects, creating the schema in an empty database; an older schema is migrated or
+    /// refused, as `upgrade` says.
+    pub async fn connect_as(url: &str, pool_size: usize, upgrade: Upgrade) -> Result<Self, StoreError> {
         let store = Self::connect_lazily(url, pool_size)?;
-        store.migrate().await?;
+        store.migrate(upgrade).await?;
         Ok(store)
     }
 
@@ -129,13 +136,13 @@ impl PostgresStore {
         Ok(v as u32)
     }
 
-    async fn migrate(&self) -> Result<(), StoreError> {
+    async fn migrate(&self, upgrade: Upgrade) -> Result<(), StoreError> {
         let mut client = self.pool.get().await.map_err(pool_error)?;
         let tx = client.transaction().await.map_err(classify)?;
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK]).await.map_err(classify)?;
         tx.batch_execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)").await.map_err(classify)?;
         let current: i32 = tx.query_one("SELECT COALESCE(MAX(version), 0) FROM schema_version", &[]).await.map_err(classify)?.get(0);
-        super::schema::check_known(current as u32, MIGRATIONS.len())?;
+        super::schema::check(current as u32, MIGRATIONS.len(), upgrade)?;
         for (i, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
             tx.batch_execute(sql).await.map_err(classify)?;
             tx.execute("INSERT INTO schema_version (version) VALUES ($1)", &[&(i as i32 + 1)]).await.map_err(classify)?;

@@ -13,6 +13,7 @@ use async_trait::async_trait;
 use rusqlite::hooks::Wal;
 use rusqlite::{params, Connection, ErrorCode, OptionalExtension, Transaction, TransactionBehavior};
 
+use super::schema::Upgrade;
 use super::{reused_id, Applied, Purged, ConsumerName, DeadLetter, DeadLetterFilter, DeadLetterView, EventRecord, OrderView, PaymentSummary, PaymentView, Store, StoreError};
 use crate::domain::redelivery::Recorded;
 use crate::domain::state::{self, status_from_payments};
@@ -193,11 +194,11 @@ fn checkpoint(c: &mut Connection) -> Result<(), rusqlite::Error> {
     Ok(())
 }
 
-fn migrate(conn: &mut Connection) -> Result<(), rusqlite::Error> {
+fn migrate(conn: &mut Connection, upgrade: Upgrade) -> Result<(), rusqlite::Error> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     tx.execute_batch("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")?;
     let current: i64 = tx.query_row("SELECT COALESCE(MAX(version), 0) FROM schema_version", [], |r| r.get(0))?;
-    super::schema::check_known(current as u32, MIGRATIONS.len()).map_err(|e| rusqlite::Error::ToSqlConversionFailure(e.to_string().into()))?;
+    super::schema::check(current as u32, MIGRATIONS.len(), upgrade).map_err(|e| rusqlite::Error::ToSqlConversionFailure(e.to_string().into()))?;
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
         tx.execute_batch(sql)?;
         tx.execute("INSERT INTO schema_version (version) VALUES (?1)", params![i as i64 + 1])?;
@@ -229,11 +230,17 @@ impl SqliteStore {
         Self::open_with(path, Durability::EveryCommit)
     }
 
+    /// A store that brings an older schema up to date as it opens.
     pub fn open_with(path: &Path, durability: Durability) -> Result<Self, StoreError> {
+        Self::open_as(path, durability, Upgrade::Migrate)
+    }
+
+    /// A store whose older schema is migrated or refused, as `upgrade` says.
+    pub fn open_as(path: &Path, durability: Durability, upgrade: Upgrade) -> Result<Self, StoreError> {
         let failed = Failed::default();
         let writer = retry_while_locked(|| {
             let mut c = connect(path, durability, &failed)?;
-            migrate(&mut c)?;
+            migrate(&mut c, upgrade)?;
             Ok(c)
         })?;
         let reader = retry_while_locked(|| connect(path, durability, &failed))?;
@@ -636,6 +643,30 @@ mod tests {
         }
     }
 
+    /// A database an earlier release left one version behind is refused unless migrating; an
+    /// empty one is created at the current version either way.
+    #[tokio::test]
+    async fn an_older_schema_is_migrated_only_when_asked_and_an_empty_one_is_created() {
+        let dir = tempfile::tempdir().expect("dir");
+        let old = dir.path().join("old.db");
+        {
+            let mut c = Connection::open(&old).expect("open");
+            let tx = c.transaction().expect("transaction");
+            tx.execute_batch("CREATE TABLE schema_version (version INTEGER NOT NULL)").expect("versions");
+            for (i, sql) in MIGRATIONS[..MIGRATIONS.len() - 1].iter().enumerate() {
+                tx.execute_batch(sql).expect("migration");
+                tx.execute("INSERT INTO schema_version (version) VALUES (?1)", params![i as i64 + 1]).expect("version");
+            }
+            tx.commit().expect("commit");
+        }
+        let Err(refused) = SqliteStore::open_as(&old, Durability::EveryCommit, Upgrade::Refuse) else { panic!("an older schema was opened") };
+        assert!(refused.to_string().contains("webhooks migrate"), "{refused}");
+        let migrated = SqliteStore::open_as(&old, Durability::EveryCommit, Upgrade::Migrate).expect("migrated");
+        assert_eq!(migrated.schema_version().await.expect("version") as usize, MIGRATIONS.len());
+        let fresh = SqliteStore::open_as(&dir.path().join("new.db"), Durability::EveryCommit, Upgrade::Refuse).expect("created");
+        assert_eq!(fresh.schema_version().await.expect("version") as usize, MIGRATIONS.len());
+    }
+
     fn event(i: i64) -> PaymentEvent {
         PaymentEvent {
             event_id: format!("e{i}"),
@@ -656,7 +687,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.db");
         let mut c = connect(&path, Durability::Checkpoint, &Failed::default()).unwrap();
-        migrate(&mut c).unwrap();
+        migrate(&mut c, Upgrade::Migrate).unwrap();
         let scattered = |i: i64| (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
         for batch in 0..200 {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate).unwrap();
@@ -678,7 +709,7 @@ mod tests {
     fn applying_events_prepares_each_statement_once() {
         let dir = tempfile::tempdir().unwrap();
         let mut c = connect(&dir.path().join("s.db"), Durability::Checkpoint, &Failed::default()).unwrap();
-        migrate(&mut c).unwrap();
+        migrate(&mut c, Upgrade::Migrate).unwrap();
         for i in 0..50 {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate).unwrap();
             apply_one(&tx, &event(i), 1).unwrap();
