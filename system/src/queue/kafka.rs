@@ -16,7 +16,7 @@ use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
 use super::{Consumer, Delivery, Position, QueueError};
 
-mod producer;
+pub mod producer;
 mod topics;
 pub use producer::KafkaProducer;
 pub use topics::{ensure_topics, TopicSettings};

@@ -39,7 +39,14 @@ const FLUSH_WAIT: Duration = Duration::from_millis(20);
 /// A group this large shares its produce request well enough: no waiting for more.
 const FULL_ENOUGH: usize = 64;
 
-type Ack = oneshot::Sender<Result<(), KafkaError>>;
+/// Where a record's delivery report goes: the request waiting for it.
+pub type Ack = oneshot::Sender<Result<(), KafkaError>>;
+/// What a request waits on.
+pub type Acked = oneshot::Receiver<Result<(), KafkaError>>;
+/// One record as handed to librdkafka: order key, event, headers, and its request's answer.
+pub type Record<'a> = BaseRecord<'a, str, [u8], Box<Ack>>;
+/// A record the client would not take, with why.
+pub type Refused<'a> = (KafkaError, Record<'a>);
 
 /// Answers each message's request from its delivery report.
 pub struct Acks;
@@ -50,16 +57,64 @@ impl ProducerContext for Acks {
     type DeliveryOpaque = Box<Ack>;
 
     fn delivery(&self, result: &DeliveryResult<'_>, ack: Box<Ack>) {
-        let _ = ack.send(result.as_ref().map(|_| ()).map_err(|(e, _)| e.clone()));
+        answer(ack, result.as_ref().map(|_| ()).map_err(|(e, _)| e.clone()));
     }
 }
 
-struct Request {
+/// Wakes the request a delivery report belongs to; it may have stopped waiting.
+pub fn answer(ack: Box<Ack>, result: Result<(), KafkaError>) {
+    let _ = ack.send(result);
+}
+
+/// Where the producer thread hands its groups: librdkafka's client. A seam so that the
+/// instruction-count bench counts our side of the produce path alone: librdkafka's own
+/// threads wake as the scheduler lets them, so their counts swing from run to run.
+pub trait Sink {
+    /// Hands one record over; a refused record comes back with the error.
+    fn send<'a>(&self, record: Record<'a>) -> Result<(), Refused<'a>>;
+    /// Sends what was handed over and waits until each record has its delivery report or
+    /// `wait` is over.
+    fn flush(&self, wait: Duration);
+}
+
+impl Sink for ThreadedProducer<Acks> {
+    fn send<'a>(&self, record: Record<'a>) -> Result<(), Refused<'a>> {
+        ThreadedProducer::send(self, record)
+    }
+
+    /// librdkafka sends without linger only while a flush waits, so the wait is its own
+    /// (rdkafka's flush waits zero, then polls).
+    fn flush(&self, wait: Duration) {
+        let ms = i32::try_from(wait.as_millis()).unwrap_or(i32::MAX);
+        // SAFETY: the pointer is the live client `self` holds for the duration of the call;
+        // rd_kafka_flush is thread-safe, and with delivery reports as events it only waits
+        // for the poll thread to serve them.
+        let _ = unsafe { rdkafka::bindings::rd_kafka_flush(self.client().native_ptr(), ms) };
+    }
+}
+
+/// One append waiting for its group: the event encoded for the topic.
+pub struct Request {
     key: String,
     payload: Vec<u8>,
     event_id: String,
     received_at_us: String,
     ack: Ack,
+}
+
+impl Request {
+    pub fn new(event: &PaymentEvent) -> Result<(Self, Acked), QueueError> {
+        let payload = serde_json::to_vec(event).map_err(|e| QueueError::Storage(e.to_string()))?;
+        let (ack, acked) = oneshot::channel();
+        let request = Request {
+            key: event.order_id.clone(),
+            payload,
+            event_id: event.event_id.clone(),
+            received_at_us: event.received_at_us.to_string(),
+            ack,
+        };
+        Ok((request, acked))
+    }
 }
 
 /// librdkafka's settings for the grouped producer; each was chosen by measurement
@@ -123,15 +178,7 @@ impl KafkaProducer {
 #[async_trait::async_trait]
 impl Producer for KafkaProducer {
     async fn append(&self, event: &PaymentEvent) -> Result<(), QueueError> {
-        let payload = serde_json::to_vec(event).map_err(|e| QueueError::Storage(e.to_string()))?;
-        let (ack, acked) = oneshot::channel();
-        let request = Request {
-            key: event.order_id.clone(),
-            payload,
-            event_id: event.event_id.clone(),
-            received_at_us: event.received_at_us.to_string(),
-            ack,
-        };
+        let (request, acked) = Request::new(event)?;
         let tx = self.tx.as_ref().ok_or_else(Self::stopped)?;
         tx.try_send(request).map_err(|e| match e {
             mpsc::error::TrySendError::Full(_) => QueueError::Full,
@@ -157,7 +204,7 @@ impl Producer for KafkaProducer {
     }
 }
 
-fn run(producer: &ThreadedProducer<Acks>, cfg: &KafkaConfig, mut rx: mpsc::Receiver<Request>) {
+fn run(producer: &impl Sink, cfg: &KafkaConfig, mut rx: mpsc::Receiver<Request>) {
     let mut group = Vec::with_capacity(MAX_GROUP);
     let mut last: Option<(Instant, usize)> = None;
     while let Some(first) = rx.blocking_recv() {
@@ -168,12 +215,10 @@ fn run(producer: &ThreadedProducer<Acks>, cfg: &KafkaConfig, mut rx: mpsc::Recei
             take_waiting(&mut rx, &mut group);
         }
         last = Some((Instant::now(), group.len()));
-        for r in group.drain(..) {
-            produce(producer, &cfg.topic, r);
-        }
-        flush(producer, FLUSH_WAIT);
+        produce_group(producer, &cfg.topic, &mut group);
+        producer.flush(FLUSH_WAIT);
     }
-    flush(producer, cfg.produce_timeout);
+    producer.flush(cfg.produce_timeout);
     tracing::debug!("kafka producer stopped");
 }
 
@@ -196,7 +241,14 @@ fn company_wait(last_start: Instant, last_len: usize, len: usize, interval: Dura
     interval.checked_sub(last_start.elapsed()).filter(|d| !d.is_zero())
 }
 
-fn produce(producer: &ThreadedProducer<Acks>, topic: &str, r: Request) {
+/// Hands a group to the sink in queue order, leaving `group` empty for the next one.
+pub fn produce_group(sink: &impl Sink, topic: &str, group: &mut Vec<Request>) {
+    for r in group.drain(..) {
+        produce(sink, topic, r);
+    }
+}
+
+fn produce(sink: &impl Sink, topic: &str, r: Request) {
     // The request gave up waiting (and spooled the event or answered 503): sending it now
     // would only deliver it twice.
     if r.ack.is_closed() {
@@ -205,21 +257,10 @@ fn produce(producer: &ThreadedProducer<Acks>, topic: &str, r: Request) {
     let headers = OwnedHeaders::new_with_capacity(2)
         .insert(Header { key: "event_id", value: Some(r.event_id.as_bytes()) })
         .insert(Header { key: "received_at_us", value: Some(r.received_at_us.as_bytes()) });
-    let record = BaseRecord::with_opaque_to(topic, Box::new(r.ack)).key(&r.key).payload(&r.payload).headers(headers);
-    if let Err((e, record)) = producer.send(record) {
-        let _ = record.delivery_opaque.send(Err(e));
+    let record = BaseRecord::with_opaque_to(topic, Box::new(r.ack)).key(r.key.as_str()).payload(r.payload.as_slice()).headers(headers);
+    if let Err((e, record)) = sink.send(record) {
+        answer(record.delivery_opaque, Err(e));
     }
-}
-
-/// Sends what is queued without waiting out the linger, and waits until every message has
-/// its delivery report or `wait` is over. librdkafka sends without linger only while a
-/// flush waits, so the wait is its own (rdkafka's flush waits zero, then polls).
-fn flush(producer: &ThreadedProducer<Acks>, wait: Duration) {
-    let ms = i32::try_from(wait.as_millis()).unwrap_or(i32::MAX);
-    // SAFETY: the pointer is the live client `producer` holds for the duration of the call;
-    // rd_kafka_flush is thread-safe, and with delivery reports as events it only waits for
-    // the poll thread to serve them.
-    let _ = unsafe { rdkafka::bindings::rd_kafka_flush(producer.client().native_ptr(), ms) };
 }
 
 /// For the DLQ and other rare producers: the event path's settings without the group.
@@ -229,6 +270,8 @@ pub(super) fn plain(cfg: &KafkaConfig) -> Result<rdkafka::producer::FutureProduc
 
 #[cfg(test)]
 mod tests {
+    use rdkafka::message::Headers as _;
+
     use super::*;
 
     const LONG: Duration = Duration::from_secs(3600);
@@ -241,5 +284,49 @@ mod tests {
         assert_eq!(company_wait(now, 1, 1, LONG), None, "a lone client is never held");
         assert_eq!(company_wait(now, FULL_ENOUGH, 3, LONG), None, "groups fill without waiting");
         assert_eq!(company_wait(now, 3, 3, Duration::ZERO), None, "no interval, no wait");
+    }
+
+    /// Keeps the key and the event id header of what it is handed; refuses the event "refused".
+    #[derive(Default)]
+    struct Recorder(std::cell::RefCell<Vec<(String, String)>>);
+
+    impl Sink for Recorder {
+        fn send<'a>(&self, record: Record<'a>) -> Result<(), Refused<'a>> {
+            let key = record.key.unwrap_or_default().to_owned();
+            let header = record.headers.as_ref().and_then(|h| h.iter().find(|h| h.key == "event_id")).and_then(|h| h.value);
+            let id = String::from_utf8_lossy(header.unwrap_or_default()).into_owned();
+            if id == "refused" {
+                return Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), record));
+            }
+            self.0.borrow_mut().push((key, id));
+            answer(record.delivery_opaque, Ok(()));
+            Ok(())
+        }
+
+        fn flush(&self, _: Duration) {}
+    }
+
+    fn event(id: &str, order: &str) -> PaymentEvent {
+        PaymentEvent { event_id: id.into(), order_id: order.into(), ..crate::queue::test_event(0) }
+    }
+
+    #[test]
+    fn a_group_goes_in_queue_order_and_each_request_gets_its_own_answer() {
+        let sink = Recorder::default();
+        let mut group = Vec::new();
+        let mut acked = Vec::new();
+        for (id, order) in [("e1", "o1"), ("gave_up", "o1"), ("e2", "o2"), ("refused", "o1"), ("e3", "o1")] {
+            let (r, a) = Request::new(&event(id, order)).expect("encodes");
+            group.push(r);
+            acked.push(a);
+        }
+        drop(acked.remove(1));
+        produce_group(&sink, "topic", &mut group);
+        assert!(group.is_empty(), "the group is left empty for the next one");
+        let sent = sink.0.take();
+        let sent: Vec<_> = sent.iter().map(|(k, id)| (k.as_str(), id.as_str())).collect();
+        assert_eq!(sent, [("o1", "e1"), ("o2", "e2"), ("o1", "e3")], "a request that stopped waiting is not sent");
+        let answers: Vec<_> = acked.iter_mut().map(|a| a.try_recv().expect("answered").is_ok()).collect();
+        assert_eq!(answers, [true, true, false, true], "the refused request is answered with its error");
     }
 }
