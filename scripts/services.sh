@@ -26,6 +26,8 @@
 # Environment (all optional):
 #   SERVICES_HOME         cache/state folder, default ~/.cache/webhooks-services (outside the repo)
 #   KAFKA_PORT            PLAINTEXT listener, default 9092
+#   KAFKA_SECURE_PORT     SASL_SSL listener (TLS from a local test CA, SCRAM-SHA-512 user
+#                         $KAFKA_SCRAM_USER), as managed brokers offer, default 9094
 #   KAFKA_CONTROLLER_PORT KRaft controller listener, default 9093
 #   KAFKA_HEAP_OPTS       default "-Xms256m -Xmx512m"
 #   KAFKA_START_TIMEOUT   seconds to wait for the broker to answer, default 90
@@ -60,6 +62,12 @@ KAFKA_START_TIMEOUT="${KAFKA_START_TIMEOUT:-90}"
 KAFKA_STOP_TIMEOUT="${KAFKA_STOP_TIMEOUT:-60}"
 KAFKA_AUTO_CREATE_TOPICS="${KAFKA_AUTO_CREATE_TOPICS:-false}"
 KAFKA_BOOTSTRAP="$KAFKA_HOST:$KAFKA_PORT"
+KAFKA_SECURE_PORT="${KAFKA_SECURE_PORT:-9094}"
+KAFKA_TLS_DIR="$KAFKA_DIR/tls"
+# Test credentials of a test broker on loopback, like PG_PASSWORD below.
+KAFKA_SCRAM_USER=webhooks
+KAFKA_SCRAM_PASSWORD=webhooks-scram
+KAFKA_KEYSTORE_PASSWORD=webhooks-keystore
 
 PG_VERSION="${PG_VERSION:-15}"
 PG_CLUSTER="${PG_CLUSTER:-main}"
@@ -104,6 +112,20 @@ apt_install() {
   fi
   log "apt-get install -y $*"
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null 9>&-
+}
+
+# A CA of our own and a certificate from it naming localhost and 127.0.0.1, as a managed
+# service presents one: issue_test_cert DIR CA_NAME LEAF makes DIR/ca.{key,crt} and
+# DIR/LEAF.{key,crt}.
+issue_test_cert() {
+  local d="$1" ca_name="$2" leaf="$3"
+  openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=$ca_name" \
+    -keyout "$d/ca.key" -out "$d/ca.crt" >/dev/null 2>&1
+  openssl req -newkey rsa:2048 -nodes -subj "/CN=localhost" \
+    -keyout "$d/$leaf.key" -out "$d/$leaf.csr" >/dev/null 2>&1
+  printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\n' >"$d/san.ext"
+  openssl x509 -req -in "$d/$leaf.csr" -CA "$d/ca.crt" -CAkey "$d/ca.key" \
+    -CAcreateserial -days 3650 -extfile "$d/san.ext" -out "$d/$leaf.crt" >/dev/null 2>&1
 }
 
 # ---------------------------------------------------------------- Kafka
@@ -157,12 +179,19 @@ write_kafka_config() {
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@$KAFKA_HOST:$KAFKA_CONTROLLER_PORT
-listeners=PLAINTEXT://$KAFKA_HOST:$KAFKA_PORT,CONTROLLER://$KAFKA_HOST:$KAFKA_CONTROLLER_PORT
-advertised.listeners=PLAINTEXT://$KAFKA_HOST:$KAFKA_PORT
+listeners=PLAINTEXT://$KAFKA_HOST:$KAFKA_PORT,CONTROLLER://$KAFKA_HOST:$KAFKA_CONTROLLER_PORT,SASL_SSL://$KAFKA_HOST:$KAFKA_SECURE_PORT
+advertised.listeners=PLAINTEXT://$KAFKA_HOST:$KAFKA_PORT,SASL_SSL://$KAFKA_HOST:$KAFKA_SECURE_PORT
 inter.broker.listener.name=PLAINTEXT
 controller.listener.names=CONTROLLER
-listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SASL_SSL:SASL_SSL
 log.dirs=$KAFKA_DATA
+
+# The managed-broker listener: TLS with a certificate from the local test CA, SCRAM users.
+sasl.enabled.mechanisms=SCRAM-SHA-512
+listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+listener.name.sasl_ssl.ssl.keystore.type=PKCS12
+listener.name.sasl_ssl.ssl.keystore.location=$KAFKA_TLS_DIR/broker.p12
+listener.name.sasl_ssl.ssl.keystore.password=$KAFKA_KEYSTORE_PASSWORD
 
 num.partitions=6
 default.replication.factor=1
@@ -279,16 +308,57 @@ kafka_answers() { # metadata round trip (list topics), not just an open port
     --bootstrap-server "$KAFKA_BOOTSTRAP" --list >/dev/null 2>&1
 }
 
+# A CA of our own and the broker's certificate from it, in a PKCS12 keystore, as a managed
+# broker presents one: clients verify with the CA (scripts/env.sh: KAFKA_TEST_CA). Made once;
+# the certificate names localhost and 127.0.0.1.
+ensure_kafka_tls() {
+  local d="$KAFKA_TLS_DIR"
+  [ -f "$d/broker.p12" ] && return 0
+  command -v openssl >/dev/null 2>&1 || apt_install openssl
+  log "creating a test CA and a broker certificate for Kafka in $d"
+  rm -rf "$d.tmp"
+  mkdir -p "$d.tmp"
+  issue_test_cert "$d.tmp" "webhooks Kafka test CA" broker
+  openssl pkcs12 -export -in "$d.tmp/broker.crt" -inkey "$d.tmp/broker.key" -certfile "$d.tmp/ca.crt" \
+    -name broker -passout "pass:$KAFKA_KEYSTORE_PASSWORD" -out "$d.tmp/broker.p12" \
+    || die "openssl pkcs12 -export failed"
+  chmod 600 "$d.tmp/ca.key" "$d.tmp/broker.key"
+  rm -rf "$d"
+  mv "$d.tmp" "$d"
+}
+
+# The SCRAM user of the SASL_SSL listener, set through the plaintext listener once per
+# cluster id (a re-formatted data directory forgets it).
+ensure_kafka_scram_user() {
+  local stamp="$KAFKA_DIR/scram-user.stamp" id
+  id="$(sed -n 's/^cluster.id=//p' "$KAFKA_DATA/meta.properties" 2>/dev/null || true)"
+  if [ -n "$id" ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$id" ]; then return 0; fi
+  log "creating the SCRAM-SHA-512 user $KAFKA_SCRAM_USER"
+  kafka_tool kafka.admin.ConfigCommand --bootstrap-server "$KAFKA_BOOTSTRAP" --alter \
+    --add-config "SCRAM-SHA-512=[iterations=4096,password=$KAFKA_SCRAM_PASSWORD]" \
+    --entity-type users --entity-name "$KAFKA_SCRAM_USER" >&2 \
+    || die "could not create the SCRAM user $KAFKA_SCRAM_USER"
+  echo "$id" >"$stamp"
+}
+
 kafka_up() {
   local pid start
   pid="$(kafka_pid)"
   if [ -n "$pid" ] && port_open "$KAFKA_HOST" "$KAFKA_PORT"; then
-    log "kafka already running (pid $pid) on $KAFKA_BOOTSTRAP"
-    return 0
+    if port_open "$KAFKA_HOST" "$KAFKA_SECURE_PORT"; then
+      ensure_kafka_scram_user
+      log "kafka already running (pid $pid) on $KAFKA_BOOTSTRAP and $KAFKA_HOST:$KAFKA_SECURE_PORT (SASL_SSL)"
+      return 0
+    fi
+    # Started by an older version of this script: only a restart adds the listener.
+    log "kafka (pid $pid) runs without the SASL_SSL listener on $KAFKA_SECURE_PORT; restarting it with it"
+    kafka_down
+    pid=""
   fi
   start=$SECONDS
   ensure_java
   ensure_kafka_libs
+  ensure_kafka_tls
   write_kafka_config
 
   if [ -z "$pid" ]; then
@@ -322,7 +392,7 @@ kafka_up() {
       tail -n 60 "$KAFKA_LOG" >&2 || true
       die "kafka failed to start"
     fi
-    if port_open "$KAFKA_HOST" "$KAFKA_PORT" && kafka_answers; then
+    if port_open "$KAFKA_HOST" "$KAFKA_PORT" && port_open "$KAFKA_HOST" "$KAFKA_SECURE_PORT" && kafka_answers; then
       break
     fi
     if [ $SECONDS -ge $deadline ]; then
@@ -332,7 +402,8 @@ kafka_up() {
     fi
     sleep 1
   done
-  log "kafka $(kafka_version) up on $KAFKA_BOOTSTRAP (pid $(kafka_pid), $((SECONDS - start))s)"
+  ensure_kafka_scram_user
+  log "kafka $(kafka_version) up on $KAFKA_BOOTSTRAP and $KAFKA_HOST:$KAFKA_SECURE_PORT (SASL_SSL) (pid $(kafka_pid), $((SECONDS - start))s)"
 }
 
 # Stops a broker and waits until its port is free: stop_broker NAME PIDFILE PORT SIGNAL
@@ -630,13 +701,7 @@ ensure_postgres_tls() {
     need_root_for "creating a test CA and server certificate for PostgreSQL"
     log "creating a test CA and a server certificate for PostgreSQL in $PG_TLS_DIR"
     mkdir -p "$PG_TLS_DIR"
-    openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=webhooks test CA" \
-      -keyout "$PG_TLS_DIR/ca.key" -out "$PG_TLS_DIR/ca.crt" >/dev/null 2>&1
-    openssl req -newkey rsa:2048 -nodes -subj "/CN=localhost" \
-      -keyout "$PG_TLS_DIR/server.key" -out "$PG_TLS_DIR/server.csr" >/dev/null 2>&1
-    printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\n' >"$PG_TLS_DIR/san.ext"
-    openssl x509 -req -in "$PG_TLS_DIR/server.csr" -CA "$PG_TLS_DIR/ca.crt" -CAkey "$PG_TLS_DIR/ca.key" \
-      -CAcreateserial -days 3650 -extfile "$PG_TLS_DIR/san.ext" -out "$PG_TLS_DIR/server.crt" >/dev/null 2>&1
+    issue_test_cert "$PG_TLS_DIR" "webhooks test CA" server
     chown postgres:postgres "$PG_TLS_DIR/server.key" "$PG_TLS_DIR/server.crt"
     chmod 600 "$PG_TLS_DIR/server.key" "$PG_TLS_DIR/ca.key"
     chmod 644 "$PG_TLS_DIR/ca.crt" "$PG_TLS_DIR/server.crt"
@@ -729,6 +794,10 @@ postgres_status() {
 
 print_env() {
   echo "export KAFKA_TEST_BROKERS=$KAFKA_BOOTSTRAP"
+  echo "export KAFKA_SECURE_TEST_BROKERS=$KAFKA_HOST:$KAFKA_SECURE_PORT"
+  echo "export KAFKA_TEST_CA=$KAFKA_TLS_DIR/ca.crt"
+  echo "export KAFKA_TEST_SASL_USERNAME=$KAFKA_SCRAM_USER"
+  echo "export KAFKA_TEST_SASL_PASSWORD=$KAFKA_SCRAM_PASSWORD"
   echo "export KAFKA_CLUSTER_TEST_BROKERS=$(cluster_bootstrap)"
   echo "export TEST_DATABASE_URL=$(pg_url)"
 }

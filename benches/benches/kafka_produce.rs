@@ -24,6 +24,7 @@ fn produce(c: &mut Criterion) {
         min_insync_replicas: None,
         produce_timeout: Duration::from_secs(10),
         flush_interval: Duration::from_millis(2),
+        ..Default::default()
     };
     let producer = match rt.block_on(KafkaProducer::connect(&cfg)) {
         Ok(p) => Arc::new(p),

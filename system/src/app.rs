@@ -175,9 +175,9 @@ async fn open_producer(
     Ok(Arc::new(EmbeddedProducer::open(&cfg, stored, metrics.clone(), wake)?))
 }
 
-async fn open_consumer(storage: &StorageArgs, group: &str, wake: Arc<Notify>) -> Result<Box<dyn Consumer>, AppError> {
+async fn open_consumer(storage: &StorageArgs, group: &str, wake: Arc<Notify>, metrics: &Metrics) -> Result<Box<dyn Consumer>, AppError> {
     if let Some(kafka) = storage.kafka() {
-        return Ok(Box::new(KafkaConsumer::join(&kafka, group).await?));
+        return Ok(Box::new(KafkaConsumer::join(&kafka, group).await?.reporting_to(metrics)));
     }
     std::fs::create_dir_all(&storage.data_dir)?;
     Ok(Box::new(EmbeddedConsumer::open(&storage.embedded_queue(None), wake)?))
@@ -231,7 +231,7 @@ pub async fn standalone(storage: StorageArgs, server: ServerArgs, worker: Worker
     retention::spawn_purge(state.store.clone(), metrics.clone(), worker.retention(), worker_stop.clone());
     retention::spawn_gauges(storage.data_dir.clone(), metrics.clone(), worker_stop.clone());
     spawn_backlog(&storage, state.store.clone(), &metrics, &worker_stop);
-    let consumer = open_consumer(&storage, &worker.consumer, wake).await?;
+    let consumer = open_consumer(&storage, &worker.consumer, wake, &metrics).await?;
     let worker = Worker::new(consumer, store, metrics, worker.config(), worker_stop.clone());
     let worker = tokio::spawn(worker.run());
     let served = serve(listener, state, server.limits(), shutdown).await;
@@ -272,8 +272,8 @@ pub async fn worker(storage: StorageArgs, worker: WorkerArgs, metrics_listen: Op
     let _lock = lock_data_dir(&storage, &[Role::Worker], None)?;
     let store = open_store(&storage).await?;
     check_log_gap(&storage, &worker, store.as_ref()).await?;
-    let consumer = open_consumer(&storage, &worker.consumer, Arc::new(Notify::new())).await?;
     let metrics = Metrics::new();
+    let consumer = open_consumer(&storage, &worker.consumer, Arc::new(Notify::new()), &metrics).await?;
     retention::spawn_purge(store.clone(), metrics.clone(), worker.retention(), shutdown.clone());
     retention::spawn_gauges(storage.data_dir.clone(), metrics.clone(), shutdown.clone());
     spawn_backlog(&storage, store.clone(), &metrics, &shutdown);

@@ -8,6 +8,7 @@ use clap::Args;
 
 use crate::queue::cap::Limit;
 use crate::queue::embedded::EmbeddedConfig;
+use crate::queue::kafka::client::{parse_properties, ClientSettings, SaslMechanism, Secret, SecurityProtocol};
 use crate::queue::spool::SpoolConfig;
 use crate::worker::{RetryPolicy, WorkerConfig};
 
@@ -67,6 +68,57 @@ pub struct KafkaArgs {
     /// 0 sends each group as soon as the previous one is acknowledged.
     #[arg(long, env = "KAFKA_FLUSH_INTERVAL_US", default_value_t = 2_000)]
     pub kafka_flush_interval_us: u64,
+
+    /// How the clients reach the brokers: TLS (ssl), SASL, or both (sasl_ssl).
+    #[arg(long, env = "KAFKA_SECURITY_PROTOCOL", value_enum, default_value_t = SecurityProtocol::Plaintext)]
+    pub kafka_security_protocol: SecurityProtocol,
+
+    /// SASL mechanism; needed with sasl_plaintext and sasl_ssl.
+    #[arg(long, env = "KAFKA_SASL_MECHANISM", value_enum, required_if_eq_any = SASL_PROTOCOLS)]
+    pub kafka_sasl_mechanism: Option<SaslMechanism>,
+
+    /// SASL user name; needed with sasl_plaintext and sasl_ssl.
+    #[arg(long, env = "KAFKA_SASL_USERNAME", required_if_eq_any = SASL_PROTOCOLS)]
+    pub kafka_sasl_username: Option<String>,
+
+    /// SASL password; set it in the environment rather than on the command line. Never logged.
+    #[arg(long, env = "KAFKA_SASL_PASSWORD", hide_env_values = true, required_if_eq_any = SASL_PROTOCOLS)]
+    pub kafka_sasl_password: Option<Secret>,
+
+    /// CA certificates (PEM) the brokers' certificates are verified with [default: the system's].
+    #[arg(long, env = "KAFKA_SSL_CA_LOCATION")]
+    pub kafka_ssl_ca_location: Option<PathBuf>,
+
+    /// A librdkafka property for every client (producer, consumer, admin), applied after ours:
+    /// `key=value`, repeatable; the variable takes several, separated by commas or newlines.
+    /// Properties our guarantees rest on (acks, idempotence, offset commits) are refused.
+    #[arg(long, env = "KAFKA_PROPERTIES", value_name = "KEY=VALUE", value_parser = kafka_properties)]
+    pub kafka_property: Vec<KafkaProperties>,
+
+    /// Create the topics at start when missing (needs the right to create topics). With
+    /// false, start only if the topic exists with --kafka-partitions partitions, and its `.dlq` too.
+    #[arg(long, env = "KAFKA_CREATE_TOPICS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub kafka_create_topics: bool,
+
+    /// retention.ms of the topics when they are created: past the worker's longest possible
+    /// outage, or acknowledged events are deleted before they are applied.
+    #[arg(long, env = "KAFKA_RETENTION_MS", default_value_t = crate::queue::kafka::DEFAULT_RETENTION.as_millis() as u64)]
+    pub kafka_retention_ms: u64,
+
+    /// The worker warns (log, /readyz) once its oldest unapplied event is older than this
+    /// fraction of the topic's retention.
+    #[arg(long, env = "KAFKA_RETENTION_WARN_FRACTION", default_value_t = 0.5)]
+    pub kafka_retention_warn_fraction: f64,
+}
+
+const SASL_PROTOCOLS: [(&str, &str); 2] = [("kafka_security_protocol", "sasl_plaintext"), ("kafka_security_protocol", "sasl_ssl")];
+
+/// The `key=value` pairs of one `--kafka-property` (or of KAFKA_PROPERTIES, several at once).
+#[derive(Debug, Clone)]
+pub struct KafkaProperties(Vec<(String, String)>);
+
+fn kafka_properties(list: &str) -> Result<KafkaProperties, String> {
+    parse_properties(list).map(KafkaProperties)
 }
 
 /// One text for the flag's help and docs/configuration.md, which quotes it (system/tests/docs.rs).
@@ -107,6 +159,17 @@ impl StorageArgs {
             min_insync_replicas: k.kafka_min_insync_replicas.map(|m| m.max(1)),
             produce_timeout: Duration::from_millis(k.kafka_produce_timeout_ms.max(1)),
             flush_interval: Duration::from_micros(k.kafka_flush_interval_us),
+            client: ClientSettings {
+                security_protocol: k.kafka_security_protocol,
+                sasl_mechanism: k.kafka_sasl_mechanism,
+                sasl_username: k.kafka_sasl_username.clone(),
+                sasl_password: k.kafka_sasl_password.clone(),
+                ssl_ca_location: k.kafka_ssl_ca_location.clone(),
+                properties: k.kafka_property.iter().flat_map(|p| p.0.iter().cloned()).collect(),
+            },
+            create_topics: k.kafka_create_topics,
+            retention: Duration::from_millis(k.kafka_retention_ms.max(1)),
+            retention_warn_fraction: k.kafka_retention_warn_fraction.clamp(0.0, 1.0),
         })
     }
 

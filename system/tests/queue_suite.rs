@@ -59,7 +59,7 @@ async fn backends(test: &str) -> Vec<Backend> {
             let unique = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_nanos();
             let topic = format!("qs-{test}-{kind:?}-{}-{unique}", std::process::id());
             // Three partitions: per-key order must hold with keys spread over several.
-            let cfg = KafkaConfig { brokers: brokers.clone(), topic, partitions: 3, replication_factor: None, min_insync_replicas: None, produce_timeout: Duration::from_secs(5), flush_interval: Duration::from_millis(2) };
+            let cfg = KafkaConfig { brokers: brokers.clone(), topic, partitions: 3, replication_factor: None, min_insync_replicas: None, produce_timeout: Duration::from_secs(5), flush_interval: Duration::from_millis(2), ..Default::default() };
             out.push(Backend::new(kind, Some(cfg), test));
         }
     }

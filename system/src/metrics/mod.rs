@@ -98,6 +98,10 @@ pub struct MetricSet {
     pub oldest_unapplied_seconds: Gauge,
     /// 1 while an alarm is raised (see [`MetricSet::set_alarm`]).
     alarms: Family<AlarmLabels, Gauge>,
+    /// The Kafka topic's retention (0: unknown or forever) and the age of the worker's oldest
+    /// unapplied event in it, by record timestamp (queue::kafka::retention).
+    pub kafka_retention_seconds: Gauge,
+    pub kafka_oldest_unconsumed_age_seconds: Gauge,
     /// Rows the retention purge deleted.
     pub purged_events: Counter,
     pub purged_dead_letters: Counter,
@@ -164,6 +168,8 @@ impl MetricSet {
             log_cap_refused: Counter::default(),
             oldest_unapplied_seconds: Gauge::default(),
             alarms: Family::default(),
+            kafka_retention_seconds: Gauge::default(),
+            kafka_oldest_unconsumed_age_seconds: Gauge::default(),
             purged_events: Counter::default(),
             purged_dead_letters: Counter::default(),
             draining: Gauge::default(),
@@ -201,6 +207,12 @@ impl MetricSet {
             m.oldest_unapplied_seconds.clone(),
         );
         r.register("alarm", "1 while the named alarm is raised; /readyz says why", m.alarms.clone());
+        r.register("kafka_retention_seconds", "retention.ms of the Kafka topic, in seconds, as the worker read it at start; 0 when unknown or unlimited", m.kafka_retention_seconds.clone());
+        r.register(
+            "kafka_oldest_unconsumed_age_seconds",
+            "Age (record timestamp) of the oldest Kafka event this worker holds and has not applied; past the topic's retention, events are deleted unapplied",
+            m.kafka_oldest_unconsumed_age_seconds.clone(),
+        );
         r.register("purged_events", "Records of applied events deleted past their retention", m.purged_events.clone());
         r.register("purged_dead_letters", "Replayed dead letters deleted past their retention", m.purged_dead_letters.clone());
         r.register("draining", "1 while the server drains after SIGTERM: /readyz fails, requests are still served", m.draining.clone());

@@ -3,6 +3,7 @@
 //! group with manual offset commits, and a `<topic>.dlq` dead-letter topic.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -15,11 +16,15 @@ use rdkafka::util::Timeout;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
 use super::{Consumer, Delivery, Position, QueueError};
+use crate::metrics::Metrics;
 
+pub mod client;
 pub mod producer;
+mod retention;
 mod topics;
 pub use producer::KafkaProducer;
-pub use topics::{ensure_topics, TopicSettings};
+use retention::RetentionWatch;
+pub use topics::{effective_retention, ensure_topics, TopicSettings};
 
 #[derive(Debug, Clone)]
 pub struct KafkaConfig {
@@ -34,7 +39,38 @@ pub struct KafkaConfig {
     pub produce_timeout: Duration,
     /// Under load, the server's producer sends a group at most once per this interval.
     pub flush_interval: Duration,
+    /// How the clients reach the brokers (TLS, SASL), and the operator's own properties.
+    pub client: client::ClientSettings,
+    /// Create missing topics at start; otherwise only check that they exist.
+    pub create_topics: bool,
+    /// `retention.ms` of the topics created.
+    pub retention: Duration,
+    /// The worker warns once its oldest unapplied event is this fraction of the retention old.
+    pub retention_warn_fraction: f64,
 }
+
+/// The flags' defaults, for code that builds a configuration without them (tests, benches).
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        Self {
+            brokers: String::new(),
+            topic: "payment-events".into(),
+            partitions: 6,
+            replication_factor: None,
+            min_insync_replicas: None,
+            produce_timeout: Duration::from_secs(5),
+            flush_interval: Duration::from_millis(2),
+            client: client::ClientSettings::default(),
+            create_topics: true,
+            retention: DEFAULT_RETENTION,
+            retention_warn_fraction: 0.5,
+        }
+    }
+}
+
+/// A week: well past the three days Stripe retries a webhook for, so that a worker outage
+/// the provider would still cover is covered by the topic too.
+pub const DEFAULT_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
 
 impl KafkaConfig {
     pub fn dlq_topic(&self) -> String {
@@ -50,20 +86,25 @@ fn unavailable(e: KafkaError) -> QueueError {
 /// written once, in order) and bounded by the produce timeout. Uncompressed: lz4 doubled
 /// the CPU of the server's broker thread for events of a few hundred bytes
 /// (docs/measurements/2026-12-05-kafka-group-commit.md); the bytes it saves are the broker's.
+/// The operator's properties come after these (the producer's own linger and Nagle settings
+/// after them).
 fn base_config(cfg: &KafkaConfig) -> ClientConfig {
-    let mut c = ClientConfig::new();
-    c.set("bootstrap.servers", &cfg.brokers)
-        .set("acks", "all")
+    let mut c = client::common(&cfg.brokers, &cfg.client);
+    c.set("acks", "all")
         .set("enable.idempotence", "true")
         .set("compression.type", "none")
         .set("message.timeout.ms", cfg.produce_timeout.as_millis().max(1).to_string());
+    client::with_properties(&mut c, &cfg.client);
     c
 }
 
 /// Logs rebalances. Offsets are committed synchronously after every applied batch, and a
 /// rebalance can only happen inside `recv`, between batches: so when partitions are revoked,
-/// everything done is already committed and nothing undone ever is.
-pub struct RebalanceLog;
+/// everything done is already committed and nothing undone ever is. Where a partition
+/// continues after a change is learnt again by the retention watch.
+pub struct RebalanceLog {
+    watch: Arc<RetentionWatch>,
+}
 
 impl ClientContext for RebalanceLog {}
 
@@ -79,6 +120,9 @@ impl ConsumerContext for RebalanceLog {
             Rebalance::Revoke(tpl) => tracing::info!(partitions = %partition_list(tpl), "kafka partitions revoked"),
             Rebalance::Error(e) => tracing::warn!(error = %e, "kafka rebalance failed"),
         }
+        if let Rebalance::Assign(tpl) | Rebalance::Revoke(tpl) = rebalance {
+            self.watch.forget(&tpl.elements().iter().map(|e| e.partition()).collect::<Vec<_>>());
+        }
     }
 }
 
@@ -92,6 +136,9 @@ pub struct KafkaConsumer {
     dlq: FutureProducer,
     cfg: KafkaConfig,
     lag: Option<Lag>,
+    watch: Arc<RetentionWatch>,
+    /// Where skipped offsets are counted, once [`KafkaConsumer::reporting_to`] is called.
+    metrics: Option<Metrics>,
 }
 
 const LAG_REFRESH: Duration = Duration::from_secs(5);
@@ -129,9 +176,14 @@ impl Lag {
 impl KafkaConsumer {
     pub async fn join(cfg: &KafkaConfig, group: &str) -> Result<Self, QueueError> {
         ensure_topics(cfg).await?;
-        let consumer: StreamConsumer<RebalanceLog> = ClientConfig::new()
-            .set("bootstrap.servers", &cfg.brokers)
-            .set("group.id", group)
+        let retention = effective_retention(cfg).await?;
+        match retention {
+            Some(r) => tracing::info!(topic = %cfg.topic, retention_s = r.as_secs(), warn_fraction = cfg.retention_warn_fraction, "the topic's retention"),
+            None => tracing::info!(topic = %cfg.topic, "the topic keeps events forever (retention.ms -1)"),
+        }
+        let watch = Arc::new(RetentionWatch::new(retention, cfg.retention_warn_fraction));
+        let mut c = client::common(&cfg.brokers, &cfg.client);
+        c.set("group.id", group)
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
@@ -141,11 +193,40 @@ impl KafkaConsumer {
             .set("fetch.wait.max.ms", "10")
             // The broker's minimum: a worker that died is replaced within seconds.
             .set("session.timeout.ms", "6000")
-            .set("heartbeat.interval.ms", "1500")
-            .create_with_context(RebalanceLog)
-            .map_err(unavailable)?;
+            .set("heartbeat.interval.ms", "1500");
+        let consumer: StreamConsumer<RebalanceLog> =
+            client::with_properties(&mut c, &cfg.client).create_with_context(RebalanceLog { watch: watch.clone() }).map_err(unavailable)?;
         consumer.subscribe(&[&cfg.topic]).map_err(unavailable)?;
-        Ok(Self { consumer, dlq: producer::plain(cfg)?, cfg: cfg.clone(), lag: None })
+        Ok(Self { consumer, dlq: producer::plain(cfg)?, cfg: cfg.clone(), lag: None, watch, metrics: None })
+    }
+
+    /// Reports to `metrics`: offsets skipped, and the age of the oldest unapplied event
+    /// against the topic's retention, refreshed on a timer while this consumer lives.
+    pub fn reporting_to(mut self, metrics: &Metrics) -> Self {
+        retention::spawn_refresh(Arc::downgrade(&self.watch), metrics.clone());
+        self.metrics = Some(metrics.clone());
+        self
+    }
+
+    /// Tells the retention watch of a delivery as it is taken (a rebalance inside the next
+    /// `recv` must find it), with the group's committed offset when the partition just came.
+    fn watch_delivery(&self, d: &Delivery, timestamp_ms: Option<i64>) {
+        let Position { partition, offset } = d.position;
+        let committed = if self.watch.needs_start(partition) { self.committed_offset(partition) } else { None };
+        if let Some(gap) = self.watch.delivered(partition, offset, timestamp_ms, committed) {
+            retention::report_gap(self.metrics.as_ref(), gap);
+        }
+    }
+
+    fn committed_offset(&self, partition: i32) -> Option<i64> {
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition(&self.cfg.topic, partition);
+        let consumer = &self.consumer;
+        let tpl = tokio::task::block_in_place(|| consumer.committed_offsets(tpl, Duration::from_secs(5))).ok()?;
+        match tpl.elements().first()?.offset() {
+            Offset::Offset(o) => Some(o),
+            _ => None,
+        }
     }
 
     fn delivery(m: &BorrowedMessage<'_>) -> Delivery {
@@ -176,7 +257,11 @@ impl Consumer for KafkaConsumer {
             let timeout = if batch.is_empty() { deadline.saturating_duration_since(tokio::time::Instant::now()) } else { Duration::from_millis(1) };
             match tokio::time::timeout(timeout, self.consumer.recv()).await {
                 Err(_) => break,
-                Ok(Ok(m)) => batch.push(Self::delivery(&m)),
+                Ok(Ok(m)) => {
+                    let d = Self::delivery(&m);
+                    self.watch_delivery(&d, m.timestamp().to_millis());
+                    batch.push(d);
+                }
                 Ok(Err(e)) => {
                     tracing::warn!(error = %e, "kafka consumer event; librdkafka reconnects by itself");
                     if tokio::time::Instant::now() >= deadline {
@@ -193,6 +278,8 @@ impl Consumer for KafkaConsumer {
         for p in super::last_positions(batch) {
             tpl.add_partition_offset(&self.cfg.topic, p.partition, Offset::Offset(p.offset + 1)).map_err(unavailable)?;
         }
+        // Applied, whether or not the broker takes the commit.
+        self.watch.committed(super::last_positions(batch).iter().map(|p| p.partition));
         let consumer = &self.consumer;
         tokio::task::block_in_place(|| consumer.commit(&tpl, CommitMode::Sync)).map_err(unavailable)?;
         if let Some(lag) = &mut self.lag {

@@ -1,15 +1,18 @@
 //! Creating the topic and its dead-letter topic with the replication users run in production:
-//! three copies, and a write acknowledged (`acks=all`) only once two of them have it.
+//! three copies, and a write acknowledged (`acks=all`) only once two of them have it, and an
+//! explicit retention; or, on a managed cluster without the right to create topics, checking
+//! that the operator made them.
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::error::RDKafkaErrorCode;
+use rdkafka::producer::{BaseProducer, Producer as _};
 use rdkafka::util::Timeout;
 
+use super::client::{self, LastError};
 use super::{unavailable, KafkaConfig};
 use crate::queue::QueueError;
 
@@ -42,44 +45,128 @@ impl TopicSettings {
     }
 }
 
-/// Creates the topic and its dead-letter topic when absent; an existing topic keeps its
-/// settings (Kafka does not change them on create), so a weaker one is reported.
-pub async fn ensure_topics(cfg: &KafkaConfig) -> Result<TopicSettings, QueueError> {
-    let admin: Arc<AdminClient<DefaultClientContext>> =
-        Arc::new(ClientConfig::new().set("bootstrap.servers", &cfg.brokers).create().map_err(unavailable)?);
-    let (brokers, existing) = cluster_view(admin.clone(), cfg.topic.clone()).await?;
-    let settings = TopicSettings::for_cluster(brokers, cfg.replication_factor, cfg.min_insync_replicas)?;
-    if let Some(replicas) = existing.filter(|r| *r < settings.replication_factor) {
+/// Makes sure the topic and its dead-letter topic are there before anything is produced
+/// or consumed: created when absent (`--kafka-create-topics`), else only checked, which
+/// needs no admin rights.
+pub async fn ensure_topics(cfg: &KafkaConfig) -> Result<(), QueueError> {
+    if cfg.create_topics {
+        create_topics(cfg).await
+    } else {
+        check_topics(cfg).await
+    }
+}
+
+fn config(cfg: &KafkaConfig) -> ClientConfig {
+    let mut c = client::common(&cfg.brokers, &cfg.client);
+    client::with_properties(&mut c, &cfg.client);
+    c
+}
+
+fn admin(cfg: &KafkaConfig) -> Result<AdminClient<DefaultClientContext>, QueueError> {
+    config(cfg).create().map_err(unavailable)
+}
+
+/// Creates the topics when absent; an existing topic keeps its settings (Kafka does not
+/// change them on create), so a weaker one is reported.
+async fn create_topics(cfg: &KafkaConfig) -> Result<(), QueueError> {
+    let view = cluster_view(cfg, cfg.topic.clone()).await?;
+    let settings = TopicSettings::for_cluster(view.brokers, cfg.replication_factor, cfg.min_insync_replicas)?;
+    if let Some(replicas) = view.replicas.filter(|r| *r < settings.replication_factor) {
         tracing::warn!(topic = %cfg.topic, replicas, wanted = settings.replication_factor, "the topic exists with fewer replicas than configured; Kafka keeps them");
     }
     let min_isr = settings.min_insync_replicas.to_string();
+    let retention_ms = cfg.retention.as_millis().to_string();
     let (main, dlq) = (cfg.topic.clone(), cfg.dlq_topic());
     let topics: Vec<NewTopic<'_>> = [&main, &dlq]
         .into_iter()
-        .map(|t| NewTopic::new(t, cfg.partitions, TopicReplication::Fixed(settings.replication_factor)).set("min.insync.replicas", &min_isr))
+        .map(|t| {
+            NewTopic::new(t, cfg.partitions, TopicReplication::Fixed(settings.replication_factor))
+                .set("min.insync.replicas", &min_isr)
+                .set("retention.ms", &retention_ms)
+        })
         .collect();
-    let opts = AdminOptions::new().operation_timeout(Some(Timeout::After(Duration::from_secs(10))));
-    for result in admin.create_topics(&topics, &opts).await.map_err(unavailable)? {
+    for result in admin(cfg)?.create_topics(&topics, &admin_options()).await.map_err(unavailable)? {
         match result {
             Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
             Err((topic, code)) => return Err(QueueError::Unavailable(format!("cannot create topic {topic}: {code}"))),
         }
     }
     tracing::info!(topic = %cfg.topic, replication_factor = settings.replication_factor, min_insync_replicas = settings.min_insync_replicas, "kafka topics ready");
-    Ok(settings)
+    Ok(())
 }
 
-/// How many brokers the cluster has, and how many replicas the topic has if it exists.
-async fn cluster_view(admin: Arc<AdminClient<DefaultClientContext>>, topic: String) -> Result<(usize, Option<i32>), QueueError> {
+/// Without the right to create topics, the operator made them: they must exist, the main
+/// one with the partitions configured (events of one order must keep one partition).
+async fn check_topics(cfg: &KafkaConfig) -> Result<(), QueueError> {
+    for (topic, want) in [(cfg.topic.clone(), Some(cfg.partitions)), (cfg.dlq_topic(), None)] {
+        let view = cluster_view(cfg, topic.clone()).await?;
+        match (view.partitions, want) {
+            (None, _) => {
+                return Err(QueueError::Unavailable(format!(
+                    "the Kafka topic {topic} does not exist and --kafka-create-topics is false: create it ({} partitions, retention.ms {}) or let webhooks create it",
+                    cfg.partitions,
+                    cfg.retention.as_millis()
+                )))
+            }
+            (Some(n), Some(want)) if n != want => {
+                return Err(QueueError::Unavailable(format!("the Kafka topic {topic} has {n} partitions but --kafka-partitions is {want}")))
+            }
+            _ => {}
+        }
+    }
+    tracing::info!(topic = %cfg.topic, partitions = cfg.partitions, "kafka topics exist (not created: --kafka-create-topics false)");
+    Ok(())
+}
+
+/// The topic's effective `retention.ms` as the broker applies it (its own, or the
+/// broker's default): `None` when it keeps everything. Unreadable (no DescribeConfigs
+/// right), the configured one is assumed, and said.
+pub async fn effective_retention(cfg: &KafkaConfig) -> Result<Option<Duration>, QueueError> {
+    let described = admin(cfg)?.describe_configs(&[ResourceSpecifier::Topic(&cfg.topic)], &admin_options()).await;
+    let value = described
+        .ok()
+        .and_then(|mut r| r.pop())
+        .and_then(Result::ok)
+        .and_then(|c| c.get("retention.ms").and_then(|e| e.value.clone()))
+        .and_then(|v| v.parse::<i64>().ok());
+    Ok(match value {
+        Some(ms) if ms < 0 => None,
+        Some(ms) => Some(Duration::from_millis(ms as u64)),
+        None => {
+            tracing::warn!(topic = %cfg.topic, assumed_ms = cfg.retention.as_millis() as u64, "cannot read the topic's retention.ms; assuming --kafka-retention-ms");
+            Some(cfg.retention)
+        }
+    })
+}
+
+fn admin_options() -> AdminOptions {
+    AdminOptions::new().operation_timeout(Some(Timeout::After(Duration::from_secs(10)))).request_timeout(Some(Timeout::After(Duration::from_secs(10))))
+}
+
+/// What the metadata says: how many brokers the cluster has, and for the topic, if it
+/// exists, its replicas and partitions.
+struct ClusterView {
+    brokers: usize,
+    replicas: Option<i32>,
+    partitions: Option<i32>,
+}
+
+/// Asked through a client of its own whose events are read: when the request fails, the
+/// broker's reason (a refused password, a certificate that does not verify) comes with it.
+async fn cluster_view(cfg: &KafkaConfig, topic: String) -> Result<ClusterView, QueueError> {
+    let probe: BaseProducer<LastError> = config(cfg).create_with_context(LastError::default()).map_err(unavailable)?;
     tokio::task::spawn_blocking(move || {
-        let md = admin.inner().fetch_metadata(Some(&topic), Duration::from_secs(10)).map_err(unavailable)?;
-        let replicas = md
-            .topics()
-            .iter()
-            .find(|t| t.name() == topic && t.error().is_none())
-            .and_then(|t| t.partitions().first())
-            .map(|p| i32::try_from(p.replicas().len()).unwrap_or(i32::MAX));
-        Ok((md.brokers().len(), replicas))
+        let md = probe.client().fetch_metadata(Some(&topic), Duration::from_secs(10)).map_err(|e| {
+            probe.poll(Duration::from_millis(100));
+            QueueError::Unavailable(format!("cannot reach Kafka: {}", probe.context().explain(e)))
+        })?;
+        let found = md.topics().iter().find(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty());
+        let count = |n: usize| i32::try_from(n).unwrap_or(i32::MAX);
+        Ok(ClusterView {
+            brokers: md.brokers().len(),
+            replicas: found.and_then(|t| t.partitions().first()).map(|p| count(p.replicas().len())),
+            partitions: found.map(|t| count(t.partitions().len())),
+        })
     })
     .await
     .map_err(|e| QueueError::Unavailable(e.to_string()))?
