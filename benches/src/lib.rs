@@ -21,6 +21,8 @@ pub fn event(i: usize) -> PaymentEvent {
         currency: "USD".into(),
         created_at: None,
         received_at_us: 0,
+        request_id: None,
+        traceparent: None,
     }
 }
 

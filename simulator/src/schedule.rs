@@ -297,6 +297,8 @@ impl Sim {
                     currency: "USD".into(),
                     created_at: None,
                     received_at_us: 0,
+                    request_id: None,
+                    traceparent: None,
                 };
         let payload = serde_json::to_vec(&e).unwrap_or_default();
         self.events.push(Event { id: e.event_id, payload });

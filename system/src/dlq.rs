@@ -72,6 +72,16 @@ pub async fn replay_via_server(url: &str, admin_token: Option<&str>, filter: &De
     response.json().await.map_err(|e| failed(format!("unexpected answer: {e}")))
 }
 
+/// The id of the HTTP request that delivered a dead letter's event, from its payload; `None`
+/// for events queued before request ids, and for payloads that are no payment event.
+pub fn request_id(payload: &str) -> Option<String> {
+    #[derive(Deserialize)]
+    struct Trail {
+        request_id: Option<String>,
+    }
+    serde_json::from_str::<Trail>(payload).ok()?.request_id
+}
+
 /// Parses `--since`: unix seconds, or an age such as `90s`, `30m`, `2h`, `7d`.
 pub fn parse_since(s: &str, now_us: i64) -> Result<i64, String> {
     let s = s.trim();
@@ -92,7 +102,14 @@ pub fn parse_since(s: &str, now_us: i64) -> Result<i64, String> {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_since;
+    use super::{parse_since, request_id};
+
+    #[test]
+    fn a_dead_letter_names_its_request_when_its_event_did() {
+        assert_eq!(request_id(r#"{"event_id":"e","request_id":"req-1"}"#).as_deref(), Some("req-1"));
+        assert_eq!(request_id(r#"{"event_id":"e"}"#), None);
+        assert_eq!(request_id("not json"), None);
+    }
 
     #[test]
     fn since_takes_unix_seconds_or_an_age() {

@@ -20,6 +20,8 @@
 //! `datadir.rs` keeps a data directory to one process per role; `durable_dir.rs` makes the
 //! directory entries of the durable path survive a power cut; `disk.rs` is the seam the
 //! durable path's I/O goes through (the real file system, or the simulator's disk).
+//! `ingress/request_id.rs` names each request; that id and the W3C trace context ride in the
+//! queue record to the worker (`traces.rs` exports the spans when a collector is configured).
 
 pub mod app;
 pub mod backup;
@@ -40,4 +42,5 @@ pub mod queue;
 pub mod retention;
 mod sqlite_conn;
 pub mod store;
+pub mod traces;
 pub mod worker;

@@ -9,6 +9,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use webhooks::store::{now_us, DeadLetterFilter};
 use webhooks::logging::{self, LogFormat};
+use webhooks::traces::OtlpConfig;
 use webhooks::{app, dlq};
 use webhooks::config::{ServerArgs, StorageArgs, WorkerArgs};
 
@@ -34,6 +35,13 @@ struct Cli {
     /// objects for log shippers.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
     log_format: LogFormat,
+    /// Export traces to this OpenTelemetry collector (OTLP over HTTP, the base URL: spans go
+    /// to <endpoint>/v1/traces). Unset: no spans are made or sent.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT", global = true)]
+    otlp_endpoint: Option<String>,
+    /// The service name the exported spans carry.
+    #[arg(long, env = "OTEL_SERVICE_NAME", default_value = "webhooks", global = true)]
+    otel_service_name: String,
 }
 
 #[derive(Debug, Subcommand)]
@@ -126,7 +134,8 @@ enum DlqAction {
 #[tokio::main]
 pub(crate) async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    logging::init(cli.log_format, "info");
+    let otlp = cli.otlp_endpoint.clone().map(|endpoint| OtlpConfig { endpoint, service_name: cli.otel_service_name.clone() });
+    let _traces = logging::init(cli.log_format, "info", otlp.as_ref())?;
     #[cfg(feature = "fault-injection")]
     inject_faults(&cli);
     let shutdown = CancellationToken::new();
@@ -220,7 +229,8 @@ async fn dlq(storage: StorageArgs, action: DlqAction) -> anyhow::Result<()> {
             println!("{count} dead letter(s) match; showing {}", items.len());
             for d in items {
                 let replayed = if d.replayed_at_us.is_some() { " (replayed)" } else { "" };
-                println!("{:>8}  {}  {}  attempts={}  {}{replayed}", d.id, d.event_id, d.failed_at_us, d.attempts, d.error);
+                let request = dlq::request_id(&d.payload).map(|r| format!("  request={r}")).unwrap_or_default();
+                println!("{:>8}  {}  {}  attempts={}{request}  {}{replayed}", d.id, d.event_id, d.failed_at_us, d.attempts, d.error);
             }
         }
         DlqAction::Show { id } => {

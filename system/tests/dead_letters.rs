@@ -19,6 +19,8 @@ fn payment_event(id: &str, payment: &str, order: &str) -> PaymentEvent {
         currency: "USD".into(),
         created_at: None,
         received_at_us: 1,
+        request_id: None,
+        traceparent: None,
     }
 }
 

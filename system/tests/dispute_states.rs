@@ -62,6 +62,8 @@ fn refunds_and_disputes_settle_the_same_in_any_arrival_order() {
                                 currency: "USD".into(),
                                 created_at: Some(i as i64),
                                 received_at_us: 1,
+                                request_id: None,
+                                traceparent: None,
                             })
                             .collect()
                     };
@@ -110,6 +112,8 @@ async fn a_disputed_order_reads_back_as_disputed() {
             currency: "USD".into(),
             created_at: None,
             received_at_us: 1,
+            request_id: None,
+            traceparent: None,
         };
         s.apply_batch("c", &[ev("e1", EventType::Success), ev("e2", EventType::PartiallyRefunded)], &[]).await.expect("apply");
         assert_eq!(s.order("od").await.expect("read").expect("order").status, "partially_refunded", "{name}");

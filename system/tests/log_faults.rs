@@ -161,6 +161,8 @@ fn event(i: usize) -> PaymentEvent {
         currency: "USD".into(),
         created_at: None,
         received_at_us: 1,
+        request_id: None,
+        traceparent: None,
     }
 }
 

@@ -217,6 +217,8 @@ fn events(tag: &str, orders: usize) -> Vec<PaymentEvent> {
                     currency: "USD".into(),
                     created_at: None,
                     received_at_us: 1,
+                    request_id: None,
+                    traceparent: None,
                 });
             }
         }

@@ -22,6 +22,8 @@ fn ev(id: &str, payment: &str) -> PaymentEvent {
         currency: "USD".into(),
         created_at: None,
         received_at_us: 1,
+        request_id: None,
+        traceparent: None,
     }
 }
 

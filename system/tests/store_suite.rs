@@ -54,7 +54,7 @@ async fn finish(backends: Vec<Backend>) {
 }
 
 fn ev(id: &str, t: EventType, payment: &str, order: &str, amount: i64) -> PaymentEvent {
-    PaymentEvent { event_id: id.into(), event_type: t, payment_id: payment.into(), order_id: order.into(), amount, currency: "USD".into(), created_at: None, received_at_us: 1 }
+    PaymentEvent { event_id: id.into(), event_type: t, payment_id: payment.into(), order_id: order.into(), amount, currency: "USD".into(), created_at: None, received_at_us: 1, request_id: None, traceparent: None }
 }
 
 fn order(id: &str, total: i64) -> NewOrder {

@@ -92,6 +92,13 @@ pub struct PaymentEvent {
     pub created_at: Option<i64>,
     /// Microseconds since the Unix epoch when ingress accepted it; end-to-end latency starts here.
     pub received_at_us: i64,
+    /// The id of the HTTP request that delivered it, for following it into the worker's logs
+    /// and dead letters. Absent in records written before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+    /// The W3C `traceparent` of the delivery, so the worker's span joins the request's trace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
 }
 
 /// Why a syntactically fine body is still not a payment event we accept.
@@ -168,6 +175,8 @@ impl WebhookBody {
             currency: self.currency,
             created_at: self.created_at,
             received_at_us,
+            request_id: None,
+            traceparent: None,
         })
     }
 
@@ -250,5 +259,16 @@ mod tests {
         let e = body().into_event(Some("msg_1"), 42).unwrap();
         let bytes = serde_json::to_vec(&e).unwrap();
         assert_eq!(serde_json::from_slice::<PaymentEvent>(&bytes).unwrap(), e);
+    }
+
+    #[test]
+    fn records_without_a_request_id_still_decode_and_new_ones_keep_it() {
+        let old = r#"{"event_id":"evt_1","event_type":"payment.success","payment_id":"pay_1","order_id":"order_1","amount":1000,"currency":"USD","received_at_us":7}"#;
+        let e: PaymentEvent = serde_json::from_str(old).unwrap();
+        assert_eq!((e.request_id.as_deref(), e.traceparent.as_deref()), (None, None));
+        assert_eq!(serde_json::to_string(&e).unwrap(), old, "absent fields are not written");
+        let traced = PaymentEvent { request_id: Some("req-1".into()), traceparent: Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into()), ..e };
+        let back: PaymentEvent = serde_json::from_slice(&serde_json::to_vec(&traced).unwrap()).unwrap();
+        assert_eq!(back, traced);
     }
 }

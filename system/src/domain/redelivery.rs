@@ -58,6 +58,8 @@ mod tests {
             currency: "USD".into(),
             created_at: None,
             received_at_us: 0,
+            request_id: None,
+            traceparent: None,
         }
     }
 

@@ -208,6 +208,8 @@ fn build(
         currency,
         created_at: Some(head.created),
         received_at_us,
+        request_id: None,
+        traceparent: None,
     };
     Ok(Mapped { event, order_id })
 }

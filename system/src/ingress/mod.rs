@@ -8,6 +8,7 @@ mod ops;
 pub use ops::worker_routes;
 mod reads;
 mod refusals;
+pub mod request_id;
 pub use refusals::{AdminRefusal, Refusals};
 pub mod serve;
 pub mod signature;

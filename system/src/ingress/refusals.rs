@@ -94,24 +94,25 @@ impl Refusals {
 
     /// Counts and logs a webhook whose signature was refused. A timestamp outside the tolerance
     /// is said apart: a run of them is a clock to fix, not a forger.
-    pub fn signature(&self, metrics: &Metrics, err: &SignatureError, from: Option<IpAddr>) {
+    /// `request_id` is the one the sender got in its answer, which its dashboard shows.
+    pub fn signature(&self, metrics: &Metrics, err: &SignatureError, from: Option<IpAddr>, request_id: &str) {
         metrics.signature_refusal(err.reason());
         if let Some(held_back) = self.signature_log.admit() {
             let from = from.map(|ip| ip.to_string()).unwrap_or_default();
             if let SignatureError::Expired(_) = err {
-                tracing::warn!(%from, reason = err.reason(), held_back, error = %err, "webhook timestamp outside the tolerance: clock skew between the provider and this host, or a replay");
+                tracing::warn!(%from, request_id, reason = err.reason(), held_back, error = %err, "webhook timestamp outside the tolerance: clock skew between the provider and this host, or a replay");
             } else {
-                tracing::warn!(%from, reason = err.reason(), held_back, error = %err, "webhook signature refused");
+                tracing::warn!(%from, request_id, reason = err.reason(), held_back, error = %err, "webhook signature refused");
             }
         }
     }
 
     /// Logs a webhook refused for its content or form (4xx other than its signature), with the
     /// reason and the message the sender got, which names the field but never carries the body.
-    pub fn webhook(&self, err: &ApiError, from: Option<IpAddr>) {
+    pub fn webhook(&self, err: &ApiError, from: Option<IpAddr>, request_id: &str) {
         if let Some(held_back) = self.webhook_log.admit() {
             let from = from.map(|ip| ip.to_string()).unwrap_or_default();
-            tracing::warn!(%from, status = err.status().as_u16(), reason = err.code(), held_back, error = %err, "webhook refused");
+            tracing::warn!(%from, request_id, status = err.status().as_u16(), reason = err.code(), held_back, error = %err, "webhook refused");
         }
     }
 }

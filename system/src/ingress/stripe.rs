@@ -12,11 +12,14 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use axum::body::Body;
 use axum::extract::{ConnectInfo, State};
 use axum::http::HeaderMap;
+use axum::response::Response;
 use axum::{Extension, Json};
 use serde::Serialize;
+use tracing::Instrument;
 
 use super::body::{parse, read_limited, require_json};
 use super::error::ApiError;
+use super::request_id::Trail;
 use super::AppState;
 use crate::domain::stripe::{self as map, Charge, Dispute, Envelope, ForOperator, Kind, Mapped, PaymentIntent, Typed};
 use crate::domain::{Invalid, PaymentEvent};
@@ -57,18 +60,19 @@ pub async fn receive(
     peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
     body: Body,
-) -> Result<Json<Answer>, ApiError> {
+) -> Response {
     let started = Instant::now();
-    let result = accept(&app, &headers, body).await;
+    let trail = Trail::of(&headers, super::STRIPE_ROUTE);
+    let result = accept(&app, &headers, body, &trail).instrument(trail.span.clone()).await;
     match &result {
         // Answered 200 but never queued: not "accepted", which the worker's counts must meet.
         Ok(answer) if answer.status != "accepted" => app.metrics.record_ack(started.elapsed()),
-        _ => super::webhook::count(&app, started, peer, &result),
+        _ => super::webhook::count(&app, started, peer, &trail, &result),
     }
-    result.map(Json)
+    trail.answer(result.map(Json))
 }
 
-async fn accept(app: &AppState, headers: &HeaderMap, body: Body) -> Result<Answer, ApiError> {
+async fn accept(app: &AppState, headers: &HeaderMap, body: Body, trail: &Trail) -> Result<Answer, ApiError> {
     require_json(headers)?;
     let bytes = read_limited(headers, body, app.max_body).await?;
     let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
@@ -86,8 +90,9 @@ async fn accept(app: &AppState, headers: &HeaderMap, body: Body) -> Result<Answe
         Err(why) => Err((None, why)),
     };
     match event {
-        Ok(event) => {
-            app.producer.append(&event).await?;
+        Ok(mut event) => {
+            trail.stamp(&mut event);
+            app.producer.append(&event).instrument(trail.append_span()).await?;
             Ok(Answer { status: "accepted", event_id: event.event_id, reason: None })
         }
         Err((payment_id, why)) => record_for_operator(app, &head, payment_id, &bytes, why).await,

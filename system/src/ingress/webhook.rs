@@ -6,11 +6,14 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use axum::body::Body;
 use axum::extract::{ConnectInfo, State};
 use axum::http::HeaderMap;
+use axum::response::Response;
 use axum::{Extension, Json};
 use serde::Serialize;
+use tracing::Instrument;
 
 use super::body::{parse, read_limited, require_json};
 use super::error::ApiError;
+use super::request_id::Trail;
 use super::AppState;
 use super::signature::STANDARD_ID;
 use crate::domain::event::type_list;
@@ -28,16 +31,17 @@ pub async fn receive(
     peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
     body: Body,
-) -> Result<Json<Accepted>, ApiError> {
+) -> Response {
     let started = Instant::now();
-    let result = accept(&app, &headers, body).await;
-    count(&app, started, peer, &result);
-    result.map(Json)
+    let trail = Trail::of(&headers, super::WEBHOOK_ROUTE);
+    let result = accept(&app, &headers, body, &trail).instrument(trail.span.clone()).await;
+    count(&app, started, peer, &trail, &result);
+    trail.answer(result.map(Json))
 }
 
 /// Counts a webhook's answer: accepted with its latency, or refused by reason (and a bad
-/// signature against its sender's address).
-pub(super) fn count<T>(app: &AppState, started: Instant, peer: Option<Extension<ConnectInfo<SocketAddr>>>, result: &Result<T, ApiError>) {
+/// signature against its sender's address), logged with the request's id.
+pub(super) fn count<T>(app: &AppState, started: Instant, peer: Option<Extension<ConnectInfo<SocketAddr>>>, trail: &Trail, result: &Result<T, ApiError>) {
     match result {
         Ok(_) => {
             app.metrics.webhooks_accepted.inc();
@@ -46,17 +50,18 @@ pub(super) fn count<T>(app: &AppState, started: Instant, peer: Option<Extension<
         Err(e) => {
             app.metrics.reject(e.code());
             let from = peer.map(|Extension(ConnectInfo(addr))| addr.ip());
+            let request_id = trail.request_id.as_str();
             match e {
-                ApiError::Signature(refused) => app.refusals.signature(&app.metrics, refused, from),
+                ApiError::Signature(refused) => app.refusals.signature(&app.metrics, refused, from, request_id),
                 // A provider's dashboard shows these; the log must too. 5xx are logged already.
-                refused if refused.status().is_client_error() => app.refusals.webhook(refused, from),
+                refused if refused.status().is_client_error() => app.refusals.webhook(refused, from, request_id),
                 _ => {}
             }
         }
     }
 }
 
-async fn accept(app: &AppState, headers: &HeaderMap, body: Body) -> Result<Accepted, ApiError> {
+async fn accept(app: &AppState, headers: &HeaderMap, body: Body, trail: &Trail) -> Result<Accepted, ApiError> {
     crate::fault::busy_work();
     require_json(headers)?;
     let bytes = read_limited(headers, body, app.max_body).await?;
@@ -64,8 +69,9 @@ async fn accept(app: &AppState, headers: &HeaderMap, body: Body) -> Result<Accep
     let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
     let verified = app.verifier.verify(headers, &bytes, now.as_secs() as i64)?;
     let parsed: WebhookBody = parse(&bytes, field_rules)?;
-    let event = parsed.into_event(verified.message_id.as_deref(), now.as_micros() as i64)?;
-    app.producer.append(&event).await?;
+    let mut event = parsed.into_event(verified.message_id.as_deref(), now.as_micros() as i64)?;
+    trail.stamp(&mut event);
+    app.producer.append(&event).instrument(trail.append_span()).await?;
     Ok(Accepted { status: "accepted", event_id: event.event_id })
 }
 

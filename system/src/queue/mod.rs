@@ -141,5 +141,7 @@ pub(crate) fn test_event(i: usize) -> PaymentEvent {
         currency: "USD".into(),
         created_at: None,
         received_at_us: 1,
+        request_id: None,
+        traceparent: None,
     }
 }

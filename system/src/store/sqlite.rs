@@ -677,6 +677,8 @@ mod tests {
             currency: "USD".into(),
             created_at: None,
             received_at_us: 1,
+            request_id: None,
+            traceparent: None,
         }
     }
 

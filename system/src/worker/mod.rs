@@ -12,11 +12,13 @@ use std::time::{Duration, Instant};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, Span};
 
 use crate::domain::PaymentEvent;
 use crate::metrics::Metrics;
 use crate::queue::{last_positions, Consumer, Delivery, QueueError};
 use crate::store::{now_us, Applied, DeadLetter, Store, StoreError};
+use crate::traces;
 pub use retry::RetryPolicy;
 
 #[derive(Debug, Clone)]
@@ -238,8 +240,12 @@ impl Worker {
                 self.publish_dead_letter(d, &letter.error).await;
             }
         }
+        let spans = apply_spans(&events);
         match self.with_retries(|| self.store.apply_batch(&self.cfg.consumer, &events, &positions)).await {
             Ok(outcomes) => {
+                for (span, outcome) in spans.iter().zip(&outcomes) {
+                    span.record("outcome", label(outcome));
+                }
                 self.record(&events, &outcomes);
                 let decoded = batch.iter().filter(|d| d.event.is_ok());
                 for (d, outcome) in decoded.zip(&outcomes) {
@@ -249,6 +255,9 @@ impl Worker {
                 }
             }
             Err(Failure::Poison(e)) => {
+                for span in &spans {
+                    span.record("outcome", "applied_alone");
+                }
                 tracing::warn!(error = %e, events = events.len(), "batch failed; applying its events one by one");
                 self.isolate(batch).await?;
             }
@@ -261,21 +270,34 @@ impl Worker {
     }
 
     /// Applies each event in its own transaction so that only the poison ones are dead-lettered.
+    /// Its retries and dead letter are logged in the event's span, which names its request.
     async fn isolate(&self, batch: &[Delivery]) -> Result<(), Interrupted> {
         for d in batch {
             let Ok(event) = &d.event else { continue };
-            let one = std::slice::from_ref(event);
-            let positions = last_positions(std::slice::from_ref(d));
-            match self.with_retries(|| self.store.apply_batch(&self.cfg.consumer, one, &positions)).await {
-                Ok(outcomes) => self.record(one, &outcomes),
-                Err(Failure::Interrupted) => return Err(Interrupted),
-                Err(Failure::Poison(e)) => {
-                    tracing::error!(event_id = %event.event_id, error = %e, "event dead-lettered");
-                    let letter = [DeadLetter::for_event(event, e.to_string(), self.cfg.retry.max_attempts)];
-                    self.until_stored(|| self.store.dead_letter(&self.cfg.consumer, &letter, &positions)).await?;
-                    self.metrics.worker_outcome("dead_lettered", 1);
-                    self.publish_dead_letter(d, &letter[0].error).await;
+            let span = apply_span(event);
+            self.apply_alone(d, event, &span).instrument(span.clone()).await?;
+        }
+        Ok(())
+    }
+
+    async fn apply_alone(&self, d: &Delivery, event: &PaymentEvent, span: &Span) -> Result<(), Interrupted> {
+        let one = std::slice::from_ref(event);
+        let positions = last_positions(std::slice::from_ref(d));
+        match self.with_retries(|| self.store.apply_batch(&self.cfg.consumer, one, &positions)).await {
+            Ok(outcomes) => {
+                if let Some(outcome) = outcomes.first() {
+                    span.record("outcome", label(outcome));
                 }
+                self.record(one, &outcomes)
+            }
+            Err(Failure::Interrupted) => return Err(Interrupted),
+            Err(Failure::Poison(e)) => {
+                span.record("outcome", "dead_lettered");
+                tracing::error!(event_id = %event.event_id, request_id = request_id(event), error = %e, "event dead-lettered");
+                let letter = [DeadLetter::for_event(event, e.to_string(), self.cfg.retry.max_attempts)];
+                self.until_stored(|| self.store.dead_letter(&self.cfg.consumer, &letter, &positions)).await?;
+                self.metrics.worker_outcome("dead_lettered", 1);
+                self.publish_dead_letter(d, &letter[0].error).await;
             }
         }
         Ok(())
@@ -339,19 +361,14 @@ impl Worker {
     fn record(&self, events: &[PaymentEvent], outcomes: &[Applied]) {
         let now = now_us();
         for (e, o) in events.iter().zip(outcomes) {
-            let label = match o {
-                Applied::Applied => "applied",
-                Applied::Stale => "stale",
-                Applied::Duplicate => "duplicate",
-                Applied::Conflict | Applied::IdReused(_) => "conflict",
-                Applied::DeadLettered(_) => "dead_lettered",
-            };
-            self.metrics.worker_outcome(label, 1);
+            self.metrics.worker_outcome(label(o), 1);
+            let request_id = request_id(e);
             match o {
                 Applied::Conflict => {
-                    tracing::warn!(event_id = %e.event_id, payment_id = %e.payment_id, amount = e.amount, currency = %e.currency, "payment conflicted: events of one rank disagree on amount or currency")
+                    tracing::warn!(event_id = %e.event_id, request_id, payment_id = %e.payment_id, amount = e.amount, currency = %e.currency, "payment conflicted: events of one rank disagree on amount or currency")
                 }
-                Applied::IdReused(error) => tracing::warn!(event_id = %e.event_id, %error, "event id reused for another event; dead-lettered"),
+                Applied::IdReused(error) => tracing::warn!(event_id = %e.event_id, request_id, %error, "event id reused for another event; dead-lettered"),
+                Applied::DeadLettered(error) => tracing::warn!(event_id = %e.event_id, request_id, %error, "event dead-lettered"),
                 _ => {}
             }
             if matches!(o, Applied::Applied | Applied::Stale | Applied::Conflict) {
@@ -359,6 +376,37 @@ impl Worker {
             }
         }
     }
+}
+
+fn label(outcome: &Applied) -> &'static str {
+    match outcome {
+        Applied::Applied => "applied",
+        Applied::Stale => "stale",
+        Applied::Duplicate => "duplicate",
+        Applied::Conflict | Applied::IdReused(_) => "conflict",
+        Applied::DeadLettered(_) => "dead_lettered",
+    }
+}
+
+/// The id of the request that delivered the event; empty for records older than it.
+fn request_id(event: &PaymentEvent) -> &str {
+    event.request_id.as_deref().unwrap_or_default()
+}
+
+/// The event's `webhook.apply` span, a child of its request's span through the queue record.
+fn apply_span(event: &PaymentEvent) -> Span {
+    let span = tracing::info_span!("webhook.apply", request_id = request_id(event), event_id = %event.event_id, outcome = tracing::field::Empty, otel.kind = "consumer");
+    traces::set_parent(&span, event.traceparent.as_deref());
+    span
+}
+
+/// A span per event of a batch while spans are exported, ended with the batch's transaction;
+/// none otherwise, so a batch costs nothing more when no one collects them.
+fn apply_spans(events: &[PaymentEvent]) -> Vec<Span> {
+    if !traces::exporting() {
+        return Vec::new();
+    }
+    events.iter().map(apply_span).collect()
 }
 
 fn undecodable(d: &Delivery) -> DeadLetter {

@@ -145,6 +145,8 @@ fn delivery(offset: i64) -> Delivery {
         currency: "USD".into(),
         created_at: None,
         received_at_us: 0,
+        request_id: None,
+        traceparent: None,
     };
     Delivery::decode(Position { partition: 0, offset }, serde_json::to_vec(&event).unwrap())
 }
