@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Kafka mode against the embedded log, side by side in one run, pair by pair.
 #
-#   scripts/kafka-cost.sh BIN [open|closed|all] [SECONDS]
+#   scripts/kafka-cost.sh BIN [open|closed|pg|all] [SECONDS]
 #
 # open (default part of all): for each RATE in $RATES (default "5000 15000") and each of
 # $PAIRS rounds (default 2), the same open-loop load (loadgen, scenarios/cpu-sampled.toml.in,
@@ -18,7 +18,16 @@
 # each, their ratio, and how many of the Kafka run's accepted events the worker had applied
 # when wrk stopped and after a drain.
 #
-# THREADS=1 adds each server thread's CPU over the run. Prints one line per run; LOADGEN (default ./target/release/loadgen). The machine may be
+# pg (not part of all): for each RATE and each of $PAIRS rounds, the HTTP floor
+# (scripts/http-floor.sh: the same binary answering the same load on a path that does no
+# work), then Kafka + PostgreSQL: one server and two workers on $DATABASE_URL (default the
+# services' database). CPU per event of the server and of the broker's JVM over the seconds
+# the server accepted half the rate, of the two workers together and of PostgreSQL's
+# processes over the seconds they applied half the rate. PostgreSQL and the broker may
+# serve others meanwhile (the figures are then upper bounds).
+#
+# THREADS=1 adds each server and worker thread's CPU over the run; PROFILE=DIR records
+# `perf record -e cpu-clock` of the server and the first worker for 8 s in each pg run. Prints one line per run; LOADGEN (default ./target/release/loadgen). The machine may be
 # shared: compare within a pair, not across runs.
 set -euo pipefail
 bin=$(realpath "$1") part=${2:-all} seconds=${3:-20}
@@ -27,7 +36,8 @@ rates=${RATES:-5000 15000} pairs=${PAIRS:-2}
 brokers=${KAFKA_BROKERS:-127.0.0.1:9092}
 loadgen=$(realpath "${LOADGEN:-./target/release/loadgen}")
 secret=whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw
-addr=127.0.0.1:3904 metrics=127.0.0.1:3905
+database=${DATABASE_URL:-postgres://webhooks:webhooks@127.0.0.1:5432/webhooks}
+addr=127.0.0.1:3904 metrics=127.0.0.1:3905 metrics2=127.0.0.1:3906
 work=$(mktemp -d)
 pids=()
 stop_all() {
@@ -41,7 +51,17 @@ tick=$(getconf CLK_TCK)
 cpu() { awk -v t="$tick" '{ printf "%.2f", ($14 + $15) / t }' "/proc/$1/stat" 2>/dev/null || echo 0; }
 counter() { curl -sf "http://$1/metrics" | awk -v m="$2" 'index($0, m) == 1 { n += $NF } END { printf "%d", n }'; }
 accepted() { counter "$addr" webhooks_accepted_total; }
-applied() { counter "$metrics" webhooks_worker_events_total; }
+applied() {
+  local n=0 m
+  for m in "$metrics" ${worker2:+"$metrics2"}; do n=$((n + $(counter "$m" webhooks_worker_events_total))); done
+  echo "$n"
+}
+# CPU seconds of every process named $1 (PostgreSQL's backends) or matching $2 (a broker).
+cpu_of() {
+  for p in $(pgrep "$@"); do cat "/proc/$p/stat" 2>/dev/null; done | awk -v t="$tick" '{ n += $14 + $15 } END { printf "%.2f", n / t }'
+}
+postgres_cpu() { cpu_of -x postgres; }
+broker_cpu() { cpu_of -f 'kafka\.Kafka .*/kafka/server\.properties'; }  # the single broker, not the cluster's
 
 wait_up() {
   for _ in $(seq 150); do
@@ -53,10 +73,13 @@ wait_up() {
   exit 1
 }
 
-# start MODE RUN [SECRET]: MODE embedded|kafka|standalone; sets server and worker pids.
+# start MODE RUN [SECRET]: MODE embedded|kafka|kafka-pg|standalone; sets server and worker
+# pids (worker2 for kafka-pg's second worker).
 start() {
   local mode=$1 run=$2 secret=${3:-} dir="$work/data-$2" args=()
-  [[ $mode == kafka ]] && args=(--kafka-brokers "$brokers" --kafka-topic "kafka-cost-$$-$run")
+  worker2=
+  [[ $mode == kafka* ]] && args=(--kafka-brokers "$brokers" --kafka-topic "kafka-cost-$$-$run")
+  [[ $mode == kafka-pg ]] && args+=(--database "$database")
   if curl -sf -o /dev/null "http://$addr/healthz"; then
     echo "something already serves $addr; stop it first" >&2
     exit 1
@@ -76,13 +99,22 @@ start() {
   worker=$!
   pids+=("$worker")
   wait_up "$metrics"
+  if [[ $mode == kafka-pg ]]; then
+    "$bin" worker --data-dir "$dir-2" --metrics-listen "$metrics2" "${args[@]}" >"$work/$run-worker2.log" 2>&1 &
+    worker2=$!
+    pids+=("$worker2")
+    wait_up "$metrics2"
+  fi
 }
 
-# sample SECONDS: one line a second: server CPU, worker CPU, accepted, applied.
+# sample SECONDS: one line a second: server CPU, workers' CPU, accepted, applied,
+# PostgreSQL's CPU, the broker's CPU.
 sample() {
   for ((t = 0; t <= $1; t++)); do
     [[ -d /proc/$server ]] || break
-    echo "$(cpu "$server") $(cpu "$worker") $(accepted) $(applied)"
+    local w
+    w=$(awk -v a="$(cpu "$worker")" -v b="$(if [[ -n $worker2 ]]; then cpu "$worker2"; else echo 0; fi)" 'BEGIN { printf "%.2f", a + b }')
+    echo "$(cpu "$server") $w $(accepted) $(applied) $(postgres_cpu) $(broker_cpu)"
     sleep 1
   done
 }
@@ -93,15 +125,18 @@ threads() {
     awk -v t="$tick" '{ ms[$1] += $2 * 1000 / t } END { for (k in ms) printf "%s=%d ", k, ms[k] }'
 }
 
-# Per-second deltas; a second counts for a process when its own count moved by >= MIN.
+# busy MIN [PG]: per-second deltas; a second counts for a process when its own count moved by >= MIN.
 busy() {
-  awk -v min="$1" 'NR > 1 {
-      ds = $1 - s; dw = $2 - w; da = $3 - a; dp = $4 - p
-      if (da >= min) { sc += ds; sa += da }
-      if (dp >= min) { wc += dw; wp += dp }
+  awk -v min="$1" -v pg="${2:-0}" 'NR > 1 {
+      ds = $1 - s; dw = $2 - w; da = $3 - a; dp = $4 - p; dg = $5 - g; dk = $6 - k
+      if (da >= min) { sc += ds; sa += da; kc += dk }
+      if (dp >= min) { wc += dw; wp += dp; gc += dg }
     }
-    { s = $1; w = $2; a = $3; p = $4 }
-    END { printf "server %.1f us/accepted (%d events), worker %.1f us/applied (%d events)", sa ? 1e6 * sc / sa : 0, sa, wp ? 1e6 * wc / wp : 0, wp }'
+    { s = $1; w = $2; a = $3; p = $4; g = $5; k = $6 }
+    END {
+      printf "server %.1f us/accepted (%d events), worker %.1f us/applied (%d events)", sa ? 1e6 * sc / sa : 0, sa, wp ? 1e6 * wc / wp : 0, wp
+      if (pg) printf ", postgresql %.1f us/applied, broker %.1f us/accepted", wp ? 1e6 * gc / wp : 0, sa ? 1e6 * kc / sa : 0
+    }'
 }
 
 open_run() {
@@ -109,16 +144,32 @@ open_run() {
   start "$mode" "$run" "$secret"
   sed -e "s/RATE/$rate/" -e "s/duration_s = 20/duration_s = $seconds/" scenarios/cpu-sampled.toml.in >"$work/$run.toml"
   sample $((seconds + 30)) >"$work/$run.samples" &
-  local sampler=$!
+  local sampler=$! profiler=
+  if [[ -n ${PROFILE:-} && $mode == kafka-pg ]]; then
+    mkdir -p "$PROFILE"
+    { profile "$server" "$run-server" & profile "$worker" "$run-worker" & wait; } &
+    profiler=$!
+  fi
   "$loadgen" run "$work/$run.toml" --url "http://$addr" --out "$work/$run-report" >"$work/$run-loadgen.txt" 2>&1 || true
   kill "$sampler" 2>/dev/null || true
   wait "$sampler" 2>/dev/null || true
+  [[ -n $profiler ]] && wait "$profiler"
   local ack verified
   ack=$(grep -m1 -E "^ *ack lat" "$work/$run-loadgen.txt" | sed 's/  */ /g' || true)
   verified=$(grep -m1 -E "verified" "$work/$run-loadgen.txt" | sed 's/  */ /g' || true)
-  echo "open $rate/s $mode: $(busy $((rate / 2)) <"$work/$run.samples"); $ack;$verified"
-  [[ -n ${THREADS:-} ]] && echo "  server threads, CPU ms over the run: $(threads "$server")"
+  echo "open $rate/s $mode: $(busy $((rate / 2)) "$([[ $mode == kafka-pg ]] && echo 1)" <"$work/$run.samples"); $ack;$verified"
+  if [[ -n ${THREADS:-} ]]; then
+    echo "  server threads, CPU ms over the run: $(threads "$server")"
+    echo "  worker threads, CPU ms over the run: $(threads "$worker")"
+  fi
   stop_all
+}
+
+# perf's cpu-clock samples of PID for 8 s, 5 s into the load: which thread and library.
+profile() {
+  sleep 5
+  perf record -q -e cpu-clock -F 999 -p "$1" -o "$PROFILE/$2.data" -- sleep 8 >/dev/null 2>&1 || return 0
+  perf report -i "$PROFILE/$2.data" --stdio --sort comm,dso 2>/dev/null | grep -v '^#' | grep -v '^$' | head -15 >"$PROFILE/$2.txt"
 }
 
 closed_run() {
@@ -157,6 +208,15 @@ if [[ $part == open || $part == all ]]; then
         n=$((n + 1))
         open_run "$mode" "$rate" "$n"
       done
+    done
+  done
+fi
+if [[ $part == pg ]]; then
+  for rate in $rates; do
+    for ((i = 1; i <= pairs; i++)); do
+      echo "$(scripts/http-floor.sh "$bin" "$rate" | tail -1)"
+      n=$((n + 1))
+      open_run kafka-pg "$rate" "$n"
     done
   done
 fi
