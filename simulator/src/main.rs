@@ -85,7 +85,7 @@ fn fresh_seed() -> u64 {
 
 fn replay(seed: u64, hole: Option<Hole>) -> ExitCode {
     let o = schedule::run(seed);
-    println!("seed {seed}: {} operations, {} crashes, {} faults, trace hash {:016x}", o.ops, o.crashes, o.faults, o.hash);
+    println!("seed {seed}{}: {} operations, {} crashes, {} faults, trace hash {:016x}", if o.spool { " (a spool schedule)" } else { "" }, o.ops, o.crashes, o.faults, o.hash);
     println!("last operations:\n{}", o.tail);
     match &o.violation {
         Some(_) => {
@@ -106,13 +106,35 @@ fn fail(o: &Outcome, hole: Option<Hole>) {
     eprintln!("replay: scripts/simulate.sh --seed {}{hole_flag}", o.seed);
 }
 
-/// What a run of many schedules did.
+/// What some schedules held, in sum.
 #[derive(Default)]
-struct Report {
+struct Totals {
     schedules: u64,
     ops: u64,
     crashes: u64,
     faults: u64,
+}
+
+impl Totals {
+    fn add(&mut self, o: &Outcome) {
+        self.schedules += 1;
+        self.ops += o.ops;
+        self.crashes += o.crashes;
+        self.faults += o.faults;
+    }
+
+    fn averages(&self) -> String {
+        let n = self.schedules.max(1) as f64;
+        format!("{:.1} operations, {:.2} crashes, {:.2} faults", self.ops as f64 / n, self.crashes as f64 / n, self.faults as f64 / n)
+    }
+}
+
+/// What a run of many schedules did.
+#[derive(Default)]
+struct Report {
+    all: Totals,
+    /// The spool schedules among them.
+    spool: Totals,
     elapsed: Duration,
     jobs: usize,
     /// The failing schedule with the lowest seed, if any.
@@ -121,19 +143,16 @@ struct Report {
 
 impl Report {
     fn print(&self) {
-        let n = self.schedules.max(1) as f64;
         let secs = self.elapsed.as_secs_f64().max(1e-9);
+        let n = self.all.schedules;
         println!(
-            "{} schedules in {:.1} s on {} threads: {:.0} schedules/s ({:.0} per CPU-second); per schedule on average {:.1} operations, {:.2} crashes, {:.2} faults",
-            self.schedules,
-            secs,
+            "{n} schedules in {secs:.1} s on {} threads: {:.0} schedules/s ({:.0} per CPU-second); per schedule on average {}",
             self.jobs,
-            self.schedules as f64 / secs,
-            self.schedules as f64 / secs / self.jobs as f64,
-            self.ops as f64 / n,
-            self.crashes as f64 / n,
-            self.faults as f64 / n,
+            n as f64 / secs,
+            n as f64 / secs / self.jobs as f64,
+            self.all.averages(),
         );
+        println!("of them {} spool schedules, on average {}", self.spool.schedules, self.spool.averages());
     }
 }
 
@@ -156,10 +175,10 @@ fn run_many(first: u64, count: u64, limit: Option<Duration>, jobs: usize, stop_e
                 }
                 let o = schedule::run(first.wrapping_add(i));
                 let Ok(mut t) = totals.lock() else { return };
-                t.schedules += 1;
-                t.ops += o.ops;
-                t.crashes += o.crashes;
-                t.faults += o.faults;
+                t.all.add(&o);
+                if o.spool {
+                    t.spool.add(&o);
+                }
                 if o.violation.is_some() {
                     if stop_early {
                         stop.store(true, Ordering::Relaxed);
@@ -190,7 +209,7 @@ fn bugs(budget: u64, jobs: usize) -> ExitCode {
             }
             None => {
                 all_found = false;
-                println!("{:<24} {:>10} {:>10} {:>9.1}  NOT FOUND", hole.name(), report.schedules, "-", report.elapsed.as_secs_f64());
+                println!("{:<24} {:>10} {:>10} {:>9.1}  NOT FOUND", hole.name(), report.all.schedules, "-", report.elapsed.as_secs_f64());
             }
         }
     }

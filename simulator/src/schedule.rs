@@ -15,12 +15,14 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use async_trait::async_trait;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use webhooks::disk::Disk;
+use webhooks::dlq;
 use webhooks::domain::{EventType, NewOrder, PaymentEvent};
 use webhooks::metrics::Metrics;
 use webhooks::queue::embedded::{EmbeddedConfig, EmbeddedConsumer};
@@ -28,6 +30,7 @@ use webhooks::queue::log::appender::{Fault, Writer};
 use webhooks::queue::log::recovery::Damage;
 use webhooks::queue::log::record::{self, Decoded};
 use webhooks::queue::log::{identity, reader, WriterLock};
+use webhooks::queue::{Producer, QueueError};
 use webhooks::store::{DeadLetterFilter, Store};
 use webhooks::worker::{RetryPolicy, Step, Worker, WorkerConfig};
 
@@ -72,7 +75,8 @@ impl Config {
             keep_pages: [0.0, 0.5, 1.0][r.below(3) as usize],
             dir_sync_error: level * r.below(2) as f64,
         };
-        let store_faults = StoreFaults { transient: level * r.below(2) as f64, outage: level * 0.5 * r.below(2) as f64, outage_for: Duration::from_secs(r.range(0, 5)), failed_checkpoint: level * 2.0 * r.below(2) as f64 };
+        let transient = level * r.below(2) as f64;
+        let store_faults = StoreFaults { transient, permanent: transient / 2.0, outage: level * 0.5 * r.below(2) as f64, outage_for: Duration::from_secs(r.range(0, 5)), failed_checkpoint: level * 2.0 * r.below(2) as f64 };
         let flips = r.chance(0.2);
         Self { seed, ops, store, segment_bytes, disk, store_faults, flips }
     }
@@ -107,15 +111,26 @@ pub struct Outcome {
     pub violation: Option<String>,
     /// The last operations, readable.
     pub tail: String,
+    /// A spool schedule ([`crate::spool`]) rather than the durable path's.
+    pub spool: bool,
 }
 
-/// Runs the schedule of `seed`.
+/// Runs the schedule of `seed`: a spool schedule for some seeds ([`crate::spool`]), the
+/// durable path's for the rest.
 pub fn run(seed: u64) -> Outcome {
+    if crate::spool::chosen(seed) {
+        return Outcome { spool: true, ..execute(seed, |trace| crate::spool::run(seed, trace)) };
+    }
     let cfg = Config::from_seed(seed);
+    execute(seed, |trace| Sim::new(&cfg, trace).run())
+}
+
+/// Runs a schedule in simulated time on one thread, catching a panic as a violation.
+pub(crate) fn execute<F: std::future::Future<Output = Checked<(u64, u64)>>>(seed: u64, schedule: impl FnOnce(Trace) -> F) -> Outcome {
     let trace = Trace::default();
     let runtime = tokio::runtime::Builder::new_current_thread().enable_time().start_paused(true).build();
     let result = match runtime {
-        Ok(rt) => std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| rt.block_on(Sim::new(&cfg, trace.clone()).run()))),
+        Ok(rt) => std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| rt.block_on(schedule(trace.clone())))),
         Err(e) => Ok(Err(format!("cannot build the runtime: {e}"))),
     };
     let (violation, ops, crashes) = match result {
@@ -126,7 +141,7 @@ pub fn run(seed: u64) -> Outcome {
             (Some(format!("panic: {why}")), 0, 0)
         }
     };
-    Outcome { seed, hash: trace.hash(), ops, crashes, faults: trace.faults(), violation, tail: trace.tail() }
+    Outcome { seed, hash: trace.hash(), ops, crashes, faults: trace.faults(), violation, tail: trace.tail(), spool: false }
 }
 
 /// One simulated event, as a client sends it.
@@ -135,11 +150,9 @@ struct Event {
     payload: Vec<u8>,
 }
 
-/// An append waiting for the server's next group: which event, and the dead letter it
-/// replays, to be marked once the append is durable.
+/// An append waiting for the server's next group.
 struct Sent {
     event: usize,
-    replay: Option<(i64, u32)>,
 }
 
 struct Server {
@@ -175,7 +188,7 @@ struct Sim {
     flipped: bool,
 }
 
-type Checked<T> = Result<T, String>;
+pub(crate) type Checked<T> = Result<T, String>;
 
 impl Sim {
     fn new(cfg: &Config, trace: Trace) -> Self {
@@ -244,7 +257,7 @@ impl Sim {
             84..=85 => self.power_cut(),
             86..=91 => self.restart().await,
             92..=93 => self.second_writer().await?,
-            94..=95 => self.replay().await,
+            94..=95 => self.replay().await?,
             96..=97 => {
                 if self.orders < ORDERS {
                     self.create_order(self.orders).await;
@@ -282,7 +295,7 @@ impl Sim {
             n if n > 0 && self.rng.chance(0.1) => self.rng.below(n as u64) as usize,
             _ => self.new_event(),
         };
-        self.send(Sent { event, replay: None });
+        self.send(Sent { event });
     }
 
     fn new_event(&mut self) -> usize {
@@ -358,11 +371,6 @@ impl Sim {
             return Err(format!("offset {offset} acknowledged twice: for {} and for {}", self.events[earlier].id, self.events[sent.event].id));
         }
         self.unacked.remove(&sent.event);
-        if let Some(letter) = sent.replay {
-            // Marked once durable on the log, as `webhooks dlq replay` does; a failure leaves
-            // it waiting, to be replayed again and deduplicated.
-            let _ = futures_util::FutureExt::now_or_never(self.store.mark_replayed(&[letter]));
-        }
         Ok(())
     }
 
@@ -463,7 +471,7 @@ impl Sim {
             self.trace.record("second-writer-refused", "", 0, 0);
             return Ok(());
         };
-        let sent = Sent { event: self.new_event(), replay: None };
+        let sent = Sent { event: self.new_event() };
         self.written.insert(self.events[sent.event].id.clone());
         if let Ok(offset) = writer.write(std::iter::once(self.events[sent.event].payload.as_slice())) {
             writer.publish(offset);
@@ -476,22 +484,27 @@ impl Sim {
         Ok(())
     }
 
-    /// Dead letters back onto the log through the server, as `webhooks dlq replay` does.
-    async fn replay(&mut self) {
-        if self.server.as_ref().is_none_or(|s| s.failed) {
-            return;
+    /// Dead letters back onto the log through the server, by the production replay
+    /// ([`dlq::replay`], which `POST /api/dead-letters/replay` runs), each appended as a group.
+    async fn replay(&mut self) -> Checked<()> {
+        let Some(server) = self.server.take_if(|s| !s.failed) else { return Ok(()) };
+        let producer = ReplayProducer { server: Mutex::new(server), events: &self.events, appended: Mutex::default(), wake: &self.wake };
+        let filter = DeadLetterFilter { limit: Some(50), ..DeadLetterFilter::default() };
+        let report = dlq::replay(&*self.store, &producer, &filter).await;
+        let (server, appended) = (producer.server.into_inner().unwrap_or_else(|p| p.into_inner()), producer.appended.into_inner().unwrap_or_default());
+        if server.failed {
+            self.unacked.extend(self.pending.drain(..).map(|s| s.event));
         }
-        let Ok((_, letters)) = self.store.dead_letters(&DeadLetterFilter { limit: Some(50), ..DeadLetterFilter::default() }).await else { return };
-        for letter in letters {
-            if let Some(offset) = letter.event_id.strip_prefix("undecodable:0:") {
-                // A damaged record the worker dead-lettered: reported, not replayable.
-                self.reported.extend(offset.parse::<u64>().ok());
-                continue;
+        self.server = Some(server);
+        let replayed = report.map_or(0, |r| r.replayed.len());
+        self.trace.record("replay", "", replayed as u64, appended.len() as u64);
+        for (offset, event) in appended {
+            self.written.insert(self.events[event].id.clone());
+            if let Some(offset) = offset {
+                self.acknowledge(offset, &Sent { event })?;
             }
-            let Some(event) = self.events.iter().position(|e| e.id == letter.event_id) else { continue };
-            self.send(Sent { event, replay: Some((letter.id, letter.attempts)) });
         }
-        self.trace.record("replay", "", self.pending.len() as u64, 0);
+        Ok(())
     }
 
     /// Faults have stopped: restart what is down, resend what was never acknowledged, replay
@@ -512,12 +525,12 @@ impl Sim {
             }
             let retry: Vec<usize> = std::mem::take(&mut self.unacked).into_iter().collect();
             for event in retry {
-                self.send(Sent { event, replay: None });
+                self.send(Sent { event });
             }
             while !self.pending.is_empty() && self.server.as_ref().is_some_and(|s| !s.failed) {
                 self.group()?;
             }
-            self.replay().await;
+            self.replay().await?;
             while !self.pending.is_empty() && self.server.as_ref().is_some_and(|s| !s.failed) {
                 self.group()?;
             }
@@ -537,7 +550,7 @@ impl Sim {
         let Ok(id) = identity::load_or_create_on(&self.disk, &self.dir) else { return false };
         let durable = reader::durable_on(&self.disk, &self.dir).unwrap_or(u64::MAX);
         let stored = self.stored(&id);
-        let waiting = self.store.tables().letters.iter().any(|l| !l.replayed && !l.event_id.starts_with("undecodable:"));
+        let waiting = self.store.tables().letters.iter().any(|l| l.replayed_at.is_none() && !l.event_id.starts_with("undecodable:"));
         stored >= durable && !waiting && self.store.make_durable().await.is_ok()
     }
 
@@ -579,6 +592,46 @@ impl Sim {
         if stored > durable {
             return Err(format!("stored position {stored} is beyond the log's end {durable}"));
         }
+        Ok(())
+    }
+}
+
+/// The server's producer for a replay: appends each event as a group of its own, so that it
+/// is durable when [`dlq::replay`] marks its letter. It writes the bytes the client sent:
+/// the replay's fresh arrival stamp is wall-clock time, which would make the schedule depend
+/// on when it runs.
+struct ReplayProducer<'a> {
+    server: Mutex<Server>,
+    events: &'a [Event],
+    /// The events a write was tried for, with the offset when it was acknowledged.
+    appended: Mutex<Vec<(Option<u64>, usize)>>,
+    wake: &'a Notify,
+}
+
+#[async_trait]
+impl<'a> Producer for ReplayProducer<'a> {
+    async fn append(&self, event: &PaymentEvent) -> Result<(), QueueError> {
+        let Some(i) = self.events.iter().position(|e| e.id == event.event_id) else {
+            return Err(QueueError::Storage(format!("{} was never sent", event.event_id)));
+        };
+        let mut server = self.server.lock().unwrap_or_else(|p| p.into_inner());
+        let mut appended = self.appended.lock().unwrap_or_else(|p| p.into_inner());
+        match server.writer.write(std::iter::once(self.events[i].payload.as_slice())) {
+            Ok(offset) => {
+                server.writer.publish(offset);
+                self.wake.notify_one();
+                appended.push((Some(offset), i));
+                Ok(())
+            }
+            Err(fault) => {
+                server.failed |= matches!(fault, Fault::Fatal(_));
+                appended.push((None, i));
+                Err(QueueError::Storage(format!("{fault:?}")))
+            }
+        }
+    }
+
+    async fn ready(&self) -> Result<(), QueueError> {
         Ok(())
     }
 }

@@ -1,11 +1,16 @@
-//! One store suite, every backend: the same checks against SQLite (a temp file) and
-//! PostgreSQL (a fresh database per test), through the `Store` interface the worker uses.
+//! One store suite, every backend: the same checks against SQLite (a temp file), PostgreSQL
+//! (a fresh database per test) and the simulator's store model, through the `Store`
+//! interface the worker uses. The model stands in for both stores in every simulated
+//! schedule; held to the same expectations here, it cannot drift from them.
 
 mod common;
 
 use std::sync::Arc;
 
 use common::*;
+use simulator::rng::Rng;
+use simulator::store::{Kind, StoreFaults, StoreModel};
+use simulator::trace::Trace;
 use webhooks::domain::{CreateOutcome, EventType, NewOrder, PaymentEvent};
 use webhooks::queue::Position;
 use webhooks::store::postgres::PostgresStore;
@@ -24,13 +29,18 @@ struct Backend {
 async fn backends() -> Vec<Backend> {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("store.db");
-    let mut out = vec![Backend {
-        name: "sqlite",
-        a: Arc::new(SqliteStore::open(&path).expect("sqlite")),
-        b: Arc::new(SqliteStore::open(&path).expect("sqlite")),
-        _dir: Some(dir),
-        db: None,
-    }];
+    // One model, two handles: the model is one database in memory, whoever asks.
+    let model: Arc<dyn Store> = Arc::new(StoreModel::new(Kind::Sqlite, Rng::new(1), StoreFaults::default(), Trace::default()));
+    let mut out = vec![
+        Backend {
+            name: "sqlite",
+            a: Arc::new(SqliteStore::open(&path).expect("sqlite")),
+            b: Arc::new(SqliteStore::open(&path).expect("sqlite")),
+            _dir: Some(dir),
+            db: None,
+        },
+        Backend { name: "model", a: model.clone(), b: model, _dir: None, db: None },
+    ];
     if let Some(admin) = postgres_url() {
         let db = FreshDatabase::create(&admin).await;
         out.push(Backend {
@@ -80,6 +90,31 @@ async fn duplicates_out_of_order_and_positions() {
         assert_eq!((p.status.as_str(), p.applied_events, p.events.len()), ("refunded", 3, 3), "{}", b.name);
         assert_eq!(s.order("o1").await.unwrap().unwrap().status, "refunded", "{}", b.name);
         assert_eq!(s.positions("c").await.unwrap(), [Position { partition: 0, offset: 4 }], "{}", b.name);
+    }
+    finish(all).await;
+}
+
+/// Positions commit with the batch or the dead letters that reached them; the log's position
+/// is the highest any consumer of that log stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn positions_commit_with_batches_and_dead_letters() {
+    let all = backends().await;
+    for b in &all {
+        let s = &b.a;
+        let at = |offset| [Position { partition: 0, offset }];
+        s.apply_batch("w@log1", &[ev("q1", EventType::Success, "pq1", "oq", 10)], &at(3)).await.unwrap();
+        let letter = DeadLetter::for_event(&ev("q2", EventType::Success, "pq2", "oq", 10), "store error: poison".into(), 3);
+        s.dead_letter("x@log1", &[letter], &at(7)).await.unwrap();
+        s.apply_batch("w@log2", &[], &at(50)).await.unwrap();
+        assert_eq!(s.positions("w@log1").await.unwrap(), at(3), "{}", b.name);
+        assert_eq!(s.positions("x@log1").await.unwrap(), at(7), "{}", b.name);
+        assert_eq!(s.positions("nobody@log1").await.unwrap(), Vec::<Position>::new(), "{}", b.name);
+        let logs = (s.log_position("log1").await.unwrap(), s.log_position("log2").await.unwrap(), s.log_position("log3").await.unwrap());
+        assert_eq!(logs, (7, 50, 0), "{}", b.name);
+        s.apply_batch("w@log1", &[ev("q1", EventType::Success, "pq1", "oq", 10)], &at(9)).await.unwrap();
+        assert_eq!((s.positions("w@log1").await.unwrap(), s.log_position("log1").await.unwrap()), (at(9).to_vec(), 9), "{}: a duplicate's batch still moves the position", b.name);
+        let (n, letters) = s.dead_letters(&DeadLetterFilter::default()).await.unwrap();
+        assert_eq!((n, letters[0].event_id.as_str(), letters[0].attempts), (1, "q2", 3), "{}", b.name);
     }
     finish(all).await;
 }

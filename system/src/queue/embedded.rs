@@ -189,8 +189,8 @@ fn delivery(offset: u64, payload: Result<Vec<u8>, Damaged>, dir: &Path) -> Deliv
 
 /// The position a consumer that keeps its own ([`EmbeddedConfig::own_position`]) last wrote;
 /// 0 when there is none.
-pub fn own_position(dir: &Path) -> u64 {
-    Os.open(&dir.join(POSITION_FILE), Open::Read).map_or(0, |f| read_position(&*f))
+pub fn own_position(disk: &dyn Disk, dir: &Path) -> u64 {
+    disk.open(&dir.join(POSITION_FILE), Open::Read).map_or(0, |f| read_position(&*f))
 }
 
 fn read_position(file: &dyn DiskFile) -> u64 {

@@ -13,6 +13,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use rand::rngs::StdRng;
+use rand::SeedableRng;
 use tokio::sync::{Notify, RwLock};
 use tokio_util::sync::CancellationToken;
 
@@ -60,7 +62,7 @@ impl Shared {
 /// The server's producer in Kafka mode: the broker when it answers, the spool when not.
 pub struct SpoolingProducer {
     broker: Arc<dyn Producer>,
-    spool: EmbeddedProducer,
+    spool: Box<dyn Producer>,
     shared: Arc<Shared>,
 }
 
@@ -70,22 +72,32 @@ impl SpoolingProducer {
     pub async fn open(broker: Arc<dyn Producer>, cfg: &SpoolConfig, metrics: Metrics, shutdown: CancellationToken) -> Result<Self, QueueError> {
         let log = EmbeddedConfig { own_position: true, ..cfg.log.clone() };
         let wake = Arc::new(Notify::new());
-        let spool = EmbeddedProducer::open(&log, super::embedded::own_position(&log.dir), metrics.clone(), wake.clone())?;
-        let mut reader = EmbeddedConsumer::open(&log, wake)?;
+        let spool = EmbeddedProducer::open(&log, super::embedded::own_position(&*log.disk, &log.dir), metrics.clone(), wake.clone())?;
+        let reader = EmbeddedConsumer::open(&log, wake)?;
+        let (producer, drainer) = Self::assemble(broker, Box::new(spool), reader, cfg.max_events, metrics, shutdown).await?;
+        tokio::spawn(drainer.run());
+        Ok(producer)
+    }
+
+    /// The producer and its drainer over a spool that `spool` appends to and `reader` (a
+    /// consumer keeping its own position) reads; the caller runs the drainer
+    /// ([`Drainer::run`]) or steps it ([`Drainer::step`]), as the simulator does on its clock.
+    pub async fn assemble(
+        broker: Arc<dyn Producer>,
+        spool: Box<dyn Producer>,
+        mut reader: EmbeddedConsumer,
+        max_events: u64,
+        metrics: Metrics,
+        shutdown: CancellationToken,
+    ) -> Result<(Self, Drainer), QueueError> {
         let left = reader.backlog().await?;
         if left > 0 {
             tracing::warn!(events = left, "spool holds events from an earlier run; forwarding them first");
         }
-        let shared = Arc::new(Shared {
-            spooling: AtomicBool::new(left > 0),
-            gate: RwLock::new(()),
-            depth: AtomicI64::new(0),
-            max_events: cfg.max_events,
-            metrics,
-        });
+        let shared = Arc::new(Shared { spooling: AtomicBool::new(left > 0), gate: RwLock::new(()), depth: AtomicI64::new(0), max_events, metrics });
         shared.add_depth(left as i64);
-        tokio::spawn(Drainer { reader, broker: broker.clone(), shared: shared.clone(), shutdown }.run());
-        Ok(Self { broker, spool, shared })
+        let drainer = Drainer { reader, broker: broker.clone(), shared: shared.clone(), shutdown, pending: Vec::new(), failures: 0, jitter: rand::make_rng() };
+        Ok((Self { broker, spool, shared }, drainer))
     }
 
     pub fn depth(&self) -> u64 {
@@ -135,53 +147,87 @@ impl Producer for SpoolingProducer {
     }
 }
 
-struct Drainer {
+/// Forwards the spool to the broker, oldest first.
+pub struct Drainer {
     reader: EmbeddedConsumer,
     broker: Arc<dyn Producer>,
     shared: Arc<Shared>,
     shutdown: CancellationToken,
+    /// A batch read but not yet forwarded: the reader has moved past it, so it is kept and
+    /// sent again until the broker takes it.
+    pending: Vec<Delivery>,
+    /// Rounds failed in a row.
+    failures: u32,
+    /// Draws the backoff's jitter; seeded by the simulator, from the OS otherwise.
+    jitter: StdRng,
 }
 
+/// What one round of the drainer did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Drained {
+    /// The broker took this many events, and the spool let them go.
+    Forwarded(usize),
+    /// Nothing was waiting.
+    Idle,
+    /// The spool could not be read or the broker did not take the batch: kept, after a backoff.
+    Failed,
+}
+
+const BACKOFF: RetryPolicy = RetryPolicy { base: Duration::from_millis(200), cap: Duration::from_secs(5), max_attempts: u32::MAX };
+
 impl Drainer {
-    async fn run(mut self) {
-        let backoff = RetryPolicy { base: Duration::from_millis(200), cap: Duration::from_secs(5), max_attempts: u32::MAX };
-        let mut failures = 0;
-        // A batch read but not yet forwarded: the reader has moved past it, so it is kept
-        // and sent again until the broker takes it.
-        let mut pending: Vec<Delivery> = Vec::new();
+    /// Draws the backoff's jitter from `seed`, so that a simulated run replays.
+    pub fn with_jitter_seed(mut self, seed: u64) -> Self {
+        self.jitter = StdRng::seed_from_u64(seed);
+        self
+    }
+
+    pub async fn run(mut self) {
         while !self.shutdown.is_cancelled() {
-            if pending.is_empty() {
-                pending = match self.reader.poll(DRAIN_BATCH, Duration::from_millis(200)).await {
-                    Ok(batch) => batch,
-                    Err(e) => {
-                        tracing::error!(error = %e, "cannot read the spool");
-                        failures += 1;
-                        self.pause(backoff.delay(failures)).await;
-                        continue;
-                    }
-                };
-                if pending.is_empty() {
-                    self.resume_direct().await;
-                    continue;
-                }
-            }
-            match forward(self.broker.as_ref(), &pending).await {
-                Ok(()) => {
-                    failures = 0;
-                    if let Err(e) = self.reader.commit(&pending).await {
-                        // The position may come back older after a restart: duplicates, which the worker skips.
-                        tracing::warn!(error = %e, "cannot record the spool's forwarded position");
-                    }
-                    self.shared.add_depth(-(pending.len() as i64));
-                    pending.clear();
-                }
+            self.step().await;
+        }
+    }
+
+    /// One round: read a batch (or take the one the broker refused), forward it, and let the
+    /// spool go past it once the broker has it all.
+    pub async fn step(&mut self) -> Drained {
+        if self.pending.is_empty() {
+            self.pending = match self.reader.poll(DRAIN_BATCH, Duration::from_millis(200)).await {
+                Ok(batch) => batch,
                 Err(e) => {
-                    failures += 1;
-                    tracing::warn!(error = %e, spooled = self.shared.depth.load(Ordering::Relaxed), "broker still unreachable; spool kept");
-                    self.pause(backoff.delay(failures)).await;
+                    tracing::error!(error = %e, "cannot read the spool");
+                    return self.back_off().await;
                 }
+            };
+            if self.pending.is_empty() {
+                self.resume_direct().await;
+                return Drained::Idle;
             }
         }
+        match forward(self.broker.as_ref(), &self.pending).await {
+            Ok(()) => {
+                self.failures = 0;
+                if let Err(e) = self.reader.commit(&self.pending).await {
+                    // The position may come back older after a restart: duplicates, which the worker skips.
+                    tracing::warn!(error = %e, "cannot record the spool's forwarded position");
+                }
+                let n = self.pending.len();
+                self.shared.add_depth(-(n as i64));
+                self.pending.clear();
+                Drained::Forwarded(n)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, spooled = self.shared.depth.load(Ordering::Relaxed), "broker still unreachable; spool kept");
+                self.back_off().await
+            }
+        }
+    }
+
+    async fn back_off(&mut self) -> Drained {
+        self.failures += 1;
+        let delay = BACKOFF.delay_from(self.failures, &mut self.jitter);
+        self.pause(delay).await;
+        Drained::Failed
     }
 
     /// Goes back to producing directly once nothing is spooled and no spool append is in flight.
