@@ -5,6 +5,7 @@ use loadgen::experiment::run;
 use loadgen::scenario::{Scenario, SpawnMode};
 use loadgen::experiment::spawn::System;
 use loadgen::measure::window::Coverage;
+use loadgen::report::Clocks;
 
 fn scenario(rate: u32, duration_s: u32) -> Scenario {
     Scenario::parse(&format!(
@@ -49,6 +50,9 @@ async fn a_second_run_against_the_same_system_reports_its_own_figures() {
     for m in [&first, &second] {
         let sys = &m.system;
         assert_eq!(sys.latency_covers, Coverage::Run, "{}", m.summary());
+        // A running system's server and worker may be on other hosts than each other.
+        assert_eq!(sys.e2e_clocks, Clocks::CrossHost);
+        assert!(m.summary().contains("end-to-end (system)") && m.summary().contains("CROSS-HOST"), "{}", m.summary());
         let ack = sys.ack_latency_ms.as_ref().expect("ack latency");
         // Every 200 the load got, and nothing from set-up or the other run.
         assert_eq!(ack["count"], m.accepted as f64, "{}", m.summary());

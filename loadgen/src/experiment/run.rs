@@ -19,7 +19,7 @@ use crate::measure::client::Client;
 use crate::measure::sampler::Sampler;
 use crate::measure::stats::Recorder;
 use crate::measure::window::Snapshot;
-use crate::report::{Measured, SystemSide};
+use crate::report::{Clocks, Measured, SystemSide};
 use crate::scenario::{Format, Scenario};
 use crate::verify::{self, Verdict};
 use crate::workload::generator::{EventRef, Generator, OrderRef, Planned, Renderer};
@@ -158,7 +158,7 @@ async fn experiment(s: &Scenario, client: &Client, progress: bool, system_cpu: &
         verify::check_ignored(&mut verdict, &recorder.ledger, ignored_since(before.as_ref(), after.as_ref()));
     }
     let window = run_window(histograms_before, client.histograms().await);
-    let system = SystemSide { timeline: sampler.finish().await, ..SystemSide::from_stats(after.as_ref(), window.as_ref()) };
+    let system = SystemSide { timeline: sampler.finish().await, e2e_clocks: Clocks::of(&s.target), ..SystemSide::from_stats(after.as_ref(), window.as_ref()) };
     let mut m = Measured::new(&ran, &recorder, load, setup_s, ceiling_rps, cpu_used, drain_s, drained, verdict, system);
     m.system_cpu_us_per_event = system_cpu_s.map(|cpu| cpu * 1e6 / recorder.accepted.max(1) as f64);
     m.capacity = capacity;

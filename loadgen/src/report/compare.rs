@@ -204,6 +204,9 @@ fn warnings(c: &Comparison, base: &Value, new: &Value) -> String {
         if v.pointer("/system/latency_covers").and_then(Value::as_str) != Some("run") {
             out.push_str(&format!("!!! {which}'s end-to-end figures cover the system's lifetime, not the run\n"));
         }
+        if v.pointer("/system/e2e_clocks").and_then(Value::as_str) == Some("cross_host") {
+            out.push_str(&format!("!!! {which}'s end-to-end figures may subtract two hosts' clocks (a running system, not one loadgen spawned)\n"));
+        }
     }
     out
 }

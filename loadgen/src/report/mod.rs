@@ -80,6 +80,9 @@ pub struct SystemSide {
     /// What the two latencies below cover: the run, or (from a system that does not send its
     /// histograms) its whole life.
     pub latency_covers: Coverage,
+    /// Whose clocks the end-to-end latency subtracts: the server stamps acceptance on its
+    /// host's clock and the worker its commit on its own.
+    pub e2e_clocks: Clocks,
     pub e2e_latency_ms: Option<BTreeMap<String, f64>>,
     /// Each worker process's own end-to-end figures over the run, when there are several;
     /// `e2e_latency_ms` is their exact merge, not the largest of these.
@@ -94,6 +97,28 @@ pub struct SystemSide {
     pub cpu_s: Option<f64>,
     /// Queue depth, processing rate and end-to-end latency once a second.
     pub timeline: Vec<SystemSample>,
+}
+
+/// Which clocks the system's end-to-end latency was measured on.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Clocks {
+    /// loadgen spawned every process on this host: one clock.
+    OneHost,
+    /// A running system (`target.url`): its server and workers may run on other hosts, so the
+    /// figure may subtract two clocks and carry their skew.
+    #[default]
+    CrossHost,
+}
+
+impl Clocks {
+    pub fn of(target: &crate::scenario::Target) -> Self {
+        if target.spawn.is_some() {
+            Self::OneHost
+        } else {
+            Self::CrossHost
+        }
+    }
 }
 
 fn ms_percentiles(v: &Value) -> Option<BTreeMap<String, f64>> {
@@ -363,7 +388,11 @@ impl Measured {
             Coverage::Run => "",
             Coverage::Lifetime => " (SYSTEM LIFETIME, not this run)",
         };
-        let _ = writeln!(s, "  end-to-end (system) p50 {} p99 {} p99.9 {} ms{covers}; drain {:.2} s{}", e2e("p50"), e2e("p99"), e2e("p999"), self.drain_s, if self.drained { "" } else { " (NOT drained)" });
+        let clocks = match self.system.e2e_clocks {
+            Clocks::OneHost => "",
+            Clocks::CrossHost => " (CROSS-HOST: the server's acceptance stamp against the worker's clock; their skew is in it)",
+        };
+        let _ = writeln!(s, "  end-to-end (system) p50 {} p99 {} p99.9 {} ms{covers}{clocks}; drain {:.2} s{}", e2e("p50"), e2e("p99"), e2e("p999"), self.drain_s, if self.drained { "" } else { " (NOT drained)" });
         if let (Some(c), Some(r)) = (self.ceiling_rps, self.ceiling_ratio) {
             let _ = writeln!(s, "  bare-HTTP ceiling {c:.0}/s; accepted/ceiling {:.2}", r);
         }
