@@ -89,9 +89,10 @@ impl Config {
 /// tail (docs/simulator.md, what it found).
 fn known_durable_payloads(name: &str, segment: &[u8], durable: u64) -> Vec<std::ops::Range<usize>> {
     let Some(base) = name.strip_suffix(".seg").and_then(|n| n.parse::<u64>().ok()) else { return Vec::new() };
-    let (mut at, mut offset, mut payloads) = (0, base, Vec::new());
+    let Some(format) = record::Format::of(segment) else { return Vec::new() };
+    let (mut at, mut offset, mut payloads) = (format.start(), base, Vec::new());
     while offset <= durable {
-        let Decoded::Record { frame, .. } = record::decode(&segment[at..]) else { break };
+        let Decoded::Record { frame, .. } = record::decode(format, &segment[at..], offset) else { break };
         payloads.push(at + record::HEADER..at + frame);
         at += frame;
         offset += 1;

@@ -1,8 +1,9 @@
 //! Damage to the embedded log on disk, through the real binary: a torn last record (a write
 //! the power cut short), cut at recovery; and a damaged record in the middle of the newest
-//! segment, read past: dead-lettered if it was not applied yet, reported by offset in the log
-//! and `/readyz`, and no event acknowledged afterwards lost. (The log's own unit tests cover
-//! the same cases byte by byte; this is what an operator sees.)
+//! segment (its payload, or its length after a power cut took the `durable` file), read
+//! past: dead-lettered if it was not applied yet, reported by offset in the log and
+//! `/readyz`, and no event acknowledged afterwards lost. (The log's own unit tests cover the
+//! same cases byte by byte; this is what an operator sees.)
 
 mod common;
 
@@ -64,20 +65,23 @@ impl Node {
     }
 }
 
-/// The records of a segment: each frame's start and its payload, decoded as JSON. The frame
-/// is `[len u32 LE][crc32c u32 LE][payload]`, read here independently of the system's code;
-/// the zeros the appender preallocates after the records end them.
+/// Bytes before a record's payload: `[len u32 LE][crc32c u32 LE][offset u64 LE]`.
+const HEADER: usize = 16;
+
+/// The records of a segment: each frame's start and its payload, decoded as JSON. A segment
+/// is a 4-byte magic, then frames, read here independently of the system's code; the zeros
+/// the appender preallocates after the records end them.
 fn records(segment: &Path) -> Vec<(usize, Value)> {
     let bytes = std::fs::read(segment).expect("read segment");
-    let (mut at, mut out) = (0, Vec::new());
-    while at + 8 <= bytes.len() {
+    let (mut at, mut out) = (4, Vec::new());
+    while at + HEADER <= bytes.len() {
         let len = u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes")) as usize;
         if len == 0 {
             break;
         }
-        let payload = &bytes[at + 8..at + 8 + len];
+        let payload = &bytes[at + HEADER..at + HEADER + len];
         out.push((at, serde_json::from_slice(payload).expect("a stored event")));
-        at += 8 + len;
+        at += HEADER + len;
     }
     out
 }
@@ -114,7 +118,7 @@ async fn a_torn_last_record_is_cut_and_every_record_before_it_applied() {
     // Where the next group would go: over the zeros preallocated after the last record.
     let (last, _) = whole.last().expect("records");
     let bytes = std::fs::read(&segment).expect("read segment");
-    let end = last + 8 + u32::from_le_bytes(bytes[*last..last + 4].try_into().expect("4 bytes")) as usize;
+    let end = last + HEADER + u32::from_le_bytes(bytes[*last..last + 4].try_into().expect("4 bytes")) as usize;
     let file = std::fs::OpenOptions::new().write(true).open(&segment).expect("open segment");
     std::os::unix::fs::FileExt::write_all_at(&file, &torn, end as u64).expect("tear the tail");
     let cut = file.metadata().expect("stat").len() as usize - end;
@@ -127,23 +131,43 @@ async fn a_torn_last_record_is_cut_and_every_record_before_it_applied() {
     still_works(&node).await;
 }
 
-/// Flips one bit of the payload of the record in the middle of the newest segment.
-fn damage_the_middle_record(node: &Node) -> (Vec<(usize, Value)>, usize) {
+/// Flips one bit of the record in the middle of the newest segment, `within` bytes into its frame.
+fn damage_the_middle_record(node: &Node, within: usize) -> (Vec<(usize, Value)>, usize) {
     let segment = node.segment();
     let whole = records(&segment);
     let damaged = whole.len() / 2;
     let (at, _) = whole[damaged];
     let mut bytes = std::fs::read(&segment).expect("read segment");
-    bytes[at + 8] ^= 0x01; // the checksum no longer matches; the length still does
+    bytes[at + within] ^= 0x01;
     std::fs::write(&segment, &bytes).expect("damage a record");
     (whole, damaged)
 }
 
+/// In the payload: the checksum no longer matches; the length still does.
+const PAYLOAD: usize = HEADER;
+/// The length's second byte: the frame now claims 256 more bytes than it has.
+const LENGTH: usize = 1;
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_damaged_record_not_yet_applied_is_dead_lettered_and_every_other_record_applied() {
+    damaged_record_dead_lettered_and_the_rest_applied(PAYLOAD, false).await;
+}
+
+/// The released log lost this in silence: after a power cut the `durable` file (never
+/// synced) can be stale or gone, and recovery took a flipped length for a torn tail, cut the
+/// segment there with every acknowledged record behind it, and gave their offsets out again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_length_after_the_durable_file_was_lost_costs_that_record_alone() {
+    damaged_record_dead_lettered_and_the_rest_applied(LENGTH, true).await;
+}
+
+async fn damaged_record_dead_lettered_and_the_rest_applied(within: usize, lose_durable_file: bool) {
     let mut node = Node::new();
     node.queue_events(20).await;
-    let (whole, damaged) = damage_the_middle_record(&node);
+    let (whole, damaged) = damage_the_middle_record(&node, within);
+    if lose_durable_file {
+        std::fs::remove_file(node.data().join("log").join("durable")).expect("remove the durable file");
+    }
 
     let (_system, log) = node.start("standalone");
     wait_healthy(&client(), &node.base).await;
@@ -173,7 +197,7 @@ async fn damage_behind_the_stored_position_loses_no_event_acknowledged_after_it(
     let before = send_all(&client(), &node.base, workload("d", 20)).await;
     assert_exactly_once(&client(), &node.base, &before).await;
     system.terminate();
-    damage_the_middle_record(&node);
+    damage_the_middle_record(&node, PAYLOAD);
 
     let (_system, log) = node.start("standalone");
     wait_healthy(&client(), &node.base).await;

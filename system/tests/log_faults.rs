@@ -76,9 +76,9 @@ async fn what_recovery_reads_as_durable_it_makes_durable() {
     }
     drop(appender);
     let seg = segment::path(&dir, 1);
-    let end: usize = (1..=3).map(|i| record::HEADER + format!("acked {i}").len()).sum();
+    let end: usize = record::MAGIC.len() + (1..=3).map(|i| record::HEADER + format!("acked {i}").len()).sum::<usize>();
     let mut killed = Vec::new();
-    record::encode_into(&mut killed, b"written, never synced");
+    record::encode_into(&mut killed, 4, b"written, never synced");
     std::os::unix::fs::FileExt::write_all_at(&std::fs::File::options().write(true).open(&seg).expect("open"), &killed, end as u64).expect("write");
 
     // Recovery alone, with no append after it whose sync would carry the page along.
@@ -141,14 +141,14 @@ async fn a_short_preallocation_at_a_full_disk_leaves_no_zeros_in_a_finished_segm
     let disk = Disk::new(FailedFsync::DropPages);
     let dir = disk.log();
     let appender = start(&dir, 256 * 1024).expect("start");
-    // Room for the group and 1,000 bytes of the zeros preallocated after it.
-    disk.fs.limit_space(Target::file(".seg"), 140_008 + 1000);
+    // Room for the magic, the group and 1,000 bytes of the zeros preallocated after it.
+    disk.fs.limit_space(Target::file(".seg"), 140_020 + 1000);
     appender.append(vec![b'a'; 140_000]).await.expect("the group fits; its preallocation does not");
     disk.fs.clear_faults();
     appender.append(vec![b'b'; 130_000]).await.expect("the next group rolls to a new segment");
     assert_eq!(segment::list(&dir).expect("list"), [1, 2]);
     let finished = std::fs::metadata(segment::path(&dir, 1)).expect("stat").len();
-    assert_eq!(finished, 140_008, "a finished segment ends at its last record");
+    assert_eq!(finished, 140_020, "a finished segment ends at its last record");
 }
 
 fn event(i: usize) -> PaymentEvent {

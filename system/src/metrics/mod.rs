@@ -82,6 +82,8 @@ pub struct MetricSet {
     pub e2e_latency: Histogram,
     /// Acknowledged records the log found damaged or gone: payments that may never apply.
     pub log_damaged_records: Counter,
+    /// Offsets recovery cut at the log's end that may have held acknowledged records.
+    pub log_possibly_lost_records: Counter,
     /// Stripe events ignored by type, API versions seen, events left for an operator.
     pub stripe: stripe::StripeCounters,
     /// Draining after SIGTERM, and the worker loop's last turn: what the probes report.
@@ -159,6 +161,7 @@ impl MetricSet {
             worker_retries: Counter::default(),
             e2e_latency: seconds_histogram(),
             log_damaged_records: Counter::default(),
+            log_possibly_lost_records: Counter::default(),
             stripe: Default::default(),
             health: Default::default(),
             disk_size_bytes: Gauge::default(),
@@ -196,6 +199,7 @@ impl MetricSet {
         r.register("worker_retries", "Batch attempts retried after transient errors", m.worker_retries.clone());
         r.register("e2e_latency_seconds", "Ingress acceptance to worker commit", m.e2e_latency.clone());
         r.register("log_damaged_records", "Acknowledged records found damaged or gone in the log; see /readyz and the error log", m.log_damaged_records.clone());
+        r.register("log_possibly_lost_records", "Offsets recovery cut at the log's end, a torn write or damaged acknowledged records; see the warn log", m.log_possibly_lost_records.clone());
         r.register("disk_size_bytes", "Size of the filesystem holding the data directory", m.disk_size_bytes.clone());
         r.register("disk_free_bytes", "Bytes available to this process on the filesystem holding the data directory", m.disk_free_bytes.clone());
         r.register("log_bytes", "Bytes in the embedded log and the Kafka-mode spool", m.log_bytes.clone());

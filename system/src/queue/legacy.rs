@@ -52,9 +52,9 @@ fn read_rows(db: &Path) -> Result<(u64, Vec<Vec<u8>>), QueueError> {
 /// Writes the whole segment under a temporary name, then renames it into place: a crash
 /// leaves either no segment (the drain runs again) or the complete one.
 fn write_segment(dir: &Path, base: u64, rows: &[Vec<u8>]) -> Result<(), LogError> {
-    let mut buf = Vec::new();
-    for payload in rows {
-        record::encode_into(&mut buf, payload);
+    let mut buf = record::MAGIC.to_vec();
+    for (i, payload) in rows.iter().enumerate() {
+        record::encode_into(&mut buf, base + i as u64, payload);
     }
     let tmp = dir.join("drain.tmp");
     let mut f = std::fs::File::create(&tmp).map_err(LogError::io("create", &tmp))?;

@@ -2,19 +2,26 @@
 //! make what is kept durable, and never hand out an offset twice.
 //!
 //! Only the newest segment can hold a torn write: older ones were complete and synced before
-//! the next was created. It is read to its end; a damaged record with a whole one right after
-//! it is kept in place and read past (the reader hands it to the worker as damaged, which
-//! dead-letters it), and the segment is cut at the first damage it cannot read past. Zeros
-//! alone after the last record are the appender's preallocation, not damage: kept.
+//! the next was created. It is read to its end; damaged records with a whole one somewhere
+//! after them are kept in place and read past (the whole one's offset says which offsets they
+//! held; the reader hands each to the worker as damaged, which dead-letters it), and the
+//! segment is cut at damage that nothing whole follows. Zeros alone after the last record are
+//! the appender's preallocation, not damage: kept.
 //!
 //! Offsets are never reused. The `durable` file holds the last offset the appender published
-//! as durable, and the caller passes the highest position a consumer stored: numbering goes on
-//! past both, in a new segment when records they cover are gone. Those acknowledged records
-//! are reported by offset, since their payments may never be applied.
+//! as durable (not synced, so after a power cut it may be stale or gone), and the caller
+//! passes the highest position a consumer stored: numbering goes on past both, and those
+//! acknowledged records, when gone, are reported by offset, since their payments may never be
+//! applied. Bytes cut at the end cannot be told from a write the crash tore, though they may
+//! be acknowledged records damaged on the medium: numbering also goes on past every offset
+//! they could have held, and those are reported as possibly acknowledged. Either way the
+//! appender continues in a new segment, and a segment of the previous release's format is
+//! finished the same way, since the appender writes only the current one.
 
 use std::path::Path;
 
-use super::{reader, record, segment, LogError};
+use super::record::{self, Format};
+use super::{reader, segment, LogError};
 use crate::disk::{Disk, DiskFile};
 use crate::holes::{self, Hole};
 
@@ -47,9 +54,13 @@ pub struct Damage {
     /// Offsets, first and last, that were durable (published, or passed by a stored
     /// position) and are no longer in the log.
     pub cut: Option<(u64, u64)>,
+    /// Offsets, first and last, beyond those, that bytes cut at the log's end could have held:
+    /// a torn write, or acknowledged records damaged where nothing whole follows. Never reused.
+    pub possibly: Option<(u64, u64)>,
 }
 
 impl Damage {
+    /// Whether no acknowledged record is known damaged or gone (some may be `possibly`).
     pub fn is_empty(&self) -> bool {
         self.unreadable.is_empty() && self.cut.is_none()
     }
@@ -80,7 +91,8 @@ pub fn recover(disk: &dyn Disk, dir: &Path, at_least: u64) -> Result<Tail, LogEr
     // anything in them is read as durable.
     segment::sync_dir_on(disk, dir)?;
     undo_failed_sync(disk, dir)?;
-    let floor = match holes::open(Hole::ReusedOffsets) {
+    let reuse = holes::open(Hole::ReusedOffsets);
+    let floor = match reuse {
         true => 1,
         false => at_least.max(reader::durable_on(disk, dir)? + 1).max(1),
     };
@@ -90,11 +102,12 @@ pub fn recover(disk: &dyn Disk, dir: &Path, at_least: u64) -> Result<Tail, LogEr
     };
     let path = segment::path(dir, base);
     let bytes = disk.read(&path).map_err(LogError::io("read segment", &path))?;
-    let scan = record::scan(&bytes);
+    let scan = record::scan(&bytes, base);
     let file = segment::open_for_write(disk, dir, base)?;
     let rest = &bytes[scan.valid_bytes..];
     let mut allocated = bytes.len() as u64;
-    if let (Some(why), false) = (scan.stop, rest.iter().all(|&b| b == 0)) {
+    let cut_bytes = scan.stop.is_some() && !rest.iter().all(|&b| b == 0);
+    if let (Some(why), true) = (scan.stop, cut_bytes) {
         tracing::warn!(file = %path.display(), offset = scan.valid_bytes, bytes_cut = rest.len(), why, "cutting the log's tail at recovery");
         allocated = scan.valid_bytes as u64;
         file.set_len(allocated).map_err(LogError::io("cut segment tail", &path))?;
@@ -103,19 +116,46 @@ pub fn recover(disk: &dyn Disk, dir: &Path, at_least: u64) -> Result<Tail, LogEr
     // read as durable from now on, so it is made so first.
     file.sync_all().map_err(LogError::io("sync segment", &path))?;
     let next = base + scan.records;
-    let unreadable = scan.damaged.iter().map(|(i, _)| base + i).collect();
-    if next >= floor {
-        let damage = Damage { unreadable, cut: None };
-        return Ok(Tail { file, base, len: scan.valid_bytes as u64, allocated, next, damage });
+    let possible = match cut_bytes && !reuse {
+        true => record::most_records(scan.format, rest),
+        false => 0,
+    };
+    let (known, end) = (floor.max(next), next + possible);
+    let damage = Damage {
+        unreadable: scan.damaged.iter().map(|(i, _)| base + i).collect(),
+        cut: (floor > next).then(|| (next, floor - 1)),
+        possibly: (end > known).then(|| (known, end - 1)),
+    };
+    let resume = known.max(end);
+    let len = scan.valid_bytes as u64;
+    match (resume == next, scan.format == Format::V2 && scan.valid_bytes >= record::MAGIC.len()) {
+        (true, true) => Ok(Tail { file, base, len, allocated, next, damage }),
+        // Nothing in it, not even the whole magic (a new segment the crash caught before its
+        // first sync): it starts again.
+        (true, false) if next == base => {
+            let magic = record::MAGIC.len() as u64;
+            file.set_len(0)
+                .and_then(|_| file.write_all_at(&record::MAGIC, 0))
+                .and_then(|_| file.sync_all())
+                .map_err(LogError::io("write segment header", &path))?;
+            Ok(Tail { file, base, len: magic, allocated: magic, next, damage })
+        }
+        // The segment ends where it is whole (empty, when it holds no record: a reader passes
+        // over an empty file as it does over a clean end), and numbering goes on in a new one.
+        _ => {
+            let keep = if next == base { 0 } else { len };
+            file.set_len(keep).and_then(|_| file.sync_all()).map_err(LogError::io("cut segment tail", &path))?;
+            start_at(disk, dir, resume, damage)
+        }
     }
-    // Acknowledged records are gone: the segment ends where it is whole, and numbering goes
-    // on past them in a new one.
-    file.set_len(scan.valid_bytes as u64).and_then(|_| file.sync_all()).map_err(LogError::io("cut segment tail", &path))?;
-    start_at(disk, dir, floor, Damage { unreadable, cut: Some((next, floor - 1)) })
 }
 
 fn start_at(disk: &dyn Disk, dir: &Path, base: u64, damage: Damage) -> Result<Tail, LogError> {
-    Ok(Tail { file: segment::create(disk, dir, base)?, base, len: 0, allocated: 0, next: base, damage })
+    let file = segment::create(disk, dir, base)?;
+    let path = segment::path(dir, base);
+    file.sync_all().map_err(LogError::io("sync segment", &path))?;
+    let magic = record::MAGIC.len() as u64;
+    Ok(Tail { file, base, len: magic, allocated: magic, next: base, damage })
 }
 
 /// Cuts the segment an appender's failed sync left back to what that appender had synced.
@@ -154,35 +194,42 @@ pub fn mark_unsynced(disk: &dyn Disk, dir: &Path, base: u64, len: u64) -> std::i
 mod tests {
     use super::*;
     use crate::disk::Os;
+    use record::{HEADER, MAGIC};
 
     fn write_records(dir: &Path, base: u64, payloads: &[&[u8]]) -> Vec<u8> {
-        let mut buf = Vec::new();
-        for p in payloads {
-            record::encode_into(&mut buf, p);
-        }
+        let buf = record::tests::segment(base, payloads);
         std::fs::write(segment::path(dir, base), &buf).expect("write segment");
         buf
+    }
+
+    fn size(dir: &Path, base: u64) -> u64 {
+        std::fs::metadata(segment::path(dir, base)).expect("stat").len()
     }
 
     #[test]
     fn an_empty_directory_starts_at_offset_one() {
         let dir = tempfile::tempdir().expect("dir");
         let tail = recover(&Os, dir.path(), 0).expect("recover");
-        assert_eq!((tail.base, tail.len, tail.next), (1, 0, 1));
+        assert_eq!((tail.base, tail.len, tail.next), (1, MAGIC.len() as u64, 1));
         assert_eq!(segment::list(dir.path()).expect("list"), [1]);
+        assert_eq!(std::fs::read(segment::path(dir.path(), 1)).expect("read"), MAGIC);
     }
 
+    /// A write the crash tore looks like a damaged last record: both are cut, and the
+    /// offsets the cut bytes could have held are never given out again.
     #[test]
-    fn a_torn_tail_is_cut_and_the_records_before_it_kept() {
+    fn a_torn_tail_is_cut_the_records_before_it_kept_and_its_offsets_never_reused() {
         let dir = tempfile::tempdir().expect("dir");
         write_records(dir.path(), 1, &[b"a", b"b"]);
         let full = write_records(dir.path(), 3, &[b"c", b"dd", b"eee"]);
         let torn = full.len() - 2;
         std::fs::write(segment::path(dir.path(), 3), &full[..torn]).expect("tear");
         let tail = recover(&Os, dir.path(), 0).expect("recover");
-        let kept = (2 * record::HEADER + 3) as u64;
-        assert_eq!((tail.base, tail.len, tail.next), (3, kept, 5));
-        assert_eq!(std::fs::metadata(segment::path(dir.path(), 3)).expect("stat").len(), kept);
+        let kept = (MAGIC.len() + 2 * HEADER + 3) as u64;
+        assert_eq!(size(dir.path(), 3), kept);
+        assert_eq!((tail.base, tail.next), (6, 6), "offset 5 may have been acknowledged");
+        assert_eq!(tail.damage, Damage { possibly: Some((5, 5)), ..Damage::default() });
+        assert!(tail.damage.is_empty(), "nothing is known lost");
     }
 
     #[test]
@@ -194,7 +241,8 @@ mod tests {
         std::fs::write(segment::path(dir.path(), 1), &buf).expect("preallocate");
         let tail = recover(&Os, dir.path(), 0).expect("recover");
         assert_eq!((tail.len, tail.allocated, tail.next), (records, 4096, 3));
-        assert_eq!(std::fs::metadata(segment::path(dir.path(), 1)).expect("stat").len(), 4096);
+        assert_eq!(size(dir.path(), 1), 4096);
+        assert_eq!(tail.damage, Damage::default());
     }
 
     #[test]
@@ -206,20 +254,36 @@ mod tests {
         buf[records..records + 6].copy_from_slice(&[9, 0, 0, 0, 0xAB, 0xCD]);
         std::fs::write(segment::path(dir.path(), 1), &buf).expect("tear");
         let tail = recover(&Os, dir.path(), 0).expect("recover");
-        assert_eq!((tail.len, tail.allocated, tail.next), (records as u64, records as u64, 2));
-        assert_eq!(std::fs::metadata(segment::path(dir.path(), 1)).expect("stat").len(), records as u64);
+        assert_eq!(size(dir.path(), 1), records as u64);
+        assert_eq!((tail.base, tail.next, tail.damage.possibly), (3, 3, Some((2, 2))));
     }
 
+    /// A flipped length once cut the segment there: every record behind it vanished, without
+    /// a report when the `durable` file was stale, and their offsets were given out again.
     #[test]
-    fn a_damaged_length_cuts_there_and_keeps_everything_before_it() {
+    fn a_damaged_length_is_read_past_and_the_records_behind_it_kept() {
         let dir = tempfile::tempdir().expect("dir");
-        let mut buf = write_records(dir.path(), 1, &[b"one", b"two", b"three"]);
-        let second = record::HEADER + 3;
+        let mut buf = write_records(dir.path(), 1, &[b"one", b"two", b"three", b"four"]);
+        let second = MAGIC.len() + HEADER + 3;
         buf[second + 2] ^= 0xff;
         std::fs::write(segment::path(dir.path(), 1), &buf).expect("corrupt");
         let tail = recover(&Os, dir.path(), 0).expect("recover");
-        assert_eq!((tail.len, tail.next), (second as u64, 2));
-        assert_eq!(std::fs::read(segment::path(dir.path(), 1)).expect("read").len(), second);
+        assert_eq!((tail.len, tail.next), (buf.len() as u64, 5));
+        assert_eq!(tail.damage, Damage { unreadable: vec![2], ..Damage::default() });
+        assert_eq!(std::fs::read(segment::path(dir.path(), 1)).expect("read"), buf, "nothing cut");
+    }
+
+    #[test]
+    fn two_damaged_records_side_by_side_are_both_reported_and_numbering_goes_on() {
+        let dir = tempfile::tempdir().expect("dir");
+        let mut buf = write_records(dir.path(), 1, &[b"one", b"two", b"three", b"four"]);
+        let second = MAGIC.len() + HEADER + 3;
+        buf[second + 1] ^= 0x01;
+        buf[second + HEADER + 3 + HEADER + 2] ^= 0x20;
+        std::fs::write(segment::path(dir.path(), 1), &buf).expect("corrupt");
+        let tail = recover(&Os, dir.path(), 0).expect("recover");
+        assert_eq!((tail.len, tail.next), (buf.len() as u64, 5));
+        assert_eq!(tail.damage, Damage { unreadable: vec![2, 3], ..Damage::default() });
     }
 
     /// A flipped bit in an applied record once cut the log there and numbered new appends
@@ -229,11 +293,52 @@ mod tests {
     fn a_damaged_payload_is_read_past_and_the_records_behind_it_kept() {
         let dir = tempfile::tempdir().expect("dir");
         let mut buf = write_records(dir.path(), 1, &[b"one", b"two", b"three"]);
-        buf[record::HEADER + 3 + record::HEADER] ^= 0x01;
+        buf[MAGIC.len() + HEADER + 3 + HEADER] ^= 0x01;
         std::fs::write(segment::path(dir.path(), 1), &buf).expect("corrupt");
         let tail = recover(&Os, dir.path(), 0).expect("recover");
         assert_eq!((tail.len, tail.next), (buf.len() as u64, 4));
-        assert_eq!(tail.damage, Damage { unreadable: vec![2], cut: None });
+        assert_eq!(tail.damage, Damage { unreadable: vec![2], ..Damage::default() });
+    }
+
+    #[test]
+    fn a_damaged_magic_costs_no_record() {
+        let dir = tempfile::tempdir().expect("dir");
+        let mut buf = write_records(dir.path(), 1, &[b"one", b"two"]);
+        for bit in [0x01, 0x80] {
+            buf[3] ^= bit;
+            std::fs::write(segment::path(dir.path(), 1), &buf).expect("corrupt");
+            let tail = recover(&Os, dir.path(), 0).expect("recover");
+            assert_eq!((tail.base, tail.len, tail.next), (1, buf.len() as u64, 3), "bit {bit:#x}");
+            assert_eq!(tail.damage, Damage::default());
+        }
+    }
+
+    /// A data directory of the previous release: its newest segment, framed without offsets,
+    /// is kept whole and finished, and the appender goes on in a new one.
+    #[test]
+    fn a_segment_of_the_previous_release_is_kept_and_numbering_goes_on_in_a_new_one() {
+        let dir = tempfile::tempdir().expect("dir");
+        let v1 = record::tests::segment_v1(&[b"one", b"two"]);
+        let mut preallocated = v1.clone();
+        preallocated.resize(4096, 0);
+        std::fs::write(segment::path(dir.path(), 1), &preallocated).expect("write");
+        let tail = recover(&Os, dir.path(), 0).expect("recover");
+        assert_eq!((tail.base, tail.len, tail.next), (3, MAGIC.len() as u64, 3));
+        assert_eq!(tail.damage, Damage::default());
+        assert_eq!(std::fs::read(segment::path(dir.path(), 1)).expect("read"), v1, "ends at its last record");
+    }
+
+    /// A new segment the crash caught before its first sync: its magic may be gone too.
+    #[test]
+    fn a_segment_without_its_magic_or_records_starts_again() {
+        for left in [&[][..], &[0u8; 512][..], &MAGIC[..2]] {
+            let dir = tempfile::tempdir().expect("dir");
+            write_records(dir.path(), 1, &[b"one"]);
+            std::fs::write(segment::path(dir.path(), 2), left).expect("write");
+            let tail = recover(&Os, dir.path(), 0).expect("recover");
+            assert_eq!((tail.base, tail.len, tail.next), (2, MAGIC.len() as u64, 2), "{left:?}");
+            assert_eq!(std::fs::read(segment::path(dir.path(), 2)).expect("read"), MAGIC);
+        }
     }
 
     fn publish(dir: &Path, last: u64) {
@@ -251,10 +356,30 @@ mod tests {
         std::fs::write(segment::path(dir.path(), 1), &damaged).expect("corrupt");
         let tail = recover(&Os, dir.path(), 0).expect("recover");
         assert_eq!((tail.base, tail.next), (4, 4), "a new segment after the last published offset");
-        assert_eq!(tail.damage, Damage { unreadable: vec![], cut: Some((3, 3)) });
+        assert_eq!(tail.damage, Damage { cut: Some((3, 3)), ..Damage::default() });
         assert_eq!(segment::list(dir.path()).expect("list"), [1, 4]);
-        let kept = (2 * record::HEADER + 6) as u64;
-        assert_eq!(std::fs::metadata(segment::path(dir.path(), 1)).expect("stat").len(), kept, "the old one ends where it is whole");
+        assert_eq!(size(dir.path(), 1), (MAGIC.len() + 2 * HEADER + 6) as u64, "the old one ends where it is whole");
+    }
+
+    /// The `durable` file is stale after a power cut: damage to the last records cannot be
+    /// proven to have cost acknowledged ones, but their offsets are kept out of reuse and
+    /// reported as possibly acknowledged.
+    #[test]
+    fn damage_at_the_end_past_a_stale_durable_offset_is_reported_as_possibly_acknowledged() {
+        let dir = tempfile::tempdir().expect("dir");
+        let mut buf = write_records(dir.path(), 1, &[b"one", b"two", b"three", b"four"]);
+        publish(dir.path(), 2);
+        let third = MAGIC.len() + 2 * (HEADER + 3);
+        buf[third] ^= 0x40;
+        let end = buf.len() - 1;
+        buf[end] ^= 0x01;
+        std::fs::write(segment::path(dir.path(), 1), &buf).expect("corrupt");
+        let tail = recover(&Os, dir.path(), 0).expect("recover");
+        let Some((first, last)) = tail.damage.possibly else { panic!("nothing reported: {:?}", tail.damage) };
+        assert_eq!(first, 3);
+        assert!(last >= 4, "offsets 3 and 4 may have been acknowledged: {last}");
+        assert_eq!((tail.base, tail.next), (last + 1, last + 1));
+        assert!(tail.damage.is_empty(), "nothing is known lost: {}", tail.damage);
     }
 
     #[test]
@@ -275,10 +400,11 @@ mod tests {
     fn what_a_failed_sync_left_unsynced_is_cut() {
         let dir = tempfile::tempdir().expect("dir");
         let buf = write_records(dir.path(), 1, &[b"one", b"two"]);
-        let synced = (record::HEADER + 3) as u64;
+        let synced = (MAGIC.len() + HEADER + 3) as u64;
         std::fs::write(dir.path().join(UNSYNCED_FILE), format!("1 {synced}\n")).expect("marker");
         let tail = recover(&Os, dir.path(), 0).expect("recover");
         assert_eq!((tail.len, tail.next), (synced, 2), "the second record was never durable: {} bytes", buf.len());
+        assert_eq!(tail.damage, Damage::default());
         assert!(!dir.path().join(UNSYNCED_FILE).exists(), "the marker is done with");
     }
 }

@@ -1,9 +1,10 @@
 //! Segment files: `<first offset, 20 digits>.seg` in the log's directory, so a sorted listing
-//! is the log in order and a record's offset is its segment's name plus its index in it.
+//! is the log in order and a record's offset is its segment's name plus its index in it (the
+//! record carries it too: [`record`]). A segment starts with [`record::MAGIC`].
 
 use std::path::{Path, PathBuf};
 
-use super::LogError;
+use super::{record, LogError};
 use crate::disk::{Disk, DiskFile, Open, Os};
 
 const SUFFIX: &str = ".seg";
@@ -33,10 +34,13 @@ pub fn create(disk: &dyn Disk, dir: &Path, base: u64) -> Result<Box<dyn DiskFile
     Ok(file)
 }
 
-/// Creates an empty segment whose name is not durable yet: the caller syncs the directory.
+/// Creates a segment holding only its magic, neither synced nor with a durable name: the
+/// caller syncs the file (its first group does) and the directory.
 pub fn create_file(disk: &dyn Disk, dir: &Path, base: u64) -> Result<Box<dyn DiskFile>, LogError> {
     let p = path(dir, base);
-    disk.open(&p, Open::CreateNew).map_err(LogError::io("create segment", &p))
+    let file = disk.open(&p, Open::CreateNew).map_err(LogError::io("create segment", &p))?;
+    file.write_all_at(&record::MAGIC, 0).map_err(LogError::io("write segment header", &p))?;
+    Ok(file)
 }
 
 /// Opens the newest segment for the appender, which writes at positions it keeps itself.
