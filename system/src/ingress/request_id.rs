@@ -47,11 +47,7 @@ impl Trail {
 
     /// The span around the durable append, the part of the answer the provider waits for.
     pub fn append_span(&self) -> Span {
-        if traces::exporting() {
-            tracing::info_span!(parent: &self.span, "queue.append")
-        } else {
-            Span::none()
-        }
+        tracing::info_span!(parent: &self.span, "queue.append")
     }
 
     /// Writes the request's id and trace into the event the queue will carry.
