@@ -237,7 +237,10 @@ impl Drainer {
         }
         let _alone = self.shared.gate.write().await;
         match self.reader.backlog().await {
-            Ok(0) => {
+            // The backlog counts to the published durable offset, which lags an append whose
+            // publish failed; what was spooled and not forwarded is counted here too, and
+            // resuming past it would let later events overtake it and strand it.
+            Ok(0) if self.shared.depth.load(Ordering::Acquire) <= 0 => {
                 self.shared.spooling.store(false, Ordering::Release);
                 tracing::info!("spool drained; producing to the broker directly again");
             }
