@@ -123,7 +123,7 @@ async fn screenshot(b: &Client, name: &str) {
 
 fn event(id: &str, payment: &str, order: &str, amount: i64) -> PaymentEvent {
     let received_at_us = webhooks::store::now_us();
-    PaymentEvent { event_id: id.into(), event_type: EventType::Success, payment_id: payment.into(), order_id: order.into(), amount, currency: "USD".into(), created_at: None, received_at_us }
+    PaymentEvent { event_id: id.into(), event_type: EventType::Success, payment_id: payment.into(), order_id: order.into(), amount, currency: "USD".into(), created_at: None, received_at_us, request_id: None, traceparent: None }
 }
 
 /// Two dead letters, as the worker records them: one that failed for a reason that has since
