@@ -368,7 +368,10 @@ impl Writer {
             self.sync()?;
             self.allocated = self.len;
         }
-        self.file = segment::create_file(&*self.disk, &self.dir, self.next).map_err(|e| Fault::Unwritten(e.to_string()))?;
+        self.file = segment::create_file(&*self.disk, &self.dir, self.next).map_err(|e| match e {
+            LogError::Failed(why) => Fault::Fatal(why),
+            e => Fault::Unwritten(e.to_string()),
+        })?;
         self.path = segment::path(&self.dir, self.next);
         self.base = self.next;
         // Its magic is synced with its first group.

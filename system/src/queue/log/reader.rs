@@ -60,6 +60,9 @@ pub struct Reader {
     /// The first offset the damaged bytes at the position held, once some were handed out
     /// with no whole record after them yet.
     damage_from: Option<u64>,
+    /// While positioning: the offset to stop before. A jump over a gap that lands at or past
+    /// it stops there, so the record it lands on is handed out, not passed over.
+    skipping_to: Option<u64>,
 }
 
 struct OpenSegment {
@@ -80,7 +83,7 @@ impl Reader {
 
     /// [`Reader::open`] on `disk`.
     pub fn open_on(disk: Arc<dyn Disk>, dir: &Path, after: u64) -> Self {
-        Self { disk, dir: dir.to_owned(), durable: None, next: after + 1, segment: None, buf: Vec::new(), at: 0, trusted: 0, span: None, damage_from: None }
+        Self { disk, dir: dir.to_owned(), durable: None, next: after + 1, segment: None, buf: Vec::new(), at: 0, trusted: 0, span: None, damage_from: None, skipping_to: None }
     }
 
     /// The offset of the last durable record (0 if none, or if the log is not there yet).
@@ -159,7 +162,7 @@ impl Reader {
                 tracing::warn!(first = self.next, last = base - 1, log = %self.dir.display(), "passing over offsets a restart's recovery cut from the log's end and reported then");
                 self.next = base;
                 self.open_segment(base)?;
-                match base <= limit {
+                match base <= limit && self.skipping_to.is_none_or(|target| base < target) {
                     true => self.step(limit),
                     false => Ok(None),
                 }
@@ -259,7 +262,8 @@ impl Reader {
     /// The first offset of the segment after the open one, if there is one.
     fn following(&self) -> Result<Option<u64>, LogError> {
         let Some(open) = &self.segment else { return Ok(None) };
-        Ok(segment::list_on(&*self.disk, &self.dir)?.into_iter().find(|&b| b > open.base))
+        // A segment named below the next offset holds none: the open one reached past its name.
+        Ok(segment::list_on(&*self.disk, &self.dir)?.into_iter().find(|&b| b > open.base && b >= self.next))
     }
 
     /// Decodes the record at the front of the buffer.
@@ -346,7 +350,13 @@ impl Reader {
         self.open_segment(base)?;
         let limit = self.durable()?;
         while self.next < target {
-            if self.next > limit || self.step(limit)?.is_none() {
+            if self.next > limit {
+                return Err(LogError::OutOfRange { position: target - 1, first, last: limit });
+            }
+            self.skipping_to = Some(target);
+            let stepped = self.step(limit);
+            self.skipping_to = None;
+            if stepped?.is_none() && self.next < target {
                 return Err(LogError::OutOfRange { position: target - 1, first, last: limit });
             }
         }
@@ -409,6 +419,7 @@ mod tests {
     use super::*;
     use crate::metrics::Metrics;
     use crate::queue::log::appender::{start_in, Appender, AppenderConfig};
+    use crate::queue::log::WriterLock;
 
     async fn log_of(dir: &Path, n: usize, segment_bytes: u64) -> Appender {
         let appender = start_in(dir, &AppenderConfig { segment_bytes, max_pending: 1000, min_sync_interval: std::time::Duration::ZERO }, Metrics::new(), Default::default()).expect("start");
@@ -437,6 +448,23 @@ mod tests {
             let want: Vec<_> = (after + 1..=20).map(|i| (i, format!("record {i}"))).collect();
             assert_eq!(got, want, "after {after}");
         }
+    }
+
+    /// A reader placed behind a gap a restart's recovery left (numbering going on past a stored
+    /// position) once passed over the gap and the first record after it in one step, so that
+    /// record, acknowledged, was never handed out.
+    #[tokio::test]
+    async fn positioning_across_a_gap_keeps_the_first_record_after_it() {
+        let dir = tempfile::tempdir().expect("dir");
+        drop(log_of(dir.path(), 5, 1 << 20).await);
+        let cfg = AppenderConfig { segment_bytes: 1 << 20, max_pending: 1000, min_sync_interval: std::time::Duration::ZERO };
+        let appender = Appender::start(WriterLock::acquire(dir.path()).expect("lock"), 15, &cfg, Metrics::new(), Default::default()).expect("start");
+        for i in 15..=17 {
+            appender.append(format!("record {i}").into_bytes()).await.expect("append");
+        }
+        let mut reader = Reader::open(dir.path(), 6);
+        let got: Vec<u64> = reader.read(100).expect("read").into_iter().map(|(o, _)| o).collect();
+        assert_eq!(got, [15, 16, 17]);
     }
 
     #[tokio::test]

@@ -30,6 +30,11 @@ use crate::holes::{self, Hole};
 /// (fsyncgate), so recovery must not read them as durable.
 pub const UNSYNCED_FILE: &str = "unsynced";
 
+/// Files `damage-<offset>` are written before recovery cuts what it reports and removed once
+/// it has: the `cut`/`possibly` ranges of a recovery that failed half-way, so that the one that
+/// finishes still reports them.
+pub const DAMAGE_PREFIX: &str = "damage-";
+
 /// Where the appender continues.
 pub struct Tail {
     /// The newest segment, open for appending at its valid end.
@@ -87,6 +92,65 @@ impl std::fmt::Display for Damage {
 /// Recovers the log in `dir`; the next offset is at least `at_least` (one past the highest
 /// position a consumer stored).
 pub fn recover(disk: &dyn Disk, dir: &Path, at_least: u64) -> Result<Tail, LogError> {
+    let (earlier, markers) = read_damage(disk, dir)?;
+    let mut tail = recover_tail(disk, dir, at_least)?;
+    tail.damage.cut = widest(tail.damage.cut, earlier.cut);
+    tail.damage.possibly = widest(tail.damage.possibly, earlier.possibly);
+    for marker in markers {
+        disk.remove_file(&marker).map_err(LogError::io("remove", &marker))?;
+    }
+    Ok(tail)
+}
+
+fn widest(a: Option<(u64, u64)>, b: Option<(u64, u64)>) -> Option<(u64, u64)> {
+    match (a, b) {
+        (Some((a0, a1)), Some((b0, b1))) => Some((a0.min(b0), a1.max(b1))),
+        (a, b) => a.or(b),
+    }
+}
+
+/// What earlier, unfinished recoveries were about to cut, and the files that say so.
+fn read_damage(disk: &dyn Disk, dir: &Path) -> Result<(Damage, Vec<std::path::PathBuf>), LogError> {
+    let names = disk.list(dir).map_err(LogError::io("list", dir))?;
+    let mut damage = Damage::default();
+    let mut markers = Vec::new();
+    for name in names.iter().filter_map(|n| n.to_str()).filter(|n| n.starts_with(DAMAGE_PREFIX) && !n.ends_with(".tmp")) {
+        let marker = dir.join(name);
+        let text = String::from_utf8_lossy(&disk.read(&marker).map_err(LogError::io("read", &marker))?).into_owned();
+        let range = |kind: &str| {
+            let mut n = text.lines().find_map(|l| l.strip_prefix(kind))?.split_whitespace().map(str::parse::<u64>);
+            match (n.next(), n.next()) {
+                (Some(Ok(a)), Some(Ok(b))) => Some((a, b)),
+                _ => None,
+            }
+        };
+        damage.cut = widest(damage.cut, range("cut "));
+        damage.possibly = widest(damage.possibly, range("possibly "));
+        markers.push(marker);
+    }
+    Ok((damage, markers))
+}
+
+/// Records, durably, the ranges a recovery is about to cut before it cuts them; `resume`, where
+/// it goes on, names the file, so a recovery tried again finds its own already written.
+fn note_damage(disk: &dyn Disk, dir: &Path, resume: u64, damage: &Damage) -> Result<(), LogError> {
+    let mut text = String::new();
+    for (kind, range) in [("cut", damage.cut), ("possibly", damage.possibly)] {
+        if let Some((a, b)) = range {
+            text.push_str(&format!("{kind} {a} {b}\n"));
+        }
+    }
+    if text.is_empty() {
+        return Ok(());
+    }
+    let name = format!("{DAMAGE_PREFIX}{resume}");
+    match crate::durable_dir::write_file(disk, dir, &name, text.as_bytes()) {
+        Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => Err(LogError::io("write", &dir.join(&name))(e)),
+        _ => Ok(()),
+    }
+}
+
+fn recover_tail(disk: &dyn Disk, dir: &Path, at_least: u64) -> Result<Tail, LogError> {
     // Entries made before a crash (a new segment, the durable file) are made durable before
     // anything in them is read as durable.
     segment::sync_dir_on(disk, dir)?;
@@ -105,12 +169,9 @@ pub fn recover(disk: &dyn Disk, dir: &Path, at_least: u64) -> Result<Tail, LogEr
     let scan = record::scan(&bytes, base);
     let file = segment::open_for_write(disk, dir, base)?;
     let rest = &bytes[scan.valid_bytes..];
-    let mut allocated = bytes.len() as u64;
     let cut_bytes = scan.stop.is_some() && !rest.iter().all(|&b| b == 0);
     if let (Some(why), true) = (scan.stop, cut_bytes) {
         tracing::warn!(file = %path.display(), offset = scan.valid_bytes, bytes_cut = rest.len(), why, "cutting the log's tail at recovery");
-        allocated = scan.valid_bytes as u64;
-        file.set_len(allocated).map_err(LogError::io("cut segment tail", &path))?;
     }
     // What was read may be pages of a write whose fsync never came (a killed process): it is
     // read as durable from now on, so it is made so first.
@@ -129,7 +190,16 @@ pub fn recover(disk: &dyn Disk, dir: &Path, at_least: u64) -> Result<Tail, LogEr
     let resume = known.max(end);
     let len = scan.valid_bytes as u64;
     match (resume == next, scan.format == Format::V2 && scan.valid_bytes >= record::MAGIC.len()) {
-        (true, true) => Ok(Tail { file, base, len, allocated, next, damage }),
+        (true, true) => {
+            let allocated = match cut_bytes {
+                true => {
+                    file.set_len(len).and_then(|_| file.sync_all()).map_err(LogError::io("cut segment tail", &path))?;
+                    len
+                }
+                false => bytes.len() as u64,
+            };
+            Ok(Tail { file, base, len, allocated, next, damage })
+        }
         // Nothing in it, not even the whole magic (a new segment the crash caught before its
         // first sync): it starts again.
         (true, false) if next == base => {
@@ -142,10 +212,15 @@ pub fn recover(disk: &dyn Disk, dir: &Path, at_least: u64) -> Result<Tail, LogEr
         }
         // The segment ends where it is whole (empty, when it holds no record: a reader passes
         // over an empty file as it does over a clean end), and numbering goes on in a new one.
+        // The new segment comes first: a recovery that fails after cutting would leave
+        // nothing behind to report the cut offsets by, while an uncut tail behind a newer
+        // segment is read as damage and reported then.
         _ => {
+            note_damage(disk, dir, resume, &damage)?;
+            let tail = start_at(disk, dir, resume, damage)?;
             let keep = if next == base { 0 } else { len };
             file.set_len(keep).and_then(|_| file.sync_all()).map_err(LogError::io("cut segment tail", &path))?;
-            start_at(disk, dir, resume, damage)
+            Ok(tail)
         }
     }
 }

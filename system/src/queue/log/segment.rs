@@ -39,7 +39,16 @@ pub fn create(disk: &dyn Disk, dir: &Path, base: u64) -> Result<Box<dyn DiskFile
 pub fn create_file(disk: &dyn Disk, dir: &Path, base: u64) -> Result<Box<dyn DiskFile>, LogError> {
     let p = path(dir, base);
     let file = disk.open(&p, Open::CreateNew).map_err(LogError::io("create segment", &p))?;
-    file.write_all_at(&record::MAGIC, 0).map_err(LogError::io("write segment header", &p))?;
+    if let Err(e) = file.write_all_at(&record::MAGIC, 0) {
+        // Left behind, a segment the writer never used would sit among the offsets of the
+        // one before it: readers would take it for the next segment, and a later roll to
+        // the same offset could never create it.
+        drop(file);
+        if let Err(gone) = disk.remove_file(&p) {
+            return Err(LogError::Failed(format!("write segment header {}: {e}; removing it failed too: {gone}", p.display())));
+        }
+        return Err(LogError::io("write segment header", &p)(e));
+    }
     Ok(file)
 }
 
