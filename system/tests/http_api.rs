@@ -236,7 +236,7 @@ async fn signatures_are_enforced_in_both_schemes_with_rotation() {
 #[tokio::test]
 async fn health_readiness_and_metrics() {
     let app = TestApp::start(&[]).await;
-    assert_eq!(get(&app.http, format!("{}/readyz", app.base)).await, (200, json!({"queue":"ok","store":"ok"})));
+    assert_eq!(readiness(&app.http, &app.base).await, (200, json!({"queue":"ok","store":"ok"})));
     post(&app.http, hook(&app), &event("payment.pending", "pm", "om", 1, "x1")).await;
     drained(&app.http, &app.base).await;
     let text = app.http.get(format!("{}/metrics", app.base)).send().await.unwrap().text().await.unwrap();

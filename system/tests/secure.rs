@@ -115,7 +115,7 @@ async fn insecure_starts_open_on_a_reachable_address_and_says_so() {
     // The environment variable, as a container would set it.
     let app = Running::start("standalone", &any, port, &[], &[("INSECURE", "1")]).await;
     let http = client();
-    let ready = get(&http, format!("{}/readyz", app.base)).await;
+    let ready = readiness(&http, &app.base).await;
     assert_eq!(ready, (200, json!({"queue": "ok", "store": "ok", "insecure": ["unsigned_webhooks", "open_management_api"]})));
     assert_eq!(post(&http, format!("{}/api/webhooks/payment", app.base), &event("payment.pending", "pi", "oi", 1, "i1")).await.0, 200);
     let log = app.stop();
@@ -137,7 +137,7 @@ async fn with_every_secret_set_a_reachable_address_starts_without_insecure() {
     let port = free_addr().port();
     let any = format!("0.0.0.0:{port}");
     let app = Running::start("server", &any, port, &["--admin-token", TOKEN], &[("WEBHOOK_SECRET", SECRET)]).await;
-    assert_eq!(get(&client(), format!("{}/readyz", app.base)).await, (200, json!({"queue": "ok", "store": "ok"})));
+    assert_eq!(readiness(&client(), &app.base).await, (200, json!({"queue": "ok", "store": "ok"})));
     let log = app.stop();
     assert!(!log.contains(UNSIGNED) && !log.contains(OPEN_API) && !log.contains("--insecure"), "{log}");
 }
@@ -147,7 +147,7 @@ async fn loopback_keeps_its_open_defaults_with_a_warning_for_each() {
     let addr = free_addr();
     let app = Running::start("standalone", &addr.to_string(), addr.port(), &[], &[]).await;
     let http = client();
-    assert_eq!(get(&http, format!("{}/readyz", app.base)).await, (200, json!({"queue": "ok", "store": "ok"})));
+    assert_eq!(readiness(&http, &app.base).await, (200, json!({"queue": "ok", "store": "ok"})));
     assert_eq!(post(&http, format!("{}/api/webhooks/payment", app.base), &event("payment.pending", "pl", "ol", 1, "l1")).await.0, 200);
     assert_eq!(get(&http, format!("{}/api/stats", app.base)).await.0, 200, "no token needed");
     let log = app.stop();
