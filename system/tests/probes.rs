@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -28,18 +28,38 @@ async fn until(http: &reqwest::Client, url: &str, within: Duration, check: impl 
     }
 }
 
+/// A webhook whose body never finishes: it holds a slot once the server has it.
+fn hold(addr: &str) -> std::net::TcpStream {
+    let mut held = std::net::TcpStream::connect(addr).expect("connect");
+    write!(held, "POST /api/webhooks/payment HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{{").expect("send");
+    held.set_nonblocking(true).expect("non-blocking");
+    held
+}
+
+/// Whether the server answered (or closed) a held request.
+fn answered(held: &std::net::TcpStream) -> bool {
+    let mut byte = [0u8; 1];
+    !matches!((&*held).read(&mut byte), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn probes_answer_while_every_webhook_slot_is_taken() {
     let app = TestApp::start(&["--max-in-flight", "1", "--request-timeout-ms", "60000"]).await;
     let addr = app.base.trim_start_matches("http://").to_owned();
-    // A webhook whose body never finishes holds the only slot.
-    let mut held = std::net::TcpStream::connect(&addr).expect("connect");
-    write!(held, "POST /api/webhooks/payment HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{{").expect("send");
+    let mut held = hold(&addr);
     let url = format!("{}/api/webhooks/payment", app.base);
     // Once the held request has reached the server, every other webhook is shed.
     let deadline = Instant::now() + Duration::from_secs(10);
-    while post(&app.http, url.clone(), &event("payment.success", "p1", "o1", 100, "e1")).await.0 != 429 {
-        assert!(Instant::now() < deadline, "webhooks were never shed");
+    loop {
+        // A webhook that had the slot when the held one arrived got it shed: hold it again.
+        if answered(&held) {
+            held = hold(&addr);
+        }
+        let (status, body) = post(&app.http, url.clone(), &event("payment.success", "p1", "o1", 100, "e1")).await;
+        if status == 429 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "webhooks were never shed; last answer {status} {body}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     for path in ["/healthz", "/readyz", "/metrics"] {
