@@ -47,6 +47,9 @@ const FULL_ENOUGH: usize = 16;
 /// docs/measurements/2026-12-02-preallocation-step.md).
 const PREALLOCATE: u64 = 128 * 1024;
 
+/// How often a failed publish of the durable offset is retried while no append comes.
+const PUBLISH_RETRY: Duration = Duration::from_millis(100);
+
 #[derive(Debug, Clone)]
 pub struct AppenderConfig {
     pub segment_bytes: u64,
@@ -152,7 +155,7 @@ fn run(mut writer: Writer, mut rx: mpsc::Receiver<Request>, out: &Notifier) {
     let mut group = Vec::with_capacity(MAX_GROUP);
     let mut last_start: Option<Instant> = None;
     let mut last_len = 0;
-    while let Some(first) = rx.blocking_recv() {
+    while let Some(first) = next_request(&mut rx, &mut writer, out) {
         group.push(first);
         take_waiting(&mut rx, &mut group);
         if let Some(wait) = company_wait(last_start, Instant::now(), last_len, group.len(), out.min_sync_interval) {
@@ -191,6 +194,25 @@ fn run(mut writer: Writer, mut rx: mpsc::Receiver<Request>, out: &Notifier) {
         }
     }
     tracing::debug!("log appender stopped");
+}
+
+/// The next append, or `None` once every handle is gone. While a failed publish holds synced
+/// records back from readers, it is retried meanwhile: an acknowledged record with no append
+/// after it would otherwise wait for the next append, or a restart, to be read.
+fn next_request(rx: &mut mpsc::Receiver<Request>, writer: &mut Writer, out: &Notifier) -> Option<Request> {
+    while writer.unpublished() {
+        match rx.try_recv() {
+            Ok(r) => return Some(r),
+            Err(mpsc::error::TryRecvError::Disconnected) => return None,
+            Err(mpsc::error::TryRecvError::Empty) => {
+                std::thread::sleep(PUBLISH_RETRY);
+                if writer.publish_again() {
+                    out.wake.notify_one();
+                }
+            }
+        }
+    }
+    rx.blocking_recv()
 }
 
 /// Company is worth waiting for only when appends overlap (a lone client that sends one
@@ -246,6 +268,8 @@ pub struct Writer {
     buf: Vec<u8>,
     /// What preallocation writes (a step of zeros), kept between steps.
     zeros: Vec<u8>,
+    /// The last synced offset, when writing it to the `durable` file failed.
+    unpublished: Option<u64>,
 }
 
 impl Writer {
@@ -258,7 +282,7 @@ impl Writer {
         // Created before recovery, which syncs the directory and so makes its entry durable.
         let durable = disk.open(&durable, Open::Create).map_err(LogError::io("open", &durable))?;
         let tail = recovery::recover(&*disk, &dir, at_least)?;
-        let writer = Writer {
+        let mut writer = Writer {
             _lock: lock,
             disk,
             durable,
@@ -272,6 +296,7 @@ impl Writer {
             segment_bytes: segment_bytes.max(1),
             buf: Vec::new(),
             zeros: Vec::new(),
+            unpublished: None,
         };
         writer.publish(tail.next - 1);
         Ok((writer, tail.damage))
@@ -306,12 +331,35 @@ impl Writer {
         Ok(first)
     }
 
-    /// Tells readers that every offset up to `last` is durable.
-    pub fn publish(&self, last: u64) {
-        // A stale value only delays readers in other processes; it never misleads them.
-        if let Err(e) = self.durable.write_all_at(&last.to_le_bytes(), 0) {
-            tracing::warn!(error = %e, "cannot publish the durable offset to other processes");
+    /// Tells readers that every offset up to `last` is durable. A value that cannot be written
+    /// never misleads a reader, but holds the records after the old one back from every reader
+    /// until a publish succeeds: [`Writer::unpublished`] says so, [`Writer::publish_again`] retries.
+    pub fn publish(&mut self, last: u64) {
+        match self.durable.write_all_at(&last.to_le_bytes(), 0) {
+            Ok(()) => self.unpublished = None,
+            Err(e) => {
+                if self.unpublished.is_none() {
+                    tracing::warn!(error = %e, last, "cannot publish the durable offset; readers wait for the records after the last one published");
+                }
+                self.unpublished = Some(last);
+            }
         }
+    }
+
+    /// Whether readers wait for synced records because their publish failed.
+    pub fn unpublished(&self) -> bool {
+        self.unpublished.is_some()
+    }
+
+    /// Retries a publish that failed; true once readers see every synced record.
+    pub fn publish_again(&mut self) -> bool {
+        if let Some(last) = self.unpublished {
+            self.publish(last);
+            if self.unpublished.is_none() {
+                tracing::info!(last, "the durable offset is published again");
+            }
+        }
+        self.unpublished.is_none()
     }
 
     fn sync(&self) -> Result<(), Fault> {
@@ -430,6 +478,91 @@ mod tests {
         AppenderConfig { segment_bytes, max_pending: 10_000, min_sync_interval: Duration::ZERO }
     }
 
+    /// The real file system, but writes to the `durable` file fail while `failing` is set.
+    #[derive(Debug, Default)]
+    struct DurableFails {
+        failing: Arc<AtomicBool>,
+    }
+
+    struct FailingFile {
+        file: Box<dyn DiskFile>,
+        failing: Arc<AtomicBool>,
+    }
+
+    impl Disk for DurableFails {
+        fn open(&self, path: &Path, how: Open) -> std::io::Result<Box<dyn DiskFile>> {
+            let file = crate::disk::Os.open(path, how)?;
+            if path.file_name() == Some(std::ffi::OsStr::new(super::super::reader::DURABLE_FILE)) {
+                return Ok(Box::new(FailingFile { file, failing: self.failing.clone() }));
+            }
+            Ok(file)
+        }
+        fn list(&self, dir: &Path) -> std::io::Result<Vec<std::ffi::OsString>> {
+            crate::disk::Os.list(dir)
+        }
+        fn exists(&self, path: &Path) -> bool {
+            crate::disk::Os.exists(path)
+        }
+        fn create_dir(&self, dir: &Path) -> std::io::Result<()> {
+            crate::disk::Os.create_dir(dir)
+        }
+        fn remove_file(&self, path: &Path) -> std::io::Result<()> {
+            crate::disk::Os.remove_file(path)
+        }
+        fn hard_link(&self, from: &Path, to: &Path) -> std::io::Result<()> {
+            crate::disk::Os.hard_link(from, to)
+        }
+        fn sync_dir(&self, dir: &Path) -> std::io::Result<()> {
+            crate::disk::Os.sync_dir(dir)
+        }
+        fn lock(&self, dir: &Path, name: &str, holder: &'static str) -> Result<Box<dyn std::fmt::Debug + Send + Sync>, crate::datadir::LockError> {
+            crate::disk::Os.lock(dir, name, holder)
+        }
+    }
+
+    impl DiskFile for FailingFile {
+        fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
+            self.file.read_at(buf, offset)
+        }
+        fn write_at(&self, buf: &[u8], offset: u64) -> std::io::Result<usize> {
+            if self.failing.load(Ordering::Acquire) {
+                return Err(std::io::Error::from_raw_os_error(5));
+            }
+            self.file.write_at(buf, offset)
+        }
+        fn sync_data(&self) -> std::io::Result<()> {
+            self.file.sync_data()
+        }
+        fn sync_all(&self) -> std::io::Result<()> {
+            self.file.sync_all()
+        }
+        fn set_len(&self, len: u64) -> std::io::Result<()> {
+            self.file.set_len(len)
+        }
+        fn len(&self) -> std::io::Result<u64> {
+            self.file.len()
+        }
+    }
+
+    /// An acknowledged record whose publish failed reaches readers once the durable file can
+    /// be written again, with no append after it (the simulator found it waiting for a restart).
+    #[tokio::test]
+    async fn a_failed_publish_is_retried_without_another_append() {
+        let dir = tempfile::tempdir().expect("dir");
+        let disk = Arc::new(DurableFails::default());
+        let failing = disk.failing.clone();
+        let wake = Arc::new(Notify::new());
+        let lock = WriterLock::acquire_on(disk, dir.path()).expect("lock");
+        let appender = Appender::start(lock, 0, &cfg(1 << 20), Metrics::new(), wake.clone()).expect("start");
+        failing.store(true, Ordering::Release);
+        assert_eq!(appender.append(b"one".to_vec()).await.expect("acknowledged: the record is synced"), 1);
+        assert_eq!(super::super::reader::durable(dir.path()).expect("durable"), 0, "not published while the file fails");
+        wake.notified().await; // the group's own wake-up, before its publish was retried
+        failing.store(false, Ordering::Release);
+        tokio::time::timeout(Duration::from_secs(5), wake.notified()).await.expect("readers woken once it is published");
+        assert_eq!(super::super::reader::durable(dir.path()).expect("durable"), 1);
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn concurrent_appends_share_fsyncs_and_get_consecutive_offsets() {
         let dir = tempfile::tempdir().expect("dir");
@@ -524,7 +657,7 @@ mod tests {
         let durable = Box::new(std::fs::File::create(dir.join(super::super::reader::DURABLE_FILE)).expect("durable"));
         let lock = WriterLock::acquire(dir).expect("lock");
         let disk = lock.disk().clone();
-        let writer = Writer { _lock: lock, disk, durable, dir: dir.to_owned(), path: "/dev/full".into(), file, base: 1, len: 0, allocated: 0, next: 1, segment_bytes: 1 << 20, buf: Vec::new(), zeros: Vec::new() };
+        let writer = Writer { _lock: lock, disk, durable, dir: dir.to_owned(), path: "/dev/full".into(), file, base: 1, len: 0, allocated: 0, next: 1, segment_bytes: 1 << 20, buf: Vec::new(), zeros: Vec::new(), unpublished: None };
         let (tx, rx) = mpsc::channel(16);
         let failed = Arc::new(AtomicBool::new(false));
         let notifier = Notifier { failed: failed.clone(), wake: Arc::default(), metrics: Metrics::new(), min_sync_interval: Duration::ZERO };
