@@ -149,6 +149,11 @@ impl EmbeddedConsumer {
         Ok(consumer)
     }
 
+    /// The last offset read and let go, or where reading starts.
+    pub fn position(&self) -> u64 {
+        self.position
+    }
+
     /// Events durable after the current position.
     pub async fn backlog(&mut self) -> Result<u64, QueueError> {
         Ok(self.reader.durable().map_err(storage)?.saturating_sub(self.position))

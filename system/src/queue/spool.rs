@@ -96,7 +96,8 @@ impl SpoolingProducer {
         }
         let shared = Arc::new(Shared { spooling: AtomicBool::new(left > 0), gate: RwLock::new(()), depth: AtomicI64::new(0), max_events, metrics });
         shared.add_depth(left as i64);
-        let drainer = Drainer { reader, broker: broker.clone(), shared: shared.clone(), shutdown, pending: Vec::new(), failures: 0, jitter: rand::make_rng() };
+        let forwarded_through = reader.position();
+        let drainer = Drainer { reader, broker: broker.clone(), shared: shared.clone(), shutdown, pending: Vec::new(), forwarded_through, failures: 0, jitter: rand::make_rng() };
         Ok((Self { broker, spool, shared }, drainer))
     }
 
@@ -156,6 +157,10 @@ pub struct Drainer {
     /// A batch read but not yet forwarded: the reader has moved past it, so it is kept and
     /// sent again until the broker takes it.
     pending: Vec<Delivery>,
+    /// The last offset forwarded (or where reading started): the depth goes down by offsets,
+    /// as the backlog it started from was counted, offsets that recovery numbered past
+    /// included.
+    forwarded_through: u64,
     /// Rounds failed in a row.
     failures: u32,
     /// Draws the backoff's jitter; seeded by the simulator, from the OS otherwise.
@@ -211,8 +216,10 @@ impl Drainer {
                     // The position may come back older after a restart: duplicates, which the worker skips.
                     tracing::warn!(error = %e, "cannot record the spool's forwarded position");
                 }
+                let through = self.pending.last().map_or(self.forwarded_through, |d| d.position.offset as u64);
+                self.shared.add_depth(-(through.saturating_sub(self.forwarded_through) as i64));
+                self.forwarded_through = through;
                 let n = self.pending.len();
-                self.shared.add_depth(-(n as i64));
                 self.pending.clear();
                 Drained::Forwarded(n)
             }
