@@ -379,6 +379,7 @@ impl Sim {
         if self.worker.take().is_some() {
             self.crashes += 1;
             self.trace.record("kill", "worker", 0, 0);
+            self.store.process_gone();
         }
     }
 
@@ -394,6 +395,10 @@ impl Sim {
     async fn restart(&mut self) {
         if self.server.as_ref().is_some_and(|s| s.failed) {
             self.kill_server();
+        }
+        // Its readiness fails after a failed checkpoint; the supervisor restarts it.
+        if self.store.needs_restart() {
+            self.kill_worker();
         }
         if self.server.is_none() {
             match self.open_writer().await {
@@ -522,6 +527,10 @@ impl Sim {
             self.replay().await?;
             while !self.pending.is_empty() && self.server.as_ref().is_some_and(|s| !s.failed) {
                 self.group()?;
+            }
+            // What the appender thread does while no append comes: retry a failed publish.
+            if self.server.as_mut().is_some_and(|s| s.writer.publish_again()) {
+                self.wake.notify_one();
             }
             if let Some(w) = self.worker.as_mut() {
                 while w.step().await != Step::Applied(0) {}

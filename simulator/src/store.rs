@@ -4,7 +4,10 @@
 //! - SQLite in WAL mode with syncs at checkpoints: a commit is visible at once and survives a
 //!   killed process, but a power cut keeps only a prefix of the commits since the last
 //!   checkpoint (WAL frames are written in order, and the cut may land anywhere in them); a
-//!   checkpoint that fails says so and makes nothing durable. Orders and operators' writes
+//!   checkpoint that fails says so and makes nothing durable; like the real store, the model
+//!   then refuses to call anything durable (checkpoints and pings fail) until the process that
+//!   holds it restarts, and that restart keeps only a seeded prefix of the commits since the
+//!   last good checkpoint (the failed sync may have dropped WAL pages). Orders and operators' writes
 //!   (marking dead letters replayed) are synced when they commit, as the real store does, and
 //!   that sync makes every earlier commit durable too.
 //! - PostgreSQL: every commit is durable.
@@ -301,6 +304,8 @@ struct State {
     /// What readers see: `durable` with `pending` applied.
     live: Tables,
     down_until: Option<Instant>,
+    /// A checkpoint failed: nothing is called durable until a restart.
+    checkpoint_failed: bool,
 }
 
 impl State {
@@ -310,6 +315,22 @@ impl State {
             self.durable.apply(txn);
         }
         pending.len()
+    }
+
+    /// What survives of the commits since the last checkpoint: a seeded prefix.
+    fn keep_prefix(&mut self) -> (u64, u64) {
+        let committed = self.pending.len() as u64;
+        let kept = self.rng.range(0, committed) as usize;
+        let pending = std::mem::take(&mut self.pending);
+        for txn in &pending[..kept] {
+            self.durable.apply(txn);
+        }
+        self.live = self.durable.clone();
+        (kept as u64, committed)
+    }
+
+    fn refusing(&self) -> Option<StoreError> {
+        self.checkpoint_failed.then(|| StoreError::Unavailable("a checkpoint failed earlier (simulated); restart to recover the store from its WAL".into()))
     }
 }
 
@@ -322,7 +343,7 @@ pub struct StoreModel {
 
 impl StoreModel {
     pub fn new(kind: Kind, rng: Rng, faults: StoreFaults, trace: Trace) -> Self {
-        let state = State { rng, faults, faults_on: false, durable: Tables::default(), pending: Vec::new(), live: Tables::default(), down_until: None };
+        let state = State { rng, faults, faults_on: false, durable: Tables::default(), pending: Vec::new(), live: Tables::default(), down_until: None, checkpoint_failed: false };
         Self { kind, state: Mutex::new(state), trace }
     }
 
@@ -341,15 +362,26 @@ impl StoreModel {
     /// A power cut: SQLite keeps a seeded prefix of the commits since its last checkpoint.
     pub fn power_cut(&self) {
         let mut s = self.state();
-        let committed = s.pending.len() as u64;
-        let kept = s.rng.range(0, committed) as usize;
-        self.trace.record("store-power-cut", "", kept as u64, s.pending.len() as u64);
-        let pending = std::mem::take(&mut s.pending);
-        for txn in &pending[..kept] {
-            s.durable.apply(txn);
-        }
-        s.live = s.durable.clone();
+        let (kept, committed) = s.keep_prefix();
+        self.trace.record("store-power-cut", "", kept, committed);
         s.down_until = None;
+        s.checkpoint_failed = false;
+    }
+
+    /// Whether the store refuses until the process holding it restarts.
+    pub fn needs_restart(&self) -> bool {
+        self.state().checkpoint_failed
+    }
+
+    /// The process holding the store went away. After a failed checkpoint SQLite recovers from
+    /// its WAL on the next open, and the failed sync may have dropped some of its pages.
+    pub fn process_gone(&self) {
+        let mut s = self.state();
+        if s.checkpoint_failed {
+            let (kept, committed) = s.keep_prefix();
+            self.trace.record("store-reopened-after-failure", "", kept, committed);
+            s.checkpoint_failed = false;
+        }
     }
 
     /// What readers see now.
@@ -470,6 +502,9 @@ impl Store for StoreModel {
 
     async fn ping(&self) -> Result<(), StoreError> {
         let s = self.state();
+        if let Some(e) = s.refusing() {
+            return Err(e);
+        }
         match s.down_until {
             Some(t) if Instant::now() < t => Err(StoreError::Unavailable("store down (simulated)".into())),
             _ => Ok(()),
@@ -479,9 +514,13 @@ impl Store for StoreModel {
     async fn make_durable(&self) -> Result<(), StoreError> {
         self.admit("checkpoint")?;
         let mut s = self.state();
+        if let Some(e) = s.refusing() {
+            return Err(e);
+        }
         let p = s.faults.failed_checkpoint;
-        if s.faults_on && s.rng.chance(p) {
+        if self.kind == Kind::Sqlite && s.faults_on && s.rng.chance(p) {
             self.trace.record("!checkpoint-failed", "", s.pending.len() as u64, 0);
+            s.checkpoint_failed = true;
             return Err(StoreError::Unavailable("checkpoint failed (simulated)".into()));
         }
         let n = s.checkpoint();
