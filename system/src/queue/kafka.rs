@@ -133,7 +133,9 @@ fn partition_list(tpl: &TopicPartitionList) -> String {
 /// The worker's side: one member of the consumer group.
 pub struct KafkaConsumer {
     consumer: StreamConsumer<RebalanceLog>,
-    dlq: FutureProducer,
+    /// Made for the first dead letter: an idle librdkafka producer still wakes its threads
+    /// (6-7 % of a Kafka worker's CPU samples, docs/measurements/2026-12-06-kafka-cost.md).
+    dlq: tokio::sync::OnceCell<FutureProducer>,
     cfg: KafkaConfig,
     lag: Option<Lag>,
     watch: Arc<RetentionWatch>,
@@ -197,7 +199,7 @@ impl KafkaConsumer {
         let consumer: StreamConsumer<RebalanceLog> =
             client::with_properties(&mut c, &cfg.client).create_with_context(RebalanceLog { watch: watch.clone() }).map_err(unavailable)?;
         consumer.subscribe(&[&cfg.topic]).map_err(unavailable)?;
-        Ok(Self { consumer, dlq: producer::plain(cfg)?, cfg: cfg.clone(), lag: None, watch, metrics: None })
+        Ok(Self { consumer, dlq: tokio::sync::OnceCell::new(), cfg: cfg.clone(), lag: None, watch, metrics: None })
     }
 
     /// Reports to `metrics`: offsets skipped, and the age of the oldest unapplied event
@@ -319,6 +321,7 @@ impl Consumer for KafkaConsumer {
             .insert(Header { key: "x-source-offset", value: Some(offset.as_bytes()) });
         let topic = self.cfg.dlq_topic();
         let record: FutureRecord<'_, (), Vec<u8>> = FutureRecord::to(&topic).payload(&d.raw).headers(headers);
-        self.dlq.send(record, Timeout::After(self.cfg.produce_timeout)).await.map(|_| ()).map_err(|(e, _)| unavailable(e))
+        let dlq = self.dlq.get_or_try_init(|| async { producer::plain(&self.cfg) }).await?;
+        dlq.send(record, Timeout::After(self.cfg.produce_timeout)).await.map(|_| ()).map_err(|(e, _)| unavailable(e))
     }
 }

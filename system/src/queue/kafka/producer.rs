@@ -99,6 +99,8 @@ pub struct Request {
     payload: Vec<u8>,
     event_id: String,
     received_at_us: String,
+    /// A header too, so that Kafka's own tools find a request's record without decoding it.
+    request_id: Option<String>,
     ack: Ack,
 }
 
@@ -111,6 +113,7 @@ impl Request {
             payload,
             event_id: event.event_id.clone(),
             received_at_us: event.received_at_us.to_string(),
+            request_id: event.request_id.clone(),
             ack,
         };
         Ok((request, acked))
@@ -254,9 +257,12 @@ fn produce(sink: &impl Sink, topic: &str, r: Request) {
     if r.ack.is_closed() {
         return;
     }
-    let headers = OwnedHeaders::new_with_capacity(2)
+    let mut headers = OwnedHeaders::new_with_capacity(3)
         .insert(Header { key: "event_id", value: Some(r.event_id.as_bytes()) })
         .insert(Header { key: "received_at_us", value: Some(r.received_at_us.as_bytes()) });
+    if let Some(id) = &r.request_id {
+        headers = headers.insert(Header { key: "request_id", value: Some(id.as_bytes()) });
+    }
     let record = BaseRecord::with_opaque_to(topic, Box::new(r.ack)).key(r.key.as_str()).payload(r.payload.as_slice()).headers(headers);
     if let Err((e, record)) = sink.send(record) {
         answer(record.delivery_opaque, Err(e));
@@ -328,5 +334,29 @@ mod tests {
         assert_eq!(sent, [("o1", "e1"), ("o2", "e2"), ("o1", "e3")], "a request that stopped waiting is not sent");
         let answers: Vec<_> = acked.iter_mut().map(|a| a.try_recv().expect("answered").is_ok()).collect();
         assert_eq!(answers, [true, true, false, true], "the refused request is answered with its error");
+    }
+
+    /// Keeps each record's request id header, if any.
+    #[derive(Default)]
+    struct RequestIds(std::cell::RefCell<Vec<Option<String>>>);
+
+    impl Sink for RequestIds {
+        fn send<'a>(&self, record: Record<'a>) -> Result<(), Refused<'a>> {
+            let header = record.headers.as_ref().and_then(|h| h.iter().find(|h| h.key == "request_id")).and_then(|h| h.value);
+            self.0.borrow_mut().push(header.map(|v| String::from_utf8_lossy(v).into_owned()));
+            answer(record.delivery_opaque, Ok(()));
+            Ok(())
+        }
+
+        fn flush(&self, _: Duration) {}
+    }
+
+    #[test]
+    fn a_record_names_its_request_in_a_header_when_the_event_has_one() {
+        let sink = RequestIds::default();
+        let traced = PaymentEvent { request_id: Some("req-7".into()), ..event("e1", "o1") };
+        let (mut group, _waiting): (Vec<Request>, Vec<Acked>) = [traced, event("e2", "o1")].iter().map(|e| Request::new(e).expect("encodes")).unzip();
+        produce_group(&sink, "topic", &mut group);
+        assert_eq!(sink.0.take(), [Some("req-7".to_owned()), None]);
     }
 }
