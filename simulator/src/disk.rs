@@ -6,7 +6,8 @@
 //! sees and the entries as of the directory's last sync. A power cut writes back a seeded
 //! share of the dirty pages, each independently (torn and out of order), and the new size
 //! with the same chance, then reverts every directory to its synced entries: a file or
-//! directory no synced entry names is gone. Faults, while switched on: `ENOSPC` (sometimes
+//! directory no synced entry names is gone. The driver may also cut the power inside the next
+//! sync, the commonest moment under load: the write before it torn, the sync never answered. Faults, while switched on: `ENOSPC` (sometimes
 //! after a short write), `EIO` on write, read and directory sync, and a failed fsync that
 //! either drops the dirty pages (reads show the medium) or keeps them readable but clean,
 //! never to be written back (Linux after a failed write-back: PostgreSQL's fsyncgate).
@@ -77,6 +78,10 @@ struct State {
     next_lock: u64,
     /// A short write happened: the next write finds the disk full.
     full: bool,
+    /// The power goes while the next sync waits for the disk ([`SimDisk::cut_in_next_sync`]).
+    cut_armed: bool,
+    /// The power went in a sync: every operation fails until the driver's power cut.
+    off: bool,
     trace: Trace,
 }
 
@@ -109,7 +114,7 @@ impl SimDisk {
     pub fn new(rng: Rng, faults: Faults, trace: Trace) -> Self {
         let mut dirs = BTreeMap::new();
         dirs.insert(PathBuf::from("/"), Dir::default());
-        let state = State { rng, faults, faults_on: false, inodes: BTreeMap::new(), next_inode: 1, dirs, locks: BTreeMap::new(), next_lock: 1, full: false, trace };
+        let state = State { rng, faults, faults_on: false, inodes: BTreeMap::new(), next_inode: 1, dirs, locks: BTreeMap::new(), next_lock: 1, full: false, cut_armed: false, off: false, trace };
         Self(Arc::new(Mutex::new(state)))
     }
 
@@ -123,59 +128,23 @@ impl SimDisk {
     }
 
     /// A power cut: every process is gone (the driver drops them first), a seeded share of
-    /// what was not synced reaches the medium, and the rest is lost.
+    /// what was not synced reaches the medium, and the rest is lost. After a cut that came
+    /// in a sync ([`SimDisk::cut_in_next_sync`]) the power comes back on.
     pub fn power_cut(&self) {
         let mut s = self.state();
-        let share = [0.0, 0.25, 0.5, 0.75, 1.0][s.rng.below(5) as usize];
-        s.trace.record("power-cut", "", (share * 4.0) as u64, 0);
-        let ids: Vec<u64> = s.inodes.keys().copied().collect();
-        for id in ids {
-            let mut rng = s.rng.fork();
-            let Some(inode) = s.inodes.get_mut(&id) else { continue };
-            let old_len = inode.medium.len();
-            for &page in &inode.dirty {
-                if rng.chance(share) {
-                    let start = page * PAGE;
-                    let end = (start + PAGE).min(inode.cache.len());
-                    if start >= end {
-                        continue;
-                    }
-                    if inode.medium.len() < end {
-                        inode.medium.resize(end, 0);
-                    }
-                    inode.medium[start..end].copy_from_slice(&inode.cache[start..end]);
-                }
-            }
-            let len = if inode.size_dirty && rng.chance(share) { inode.cache.len() } else { old_len };
-            inode.medium.resize(len, 0);
-            inode.cache = inode.medium.clone();
-            inode.dirty.clear();
-            inode.kept.clear();
-            inode.size_dirty = false;
+        s.cut_armed = false;
+        match s.off {
+            true => s.off = false,
+            false => s.cut(),
         }
-        for dir in s.dirs.values_mut() {
-            dir.live = dir.synced.clone();
-        }
-        // Only what synced entries reach from the root is left.
-        let mut reached = BTreeMap::new();
-        let mut files = BTreeSet::new();
-        let mut todo = vec![PathBuf::from("/")];
-        while let Some(path) = todo.pop() {
-            let Some(dir) = s.dirs.get(&path).cloned() else { continue };
-            for (name, entry) in &dir.live {
-                match entry {
-                    Entry::Dir => todo.push(path.join(name)),
-                    Entry::File(id) => {
-                        files.insert(*id);
-                    }
-                }
-            }
-            reached.insert(path, dir);
-        }
-        s.dirs = reached;
-        s.inodes.retain(|id, _| files.contains(id));
-        s.locks.clear();
-        s.full = false;
+    }
+
+    /// The power goes while the next sync (of a file or a directory) waits for the disk: what
+    /// was written before it is torn like any unsynced write, the sync never returns success,
+    /// and nothing after it reaches the disk. The commonest moment of a real power cut under
+    /// load: a group written, its fsync in flight.
+    pub fn cut_in_next_sync(&self) {
+        self.state().cut_armed = true;
     }
 
     /// The kernel's periodic write-back: every dirty page and size reaches the medium (not
@@ -228,6 +197,79 @@ impl SimDisk {
 }
 
 impl State {
+    /// Write-back of a seeded share of the dirty pages, then directories back to their synced
+    /// entries and what they no longer reach gone.
+    fn cut(&mut self) {
+        let share = [0.0, 0.25, 0.5, 0.75, 1.0][self.rng.below(5) as usize];
+        self.trace.record("power-cut", "", (share * 4.0) as u64, 0);
+        let ids: Vec<u64> = self.inodes.keys().copied().collect();
+        for id in ids {
+            let mut rng = self.rng.fork();
+            let Some(inode) = self.inodes.get_mut(&id) else { continue };
+            let old_len = inode.medium.len();
+            for &page in &inode.dirty {
+                if rng.chance(share) {
+                    let start = page * PAGE;
+                    let end = (start + PAGE).min(inode.cache.len());
+                    if start >= end {
+                        continue;
+                    }
+                    if inode.medium.len() < end {
+                        inode.medium.resize(end, 0);
+                    }
+                    inode.medium[start..end].copy_from_slice(&inode.cache[start..end]);
+                }
+            }
+            let len = if inode.size_dirty && rng.chance(share) { inode.cache.len() } else { old_len };
+            inode.medium.resize(len, 0);
+            inode.cache = inode.medium.clone();
+            inode.dirty.clear();
+            inode.kept.clear();
+            inode.size_dirty = false;
+        }
+        for dir in self.dirs.values_mut() {
+            dir.live = dir.synced.clone();
+        }
+        // Only what synced entries reach from the root is left.
+        let mut reached = BTreeMap::new();
+        let mut files = BTreeSet::new();
+        let mut todo = vec![PathBuf::from("/")];
+        while let Some(path) = todo.pop() {
+            let Some(dir) = self.dirs.get(&path).cloned() else { continue };
+            for (name, entry) in &dir.live {
+                match entry {
+                    Entry::Dir => todo.push(path.join(name)),
+                    Entry::File(id) => {
+                        files.insert(*id);
+                    }
+                }
+            }
+            reached.insert(path, dir);
+        }
+        self.dirs = reached;
+        self.inodes.retain(|id, _| files.contains(id));
+        self.locks.clear();
+        self.full = false;
+    }
+
+    /// Fails every operation of the processes a power cut in a sync killed.
+    fn on(&self) -> io::Result<()> {
+        match self.off {
+            true => Err(eio()),
+            false => Ok(()),
+        }
+    }
+
+    /// Whether the power goes in this sync: if it was armed, the cut happens now.
+    fn power_goes(&mut self) -> bool {
+        if !std::mem::take(&mut self.cut_armed) {
+            return false;
+        }
+        self.off = true;
+        self.cut();
+        true
+    }
+
     fn strikes(&mut self, p: f64) -> bool {
         self.faults_on && self.rng.chance(p)
     }
@@ -252,6 +294,7 @@ impl State {
 impl Disk for SimDisk {
     fn open(&self, path: &Path, how: Open) -> io::Result<Box<dyn DiskFile>> {
         let mut s = self.state();
+        s.on()?;
         let id = match (s.lookup(path)?, how) {
             (Some(Entry::Dir), _) => return Err(err(io::ErrorKind::IsADirectory)),
             (Some(Entry::File(_)), Open::CreateNew) => return Err(err(io::ErrorKind::AlreadyExists)),
@@ -271,6 +314,7 @@ impl Disk for SimDisk {
 
     fn list(&self, dir: &Path) -> io::Result<Vec<OsString>> {
         let s = self.state();
+        s.on()?;
         let d = s.dirs.get(dir).ok_or_else(|| err(io::ErrorKind::NotFound))?;
         Ok(d.live.keys().cloned().collect())
     }
@@ -281,6 +325,7 @@ impl Disk for SimDisk {
 
     fn create_dir(&self, dir: &Path) -> io::Result<()> {
         let mut s = self.state();
+        s.on()?;
         s.link(dir, Entry::Dir)?;
         s.dirs.insert(dir.to_owned(), Dir::default());
         s.trace.record("mkdir", &traced(dir), 0, 0);
@@ -289,6 +334,7 @@ impl Disk for SimDisk {
 
     fn remove_file(&self, path: &Path) -> io::Result<()> {
         let mut s = self.state();
+        s.on()?;
         let (parent, name) = SimDisk::parent(path)?;
         let dir = s.dirs.get_mut(&parent).ok_or_else(|| err(io::ErrorKind::NotFound))?;
         match dir.live.get(&name) {
@@ -304,6 +350,7 @@ impl Disk for SimDisk {
 
     fn hard_link(&self, from: &Path, to: &Path) -> io::Result<()> {
         let mut s = self.state();
+        s.on()?;
         let Some(Entry::File(id)) = s.lookup(from)? else { return Err(err(io::ErrorKind::NotFound)) };
         s.link(to, Entry::File(id))?;
         s.trace.record("link", &traced(to), id, 0);
@@ -312,6 +359,10 @@ impl Disk for SimDisk {
 
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
         let mut s = self.state();
+        s.on()?;
+        if s.power_goes() {
+            return Err(eio());
+        }
         let p = s.faults.dir_sync_error;
         if s.strikes(p) {
             s.trace.record("!fsyncdir-EIO", &traced(dir), 0, 0);
@@ -369,6 +420,7 @@ impl SimFile {
         if !s.inodes.contains_key(&self.id) {
             return Err(eio());
         }
+        s.on()?;
         f(&mut s, self.id)
     }
 }
@@ -432,6 +484,9 @@ impl DiskFile for SimFile {
 
     fn sync_data(&self) -> io::Result<()> {
         self.with(|s, id| {
+            if s.power_goes() {
+                return Err(eio());
+            }
             let (p, keep) = (s.faults.sync_error, s.faults.keep_pages);
             let failed = s.strikes(p);
             let keeps = failed && s.rng.chance(keep);

@@ -240,7 +240,8 @@ impl Sim {
             55..=79 => self.worker_turn().await,
             80..=81 => self.kill_server(),
             82..=83 => self.kill_worker(),
-            84..=85 => self.power_cut(),
+            84 => self.power_cut(),
+            85 => self.power_cut_in_a_sync()?,
             86..=91 => self.restart().await,
             92..=93 => self.second_writer().await?,
             94..=95 => self.replay().await?,
@@ -389,6 +390,15 @@ impl Sim {
         self.crashes += 1;
         self.disk.power_cut();
         self.store.power_cut();
+    }
+
+    /// The power goes while the server's group waits for its fsync: its pages torn, never
+    /// acknowledged.
+    fn power_cut_in_a_sync(&mut self) -> Checked<()> {
+        self.disk.cut_in_next_sync();
+        self.group()?;
+        self.power_cut();
+        Ok(())
     }
 
     /// An operator (or a supervisor) starts what is down and restarts a failed server.

@@ -18,10 +18,24 @@ pub enum Hole {
     KeptUnsyncedPages,
     /// New directories' parents are not synced.
     UnsyncedDirectories,
+    /// Recovery reads past damage in the last group as if it were synced: a group a power
+    /// cut tore is dead-lettered as damaged acknowledged records.
+    TornGroupReadPast,
+    /// Recovery forgets the cut an earlier, failed recovery noted: the torn tail it left
+    /// behind a newer segment is read as damage.
+    UnfinishedCut,
 }
 
 impl Hole {
-    pub const ALL: [Hole; 5] = [Hole::SecondWriter, Hole::ReusedOffsets, Hole::DroppedOnReadError, Hole::KeptUnsyncedPages, Hole::UnsyncedDirectories];
+    pub const ALL: [Hole; 7] = [
+        Hole::SecondWriter,
+        Hole::ReusedOffsets,
+        Hole::DroppedOnReadError,
+        Hole::KeptUnsyncedPages,
+        Hole::UnsyncedDirectories,
+        Hole::TornGroupReadPast,
+        Hole::UnfinishedCut,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -30,6 +44,8 @@ impl Hole {
             Hole::DroppedOnReadError => "dropped-on-read-error",
             Hole::KeptUnsyncedPages => "kept-unsynced-pages",
             Hole::UnsyncedDirectories => "unsynced-directories",
+            Hole::TornGroupReadPast => "torn-group-read-past",
+            Hole::UnfinishedCut => "unfinished-cut",
         }
     }
 }

@@ -67,6 +67,13 @@ impl Node {
 
 /// Bytes before a record's payload: `[len u32 LE][crc32c u32 LE][offset u64 LE]`.
 const HEADER: usize = 16;
+/// The length's top bit marks a group's first record.
+const GROUP_START: u32 = 1 << 31;
+
+/// The payload length in the frame at `at`.
+fn length(bytes: &[u8], at: usize) -> usize {
+    (u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes")) & !GROUP_START) as usize
+}
 
 /// The records of a segment: each frame's start and its payload, decoded as JSON. A segment
 /// is a 4-byte magic, then frames, read here independently of the system's code; the zeros
@@ -75,7 +82,7 @@ fn records(segment: &Path) -> Vec<(usize, Value)> {
     let bytes = std::fs::read(segment).expect("read segment");
     let (mut at, mut out) = (4, Vec::new());
     while at + HEADER <= bytes.len() {
-        let len = u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes")) as usize;
+        let len = length(&bytes, at);
         if len == 0 {
             break;
         }
@@ -118,7 +125,7 @@ async fn a_torn_last_record_is_cut_and_every_record_before_it_applied() {
     // Where the next group would go: over the zeros preallocated after the last record.
     let (last, _) = whole.last().expect("records");
     let bytes = std::fs::read(&segment).expect("read segment");
-    let end = last + HEADER + u32::from_le_bytes(bytes[*last..last + 4].try_into().expect("4 bytes")) as usize;
+    let end = last + HEADER + length(&bytes, *last);
     let file = std::fs::OpenOptions::new().write(true).open(&segment).expect("open segment");
     std::os::unix::fs::FileExt::write_all_at(&file, &torn, end as u64).expect("tear the tail");
     let cut = file.metadata().expect("stat").len() as usize - end;

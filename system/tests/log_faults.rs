@@ -78,7 +78,7 @@ async fn what_recovery_reads_as_durable_it_makes_durable() {
     let seg = segment::path(&dir, 1);
     let end: usize = record::MAGIC.len() + (1..=3).map(|i| record::HEADER + format!("acked {i}").len()).sum::<usize>();
     let mut killed = Vec::new();
-    record::encode_into(&mut killed, 4, b"written, never synced");
+    record::encode_into(&mut killed, 4, b"written, never synced", true);
     std::os::unix::fs::FileExt::write_all_at(&std::fs::File::options().write(true).open(&seg).expect("open"), &killed, end as u64).expect("write");
 
     // Recovery alone, with no append after it whose sync would carry the page along.

@@ -53,8 +53,9 @@ fn read_rows(db: &Path) -> Result<(u64, Vec<Vec<u8>>), QueueError> {
 /// leaves either no segment (the drain runs again) or the complete one.
 fn write_segment(dir: &Path, base: u64, rows: &[Vec<u8>]) -> Result<(), LogError> {
     let mut buf = record::MAGIC.to_vec();
+    // Synced whole before its name appears: every record may start a group.
     for (i, payload) in rows.iter().enumerate() {
-        record::encode_into(&mut buf, base + i as u64, payload);
+        record::encode_into(&mut buf, base + i as u64, payload, true);
     }
     let tmp = dir.join("drain.tmp");
     let mut f = std::fs::File::create(&tmp).map_err(LogError::io("create", &tmp))?;

@@ -312,7 +312,7 @@ impl Writer {
         let count = group.len() as u64;
         self.buf.clear();
         for (i, payload) in group.enumerate() {
-            record::encode_into(&mut self.buf, self.next + i as u64, payload);
+            record::encode_into(&mut self.buf, self.next + i as u64, payload, i == 0);
         }
         if self.len > record::MAGIC.len() as u64 && self.len + self.buf.len() as u64 > self.segment_bytes {
             self.roll()?;

@@ -269,7 +269,7 @@ impl Reader {
     /// Decodes the record at the front of the buffer.
     fn take(&mut self) -> Option<Vec<u8>> {
         let format = self.format()?;
-        let Decoded::Record { payload, frame } = record::decode(format, self.unread(), self.next) else { return None };
+        let Decoded::Record { payload, frame, .. } = record::decode(format, self.unread(), self.next) else { return None };
         let payload = payload.to_vec();
         self.advance(frame);
         Some(payload)
@@ -488,7 +488,7 @@ mod tests {
         let _appender = log_of(dir.path(), 2, 1 << 20).await;
         // A record written but not (yet) synced: as if a group were in flight.
         let mut extra = Vec::new();
-        record::encode_into(&mut extra, 3, b"unsynced");
+        record::encode_into(&mut extra, 3, b"unsynced", true);
         let path = segment::path(dir.path(), 1);
         let mut bytes = std::fs::read(&path).expect("read");
         bytes.extend_from_slice(&extra);

@@ -7,6 +7,13 @@
 //! do) is what lets a reader find its way past damage: the next whole frame says which offsets
 //! the damaged bytes before it held, so numbering never slips.
 //!
+//! The appender syncs one group at a time, and a group's first record carries
+//! [`GROUP_START`] in its length: every byte before it in the segment was synced before it
+//! was written. That is how a scan tells damage on the medium from a write a power cut tore:
+//! pages of the one group whose sync never returned may reach the disk in any order, so its
+//! records can be damaged with whole ones after them; but a whole group start after damage
+//! proves the damage was synced first.
+//!
 //! Segments of the previous release ([`Format::V1`]) have no magic and frames without the
 //! offset (`[len][crc32c][payload]`, the checksum over length and payload); they are still
 //! read, and read past a damaged record only when a whole one follows right after it. The
@@ -14,12 +21,16 @@
 //! [`MAX_PAYLOAD`] (0 or 1): no v1 segment can start like a v2 one, and no single flipped bit
 //! turns the magic into a v1 length.
 
+use crate::holes::{self, Hole};
+
 /// The first bytes of every segment in the current format.
 pub const MAGIC: [u8; 4] = [b'W', b'H', b'L', 0xF2];
 /// Bytes before the payload.
 pub const HEADER: usize = 16;
 /// Bytes before the payload in a [`Format::V1`] segment.
 pub const HEADER_V1: usize = 8;
+/// Set in the length of a group's first record (see the module's docs).
+pub const GROUP_START: u32 = 1 << 31;
 /// Larger lengths are corruption: no event comes near this (ingress limits bodies far below).
 pub const MAX_PAYLOAD: usize = 16 * 1024 * 1024;
 
@@ -56,9 +67,10 @@ impl Format {
     }
 }
 
-/// Appends one framed record with its offset to `buf`.
-pub fn encode_into(buf: &mut Vec<u8>, offset: u64, payload: &[u8]) {
-    let len = (payload.len() as u32).to_le_bytes();
+/// Appends one framed record with its offset to `buf`; `group_start` for a group's first.
+pub fn encode_into(buf: &mut Vec<u8>, offset: u64, payload: &[u8], group_start: bool) {
+    let flag = if group_start { GROUP_START } else { 0 };
+    let len = (payload.len() as u32 | flag).to_le_bytes();
     let offset = offset.to_le_bytes();
     buf.extend_from_slice(&len);
     buf.extend_from_slice(&checksum(&len, &offset, payload).to_le_bytes());
@@ -73,8 +85,8 @@ fn checksum(len: &[u8; 4], offset: &[u8], payload: &[u8]) -> u32 {
 /// What the bytes at the front of a buffer hold.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Decoded<'a> {
-    /// A whole, checked record and the bytes its frame takes.
-    Record { payload: &'a [u8], frame: usize },
+    /// A whole, checked record, the bytes its frame takes, and whether it starts a group.
+    Record { payload: &'a [u8], frame: usize, group_start: bool },
     /// The buffer ends inside a frame: a torn tail, or a write still in progress.
     Incomplete,
     /// The frame is complete but wrong.
@@ -85,7 +97,7 @@ pub enum Decoded<'a> {
 pub fn decode(format: Format, buf: &[u8], offset: u64) -> Decoded<'_> {
     let Some((len, rest)) = buf.split_first_chunk::<4>() else { return Decoded::Incomplete };
     let Some((crc, rest)) = rest.split_first_chunk::<4>() else { return Decoded::Incomplete };
-    let n = u32::from_le_bytes(*len) as usize;
+    let (n, group_start) = length(format, *len);
     if n == 0 || n > MAX_PAYLOAD {
         return Decoded::Corrupt("impossible length");
     }
@@ -107,7 +119,16 @@ pub fn decode(format: Format, buf: &[u8], offset: u64) -> Decoded<'_> {
     if stored.is_some_and(|s| u64::from_le_bytes(*s) != offset) {
         return Decoded::Corrupt("record of another offset");
     }
-    Decoded::Record { payload, frame: buf.len() - rest.len() + n }
+    Decoded::Record { payload, frame: buf.len() - rest.len() + n, group_start }
+}
+
+/// A frame's payload length and group flag (v1 frames have no flag: the bit is corruption).
+fn length(format: Format, len: [u8; 4]) -> (usize, bool) {
+    let raw = u32::from_le_bytes(len);
+    match format {
+        Format::V1 => (raw as usize, false),
+        Format::V2 => ((raw & !GROUP_START) as usize, raw & GROUP_START != 0),
+    }
 }
 
 /// After a damaged record at the front of `buf` (a v2 segment) that should hold `offset`: the
@@ -119,7 +140,7 @@ pub fn resync(buf: &[u8], offset: u64, most: u64) -> Option<(usize, u64)> {
     let min = Format::V2.min_frame();
     (1..buf.len().saturating_sub(HEADER)).find_map(|at| {
         let frame = &buf[at..];
-        let n = u32::from_le_bytes(*frame.first_chunk::<4>()?) as usize;
+        let (n, _) = length(Format::V2, *frame.first_chunk::<4>()?);
         if n == 0 || n > MAX_PAYLOAD || HEADER + n > frame.len() {
             return None;
         }
@@ -169,13 +190,32 @@ pub struct Scan {
     pub damaged: Vec<(u64, &'static str)>,
 }
 
-/// Scans a whole segment whose first offset is `base`.
-pub fn scan(buf: &[u8], base: u64) -> Scan {
+/// Damaged records read past: the first one's index, its byte position, why, and the index
+/// of the whole record after them.
+struct Run {
+    first: u64,
+    at: usize,
+    why: &'static str,
+    next: u64,
+}
+
+/// Scans a whole segment whose first offset is `base`: the newest, after a crash. Records
+/// below `durable_below` are known to have been synced (published, or passed by a stored
+/// position). Damage that no whole record follows, or only records of its own group (the
+/// last one, which a power cut may have torn; see [`GROUP_START`]), ends the scan unless it is
+/// known synced; other damage is read past.
+pub fn scan(buf: &[u8], base: u64, durable_below: u64) -> Scan {
     let format = Format::of(buf).unwrap_or(Format::V2);
-    let (mut records, mut at, mut damaged) = (0, format.start().min(buf.len()), Vec::new());
+    let (mut records, mut at, mut runs) = (0, format.start().min(buf.len()), Vec::new());
+    // Where the last whole group start lies: damage before it was synced.
+    let mut last_start = 0;
+    let mut stop = None;
     while at < buf.len() {
-        let stop = match decode(format, &buf[at..], base + records) {
-            Decoded::Record { frame, .. } => {
+        let why = match decode(format, &buf[at..], base + records) {
+            Decoded::Record { frame, group_start, .. } => {
+                if group_start {
+                    last_start = at;
+                }
                 records += 1;
                 at += frame;
                 continue;
@@ -187,25 +227,43 @@ pub fn scan(buf: &[u8], base: u64) -> Scan {
             Format::V1 => skippable_v1(&buf[at..]).map(|frame| (frame, base + records + 1)),
             Format::V2 => resync(&buf[at..], base + records, u64::MAX),
         };
-        let Some((frame, next)) = skipped else { return Scan { format, records, valid_bytes: at, stop: Some(stop), damaged } };
-        damaged.extend((base + records..next).map(|o| (o - base, stop)));
+        let Some((frame, next)) = skipped else {
+            stop = Some(why);
+            break;
+        };
+        runs.push(Run { first: records, at, why, next: next - base });
         records = next - base;
         at += frame;
     }
-    Scan { format, records, valid_bytes: at, stop: None, damaged }
+    let in_last_group = |r: &Run| format == Format::V2 && r.at > last_start && base + r.first >= durable_below;
+    let torn = runs.iter().position(in_last_group).filter(|_| !holes::open(Hole::TornGroupReadPast));
+    if let Some(i) = torn {
+        (records, at, stop) = (runs[i].first, runs[i].at, Some(runs[i].why));
+        runs.truncate(i);
+    }
+    let damaged = runs.iter().flat_map(|r| (r.first..r.next).map(move |i| (i, r.why))).collect();
+    Scan { format, records, valid_bytes: at, stop, damaged }
 }
 
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
 
-    /// A v2 segment of `payloads` numbered from `base`: the magic, then the frames.
+    /// A v2 segment of `payloads` numbered from `base`: the magic, then the frames, each
+    /// record a group of its own (synced before the next was written).
     pub(crate) fn segment(base: u64, payloads: &[&[u8]]) -> Vec<u8> {
         let mut buf = MAGIC.to_vec();
         for (i, p) in payloads.iter().enumerate() {
-            encode_into(&mut buf, base + i as u64, p);
+            encode_into(&mut buf, base + i as u64, p, true);
         }
         buf
+    }
+
+    /// Appends `payloads` to `buf` as one group numbered from `base`.
+    pub(crate) fn group(buf: &mut Vec<u8>, base: u64, payloads: &[&[u8]]) {
+        for (i, p) in payloads.iter().enumerate() {
+            encode_into(buf, base + i as u64, p, i == 0);
+        }
     }
 
     /// A segment of the previous release, framed as its encoder did.
@@ -228,21 +286,21 @@ pub(crate) mod tests {
     fn records_read_back_as_written_and_only_at_their_offset() {
         let buf = segment(7, &[b"one", b"two"]);
         let at = MAGIC.len();
-        assert_eq!(decode(Format::V2, &buf[at..], 7), Decoded::Record { payload: b"one", frame: frame(b"one") });
-        assert_eq!(decode(Format::V2, &buf[at + frame(b"one")..], 8), Decoded::Record { payload: b"two", frame: frame(b"two") });
+        assert_eq!(decode(Format::V2, &buf[at..], 7), Decoded::Record { payload: b"one", frame: frame(b"one"), group_start: true });
+        assert_eq!(decode(Format::V2, &buf[at + frame(b"one")..], 8), Decoded::Record { payload: b"two", frame: frame(b"two"), group_start: true });
         assert_eq!(decode(Format::V2, &buf[at..], 8), Decoded::Corrupt("record of another offset"));
-        assert_eq!(scan(&buf, 7), Scan { format: Format::V2, records: 2, valid_bytes: buf.len(), stop: None, damaged: vec![] });
+        assert_eq!(scan(&buf, 7, 0), Scan { format: Format::V2, records: 2, valid_bytes: buf.len(), stop: None, damaged: vec![] });
     }
 
     #[test]
     fn a_segment_of_the_previous_release_is_still_read() {
         let buf = segment_v1(&[b"one", b"two"]);
         assert_eq!(Format::of(&buf), Some(Format::V1));
-        assert_eq!(decode(Format::V1, &buf, 1), Decoded::Record { payload: b"one", frame: HEADER_V1 + 3 });
-        assert_eq!(scan(&buf, 1), Scan { format: Format::V1, records: 2, valid_bytes: buf.len(), stop: None, damaged: vec![] });
+        assert_eq!(decode(Format::V1, &buf, 1), Decoded::Record { payload: b"one", frame: HEADER_V1 + 3, group_start: false });
+        assert_eq!(scan(&buf, 1, 0), Scan { format: Format::V1, records: 2, valid_bytes: buf.len(), stop: None, damaged: vec![] });
         let mut damaged = segment_v1(&[b"one", b"two", b"three"]);
         damaged[HEADER_V1 + 3 + HEADER_V1] ^= 0x10;
-        assert_eq!(scan(&damaged, 1).damaged, [(1, "checksum mismatch")]);
+        assert_eq!(scan(&damaged, 1, 0).damaged, [(1, "checksum mismatch")]);
     }
 
     #[test]
@@ -254,7 +312,7 @@ pub(crate) mod tests {
         }
         let mut buf = segment(1, &[b"one", b"two"]);
         buf[1] ^= 0x04;
-        assert_eq!(scan(&buf, 1).records, 2, "a damaged magic costs no record");
+        assert_eq!(scan(&buf, 1, 0).records, 2, "a damaged magic costs no record");
     }
 
     #[test]
@@ -262,7 +320,7 @@ pub(crate) mod tests {
         let buf = segment(1, &[b"first", b"second"]);
         let first = MAGIC.len() + frame(b"first");
         for cut in first + 1..buf.len() {
-            let scan = scan(&buf[..cut], 1);
+            let scan = scan(&buf[..cut], 1, 0);
             assert_eq!((scan.records, scan.valid_bytes, scan.stop), (1, first, Some("torn record")), "cut at {cut}");
         }
     }
@@ -289,7 +347,7 @@ pub(crate) mod tests {
             for bit in 0..8 {
                 let mut bad = buf.clone();
                 bad[byte] ^= 1 << bit;
-                let scan = scan(&bad, 10);
+                let scan = scan(&bad, 10, 0);
                 assert_eq!((scan.records, scan.valid_bytes, scan.stop), (3, buf.len(), None), "flip {byte}:{bit}");
                 assert_eq!(scan.damaged.iter().map(|d| d.0).collect::<Vec<_>>(), [1], "flip {byte}:{bit}");
             }
@@ -302,7 +360,7 @@ pub(crate) mod tests {
         let second = MAGIC.len() + frame(b"one");
         buf[second] ^= 0x40; // the second's length
         buf[second + frame(b"two") + HEADER] ^= 0x01; // the third's payload
-        let scan = scan(&buf, 1);
+        let scan = scan(&buf, 1, 0);
         assert_eq!((scan.records, scan.valid_bytes, scan.stop), (4, buf.len(), None));
         assert_eq!(scan.damaged.iter().map(|d| d.0).collect::<Vec<_>>(), [1, 2]);
     }
@@ -312,7 +370,7 @@ pub(crate) mod tests {
         let mut buf = segment(1, &[b"one", b"two"]);
         let end = buf.len() - 1;
         buf[end] ^= 0x10;
-        let scan = scan(&buf, 1);
+        let scan = scan(&buf, 1, 0);
         assert_eq!((scan.records, scan.stop), (1, Some("checksum mismatch")), "nothing whole follows the last record");
         let cut = &buf[scan.valid_bytes..];
         let most = most_records(Format::V2, cut);
@@ -321,6 +379,50 @@ pub(crate) mod tests {
         with_zeros.extend_from_slice(&[0; 4096]);
         assert_eq!(most_records(Format::V2, &with_zeros), most, "preallocated zeros hold no record");
         assert!(most_records(Format::V2, &segment(1, &[b"a", b"b", b"c"])[MAGIC.len()..]) >= 3);
+    }
+
+    /// The last group's head page never reached the disk while a later page of it did (a
+    /// power cut during its fsync): nothing of it was acknowledged, so it is a torn write, cut
+    /// with the whole records behind it, not damage to read past.
+    #[test]
+    fn damage_in_the_last_group_ends_the_scan_though_records_of_it_follow() {
+        let mut buf = segment(1, &[b"one", b"two"]);
+        let synced = buf.len();
+        group(&mut buf, 3, &[b"three", b"four", b"five"]);
+        buf[synced..synced + HEADER + 2].fill(0);
+        let end = buf.len();
+        let mut preallocated = buf.clone();
+        preallocated.resize(end + 4096, 0);
+        for buf in [&buf, &preallocated] {
+            let scan_ = scan(buf, 1, 0);
+            assert_eq!((scan_.records, scan_.valid_bytes, scan_.stop), (2, synced, Some("impossible length")));
+            assert_eq!(scan_.damaged, []);
+            let known = scan(buf, 1, 4);
+            assert_eq!((known.records, known.valid_bytes), (5, end), "offset 3 was published as durable");
+            assert_eq!(known.damaged, [(2, "impossible length")]);
+        }
+    }
+
+    /// A group start written after the damage proves the damaged group was synced before it.
+    #[test]
+    fn damage_before_a_later_group_is_read_past() {
+        let mut buf = MAGIC.to_vec();
+        group(&mut buf, 1, &[b"one", b"two", b"three"]);
+        group(&mut buf, 4, &[b"four", b"five"]);
+        buf[MAGIC.len() + frame(b"one") + HEADER] ^= 0x01;
+        let scan = scan(&buf, 1, 0);
+        assert_eq!((scan.records, scan.valid_bytes, scan.stop), (5, buf.len(), None));
+        assert_eq!(scan.damaged, [(1, "checksum mismatch")]);
+    }
+
+    #[test]
+    fn the_group_flag_is_read_apart_from_the_length_and_checked() {
+        let mut buf = Vec::new();
+        group(&mut buf, 1, &[b"one", b"two"]);
+        assert_eq!(decode(Format::V2, &buf, 1), Decoded::Record { payload: b"one", frame: frame(b"one"), group_start: true });
+        assert_eq!(decode(Format::V2, &buf[frame(b"one")..], 2), Decoded::Record { payload: b"two", frame: frame(b"two"), group_start: false });
+        buf[3] ^= 0x80;
+        assert_eq!(decode(Format::V2, &buf, 1), Decoded::Corrupt("checksum mismatch"), "a flipped flag is damage");
     }
 
     #[test]
