@@ -254,11 +254,7 @@ fn finish_earlier_cuts(disk: &dyn Disk, dir: &Path, cuts: &[(u64, u64)]) -> Resu
         }
         let path = segment::path(dir, base);
         let file = segment::open_for_write(disk, dir, base)?;
-        let size = file.len().map_err(LogError::io("stat segment", &path))?;
-        if size > keep {
-            tracing::warn!(file = %path.display(), keep, bytes_cut = size - keep, "finishing the cut of an earlier recovery that failed half-way");
-            file.set_len(keep).and_then(|_| file.sync_all()).map_err(LogError::io("cut segment tail", &path))?;
-        }
+        cut_to(&*file, &path, keep, "finishing the cut of an earlier recovery that failed half-way")?;
     }
     Ok(())
 }
@@ -286,14 +282,22 @@ fn undo_failed_sync(disk: &dyn Disk, dir: &Path) -> Result<(), LogError> {
     let path = segment::path(dir, base);
     if disk.exists(&path) {
         let file = segment::open_for_write(disk, dir, base)?;
-        let size = file.len().map_err(LogError::io("stat segment", &path))?;
-        if size > len {
-            tracing::warn!(file = %path.display(), synced = len, bytes_cut = size - len, "cutting what a failed sync left unsynced");
-            file.set_len(len).and_then(|_| file.sync_all()).map_err(LogError::io("cut segment tail", &path))?;
-        }
+        cut_to(&*file, &path, len, "cutting what a failed sync left unsynced")?;
     }
     disk.remove_file(&marker).map_err(LogError::io("remove", &marker))?;
     segment::sync_dir_on(disk, dir)
+}
+
+/// Cuts a segment back to `keep` bytes, durably. Synced even when it is that size already: an
+/// earlier attempt whose sync failed may have cut it in the page cache only, and its note is
+/// about to go.
+fn cut_to(file: &dyn DiskFile, path: &Path, keep: u64, why: &str) -> Result<(), LogError> {
+    let size = file.len().map_err(LogError::io("stat segment", path))?;
+    if size > keep {
+        tracing::warn!(file = %path.display(), keep, bytes_cut = size - keep, "{why}");
+        file.set_len(keep).map_err(LogError::io("cut segment tail", path))?;
+    }
+    file.sync_all().map_err(LogError::io("sync segment", path))
 }
 
 /// Records, durably, that the segment `base` is synced up to `len` and no further.
