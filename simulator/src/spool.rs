@@ -50,7 +50,7 @@ pub fn chosen(seed: u64) -> bool {
 struct SpoolLog {
     writer: Arc<Mutex<Writer>>,
     /// A write or fsync failed: nothing more is taken, as the real appender stops.
-    failed: Mutex<bool>,
+    failed: Arc<Mutex<bool>>,
     wake: Arc<Notify>,
     /// Offsets acknowledged, with the event under each, over every run of the schedule.
     offsets: Arc<Mutex<Offsets>>,
@@ -102,9 +102,15 @@ struct Server {
     /// The spool's writer, as its appender thread holds it between appends.
     writer: Arc<Mutex<Writer>>,
     wake: Arc<Notify>,
+    /// Its appender stopped after a failed write or fsync: readiness fails until a restart.
+    failed: Arc<Mutex<bool>>,
 }
 
 impl Server {
+    fn failed(&self) -> bool {
+        *self.failed.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// What the appender thread does while no append comes: retry a failed publish.
     fn idle(&self) {
         if self.writer.lock().unwrap_or_else(|p| p.into_inner()).publish_again() {
@@ -196,7 +202,8 @@ impl SpoolSim {
                 self.broker.set_up(up);
             }
             68..=70 => self.kill(),
-            71..=73 => self.power_cut(),
+            71..=72 => self.power_cut(),
+            73 => self.power_cut_in_a_sync().await?,
             74..=85 => self.restart().await,
             _ => {
                 let d = Duration::from_millis(self.rng.range(1, 2000));
@@ -274,9 +281,24 @@ impl SpoolSim {
         self.disk.power_cut();
     }
 
+    /// The power goes inside the next sync: a spooled append's, or the drainer's position's.
+    async fn power_cut_in_a_sync(&mut self) -> Checked<()> {
+        self.disk.cut_in_next_sync();
+        match self.rng.chance(0.5) {
+            true => self.post().await,
+            false => self.drain_round().await?,
+        }
+        self.power_cut();
+        Ok(())
+    }
+
     /// Starts the server, as `SpoolingProducer::open` does but over the simulated disk and
     /// broker, with the drainer handed to the schedule.
     async fn restart(&mut self) {
+        // Its readiness fails once the spool's appender stopped; the supervisor restarts it.
+        if self.server.as_ref().is_some_and(Server::failed) {
+            self.kill();
+        }
         if self.server.is_some() {
             return;
         }
@@ -297,12 +319,13 @@ impl SpoolSim {
         let (writer, _damage) = Writer::open(lock, stored + 1, self.cfg.segment_bytes).map_err(|e| e.to_string())?;
         let wake = Arc::new(Notify::new());
         let writer = Arc::new(Mutex::new(writer));
-        let spool = SpoolLog { writer: writer.clone(), failed: Mutex::new(false), wake: wake.clone(), offsets: self.offsets.clone() };
+        let failed = Arc::new(Mutex::new(false));
+        let spool = SpoolLog { writer: writer.clone(), failed: failed.clone(), wake: wake.clone(), offsets: self.offsets.clone() };
         let reader = EmbeddedConsumer::open(&log, wake.clone()).map_err(|e| e.to_string())?;
         let max_events = self.rng.range(5, 200);
         let broker: Arc<dyn Producer> = self.broker.clone();
         let (producer, drainer) = SpoolingProducer::assemble(broker, Box::new(spool), reader, max_events, Metrics::new(), CancellationToken::new()).await.map_err(|e| e.to_string())?;
-        Ok(Server { producer, drainer: drainer.with_jitter_seed(self.rng.next_u64()), writer, wake })
+        Ok(Server { producer, drainer: drainer.with_jitter_seed(self.rng.next_u64()), writer, wake, failed })
     }
 
     /// Faults have stopped: restart, resend what was refused, and let the drainer forward

@@ -154,6 +154,12 @@ impl EmbeddedConsumer {
         self.position
     }
 
+    /// The last offset read or passed over, up to the durable end: past the position by the
+    /// offsets of a gap recovery numbered past, which hold no record to deliver.
+    pub fn read_through(&mut self) -> Result<u64, QueueError> {
+        Ok(self.reader.passed().min(self.reader.durable().map_err(storage)?))
+    }
+
     /// Events durable after the current position.
     pub async fn backlog(&mut self) -> Result<u64, QueueError> {
         Ok(self.reader.durable().map_err(storage)?.saturating_sub(self.position))

@@ -205,6 +205,7 @@ impl Drainer {
                 }
             };
             if self.pending.is_empty() {
+                self.pass_gaps();
                 self.resume_direct().await;
                 return Drained::Idle;
             }
@@ -235,6 +236,17 @@ impl Drainer {
         let delay = BACKOFF.delay_from(self.failures, &mut self.jitter);
         self.pause(delay).await;
         Drained::Failed
+    }
+
+    /// Caught up: offsets the reader passed over since the last forward held no record (recovery
+    /// numbered past a torn tail) and leave the depth, which counted them at start. Else they
+    /// stay until an event after them is forwarded, and a spool they fill refuses that event.
+    fn pass_gaps(&mut self) {
+        let Ok(through) = self.reader.read_through() else { return };
+        if through > self.forwarded_through {
+            self.shared.add_depth(-((through - self.forwarded_through) as i64));
+            self.forwarded_through = through;
+        }
     }
 
     /// Goes back to producing directly once nothing is spooled and no spool append is in flight.

@@ -99,6 +99,12 @@ impl Reader {
         self.durable.as_deref().map_or(Ok(0), |f| read_durable(f, &self.dir))
     }
 
+    /// The last offset handed out or passed over as holding no record (a gap recovery numbered
+    /// past): every offset up to it is behind the reader.
+    pub fn passed(&self) -> u64 {
+        self.next - 1
+    }
+
     /// The first offset of the segment being read, once one is open.
     pub fn segment_base(&self) -> Option<u64> {
         self.segment.as_ref().map(|s| s.base)
