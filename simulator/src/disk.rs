@@ -7,10 +7,11 @@
 //! share of the dirty pages, each independently (torn and out of order), and the new size
 //! with the same chance, then reverts every directory to its synced entries: a file or
 //! directory no synced entry names is gone. The driver may also cut the power inside the next
-//! sync, the commonest moment under load: the write before it torn, the sync never answered. Faults, while switched on: `ENOSPC` (sometimes
-//! after a short write), `EIO` on write, read and directory sync, and a failed fsync that
-//! either drops the dirty pages (reads show the medium) or keeps them readable but clean,
-//! never to be written back (Linux after a failed write-back: PostgreSQL's fsyncgate).
+//! sync, the commonest moment under load: the write before it torn, the sync never answered.
+//! Faults, while switched on: `ENOSPC` (sometimes after a short write), `EIO` on write, read
+//! and directory sync, and a failed fsync that either drops the dirty pages (reads show the
+//! medium) or keeps them readable but clean, never to be written back (Linux after a failed
+//! write-back: PostgreSQL's fsyncgate).
 //! Bit flips on the medium are injected by the driver ([`SimDisk::flip_bit`]).
 
 use std::collections::{BTreeMap, BTreeSet};

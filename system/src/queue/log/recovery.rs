@@ -75,6 +75,12 @@ impl Damage {
         self.unreadable.is_empty() && self.cut.is_none()
     }
 
+    /// Takes in the `cut` and `possibly` ranges of another recovery.
+    fn widen(&mut self, cut: Option<(u64, u64)>, possibly: Option<(u64, u64)>) {
+        self.cut = widest(self.cut, cut);
+        self.possibly = widest(self.possibly, possibly);
+    }
+
     /// How many acknowledged records are damaged or gone.
     pub fn count(&self) -> u64 {
         self.unreadable.len() as u64 + self.cut.map_or(0, |(first, last)| last - first + 1)
@@ -102,8 +108,7 @@ pub fn recover(disk: &dyn Disk, dir: &Path, at_least: u64) -> Result<Tail, LogEr
         finish_earlier_cuts(disk, dir, &earlier.cuts)?;
     }
     let mut tail = recover_tail(disk, dir, at_least)?;
-    tail.damage.cut = widest(tail.damage.cut, earlier.cut);
-    tail.damage.possibly = widest(tail.damage.possibly, earlier.possibly);
+    tail.damage.widen(earlier.damage.cut, earlier.damage.possibly);
     for marker in markers {
         disk.remove_file(&marker).map_err(LogError::io("remove", &marker))?;
     }
@@ -120,7 +125,7 @@ fn widest(a: Option<(u64, u64)>, b: Option<(u64, u64)>) -> Option<(u64, u64)> {
 /// What earlier, unfinished recoveries were about to cut, and the files that say so.
 fn read_damage(disk: &dyn Disk, dir: &Path) -> Result<(Earlier, Vec<std::path::PathBuf>), LogError> {
     let names = disk.list(dir).map_err(LogError::io("list", dir))?;
-    let mut damage = Earlier::default();
+    let mut earlier = Earlier::default();
     let mut markers = Vec::new();
     for name in names.iter().filter_map(|n| n.to_str()).filter(|n| n.starts_with(DAMAGE_PREFIX) && !n.ends_with(".tmp")) {
         let marker = dir.join(name);
@@ -132,19 +137,18 @@ fn read_damage(disk: &dyn Disk, dir: &Path) -> Result<(Earlier, Vec<std::path::P
                 _ => None,
             }
         };
-        damage.cut = widest(damage.cut, range("cut "));
-        damage.possibly = widest(damage.possibly, range("possibly "));
-        damage.cuts.extend(range("segment "));
+        earlier.damage.widen(range("cut "), range("possibly "));
+        earlier.cuts.extend(range("segment "));
         markers.push(marker);
     }
-    Ok((damage, markers))
+    Ok((earlier, markers))
 }
 
 /// What unfinished recoveries were about to do.
 #[derive(Default)]
 struct Earlier {
-    cut: Option<(u64, u64)>,
-    possibly: Option<(u64, u64)>,
+    /// The ranges they were about to cut (`cut` and `possibly`).
+    damage: Damage,
     /// Segments to cut, by first offset, and the length each keeps.
     cuts: Vec<(u64, u64)>,
 }
